@@ -1,0 +1,315 @@
+//! `repayd bench run`: generate a portfolio on the chosen database and time import, planning
+//! and a due-date run against the zero-latency simulator, with a raw-insert baseline measured
+//! in the same run so figures can be compared across noisy machines.
+
+use crate::app::{load_policies, Sims};
+use crate::channel::sim::AccountSpec;
+use crate::channel::{builtin_channels, Channel, Scenario};
+use crate::domain::{round_money, PlannedInstallment};
+use crate::engine::{plan, Engine, EngineConfig};
+use crate::import::{store_loans, BorrowerInput, LoanInput, MandateInput};
+use crate::notify::LogSink;
+use crate::policy::parse_policy;
+use crate::store::{backend_of, Backend, Db, Rows, Val};
+use chrono::{Days, Months, NaiveDate, TimeZone, Utc};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use sqlx::Connection;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The policy the benchmark portfolio follows: one SMS notice at T-1, three due-date slots,
+/// result notices on, no early attempts (so the due-date run does the collecting).
+pub const BENCH_POLICY: &str = r#"
+name = "bench"
+version = 1
+description = "benchmark policy"
+[notices]
+before_due = [{ days = 1, at = "10:00" }]
+channels = ["sms"]
+on_result = true
+overdue_every_days = 0
+quiet_hours = [{ start = "22:00", end = "08:00" }]
+daily_cap = 5
+[early]
+allowed = false
+[due]
+at = ["08:00", "12:00", "20:00"]
+[ladder]
+steps = [1, 0.75, 0.5, 0.25]
+min_amount = "10.00"
+on_codes = ["INSUFFICIENT_BALANCE"]
+within_slot = true
+"#;
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub database_url: String,
+    pub installments: usize,
+    pub per_loan: usize,
+    pub repeat: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BenchFigures {
+    pub baseline_rows_per_sec: f64,
+    pub import_installments_per_sec: f64,
+    pub plan_installments_per_sec: f64,
+    pub run_attempts: u64,
+    pub run_attempts_per_sec: f64,
+    pub run_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub backend: String,
+    pub installments: usize,
+    pub loans: usize,
+    pub runs: Vec<BenchFigures>,
+    pub median: BenchFigures,
+    pub peak_rss_mb: f64,
+}
+
+/// Start every repeat from an empty database. Only files or databases that are clearly
+/// benchmark databases are dropped.
+async fn fresh_database(url: &str) -> anyhow::Result<()> {
+    match backend_of(url)? {
+        Backend::Sqlite => {
+            let path = url
+                .trim_start_matches("sqlite://")
+                .trim_start_matches("sqlite:");
+            let path = path.split('?').next().unwrap_or(path);
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{path}{suffix}"));
+            }
+            Ok(())
+        }
+        Backend::Postgres => {
+            let (base, name) = url
+                .rsplit_once('/')
+                .ok_or_else(|| anyhow::anyhow!("no database name in {url}"))?;
+            let name = name.split('?').next().unwrap_or(name);
+            anyhow::ensure!(
+                name.contains("bench"),
+                "refusing to drop PostgreSQL database `{name}`: the bench database name must contain `bench`"
+            );
+            sqlx::any::install_default_drivers();
+            let mut admin = sqlx::AnyConnection::connect(&format!("{base}/postgres")).await?;
+            sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .execute(&mut admin)
+                .await?;
+            sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+                .execute(&mut admin)
+                .await?;
+            Ok(())
+        }
+    }
+}
+
+fn bench_loan(i: usize, per_loan: usize, first_due: NaiveDate) -> LoanInput {
+    let installments = (0..per_loan)
+        .map(|k| PlannedInstallment {
+            seq: k as u32 + 1,
+            due_date: first_due
+                .checked_add_months(Months::new(k as u32))
+                .expect("date"),
+            principal: Decimal::new(1000_00 + (i % 50) as i64 * 100, 2),
+            interest: Decimal::new(35_50, 2),
+            fee: Decimal::new(5_00, 2),
+        })
+        .collect();
+    let channel = ["unionpay", "wechat", "bank"][i % 3];
+    LoanInput {
+        id: format!("BL{i:08}"),
+        borrower: BorrowerInput {
+            id: format!("BB{i:08}"),
+            name: "Bench Borrower".into(),
+            phone: format!("139{:08}", i % 100_000_000),
+            email: format!("b{i}@example.com"),
+            payday: None,
+        },
+        currency: "CNY".into(),
+        tz: chrono_tz::Asia::Shanghai,
+        policy: "bench".into(),
+        allow_early: false,
+        mandates: vec![MandateInput {
+            channel: channel.into(),
+            agreement: format!("BA{i:08}"),
+            account_masked: "6222 **** **** 0000".into(),
+            per_debit_limit: None,
+            daily_limit: None,
+        }],
+        installments,
+    }
+}
+
+/// About 10% of accounts are short of money: half empty, half with 60% of the installment.
+fn bench_scenario(loans: usize) -> Scenario {
+    let mut s = Scenario::default();
+    for i in (0..loans).filter(|i| i % 10 == 3) {
+        let owed = Decimal::new(1000_00 + (i % 50) as i64 * 100 + 35_50 + 5_00, 2);
+        let balance = if i % 20 == 3 {
+            Decimal::ZERO
+        } else {
+            round_money(owed * Decimal::new(60, 2))
+        };
+        s.accounts.push(AccountSpec {
+            agreement: format!("BA{i:08}"),
+            balance: Some(balance),
+            income: vec![],
+            fail: None,
+            fail_from: None,
+            unknown_first: 0,
+            unknown_applies: true,
+            unknown_rate: None,
+            per_debit_limit: None,
+            daily_limit: None,
+        });
+    }
+    s
+}
+
+/// Peak resident set size of this process, in MB (Linux).
+pub fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+async fn baseline(db: &Db, rows: usize) -> anyhow::Result<f64> {
+    let mut conn = db.pool.acquire().await?;
+    sqlx::query("CREATE TABLE IF NOT EXISTS bench_baseline (a BIGINT, b TEXT, c BIGINT)")
+        .execute(&mut *conn)
+        .await?;
+    let mut r = Rows::new(3);
+    for i in 0..rows {
+        r.push(vec![
+            Val::Int(i as i64),
+            Val::Text(format!("row-{i}")),
+            Val::Int(7),
+        ]);
+    }
+    let t = Instant::now();
+    let mut tx = conn.begin().await?;
+    r.insert(&mut tx, "INSERT INTO bench_baseline (a, b, c)", "")
+        .await?;
+    tx.commit().await?;
+    Ok(rows as f64 / t.elapsed().as_secs_f64())
+}
+
+async fn one_run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> anyhow::Result<BenchFigures> {
+    fresh_database(&opts.database_url).await?;
+    let db = Db::open(&opts.database_url).await?;
+    let mut figures = BenchFigures {
+        baseline_rows_per_sec: baseline(&db, opts.installments.min(200_000)).await?,
+        ..Default::default()
+    };
+    let loans = opts.installments.div_ceil(opts.per_loan);
+    let first_due = NaiveDate::from_ymd_opt(2027, 3, 15).expect("date");
+    let engine = bench_engine(db, loans)?;
+    progress(&format!("importing {loans} loans"));
+    let t = Instant::now();
+    let mut tx = engine.db.pool.begin().await?;
+    for chunk_start in (0..loans).step_by(5000) {
+        let chunk: Vec<LoanInput> = (chunk_start..(chunk_start + 5000).min(loans))
+            .map(|i| bench_loan(i, opts.per_loan, first_due))
+            .collect();
+        store_loans(&mut tx, &chunk, 0).await?;
+    }
+    tx.commit().await?;
+    figures.import_installments_per_sec =
+        (loans * opts.per_loan) as f64 / t.elapsed().as_secs_f64();
+    progress("planning");
+    let t = Instant::now();
+    plan::plan_new_loans(&engine, None).await?;
+    figures.plan_installments_per_sec = (loans * opts.per_loan) as f64 / t.elapsed().as_secs_f64();
+    let tz = chrono_tz::Asia::Shanghai;
+    let eve = tz
+        .from_local_datetime(&(first_due - Days::new(1)).and_hms_opt(12, 0, 0).expect("t"))
+        .unwrap()
+        .with_timezone(&Utc);
+    progress("advance notices (untimed)");
+    engine.run_once(eve).await?;
+    let morning = tz
+        .from_local_datetime(&first_due.and_hms_opt(8, 0, 0).expect("t"))
+        .unwrap()
+        .with_timezone(&Utc);
+    progress("due-date run");
+    let t = Instant::now();
+    let summary = engine.run_once(morning).await?;
+    figures.run_seconds = t.elapsed().as_secs_f64();
+    figures.run_attempts = summary.total_attempts();
+    figures.run_attempts_per_sec = figures.run_attempts as f64 / figures.run_seconds;
+    Ok(figures)
+}
+
+fn bench_engine(db: Db, loans: usize) -> anyhow::Result<Engine> {
+    let mut policies = load_policies(std::path::Path::new("policies"))?;
+    policies.insert(parse_policy(BENCH_POLICY, "bench policy")?);
+    let configs = builtin_channels();
+    let sims = Sims::load(bench_scenario(loans), &configs, None)?;
+    let channels: HashMap<String, Arc<dyn Channel>> = configs
+        .iter()
+        .zip(&sims.sims)
+        .map(|(c, s)| (c.name.clone(), s.clone() as Arc<dyn Channel>))
+        .collect();
+    Ok(Engine {
+        db,
+        policies: Arc::new(policies),
+        channels,
+        channel_configs: configs.into_iter().map(|c| (c.name.clone(), c)).collect(),
+        sink: Arc::new(LogSink {
+            path: std::env::temp_dir().join("repayd-bench-notices.log"),
+        }),
+        cfg: EngineConfig {
+            batch_size: 5000,
+            ..EngineConfig::default()
+        },
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        0.0
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+/// Run the benchmark `repeat` times, each on a fresh database, and report medians.
+pub async fn run_bench(
+    opts: &BenchOptions,
+    progress: &dyn Fn(&str),
+) -> anyhow::Result<BenchReport> {
+    anyhow::ensure!(
+        opts.per_loan > 0 && opts.installments > 0,
+        "--installments and --per-loan must be positive"
+    );
+    let mut runs = Vec::new();
+    for r in 0..opts.repeat.max(1) {
+        progress(&format!("repeat {}/{}", r + 1, opts.repeat.max(1)));
+        runs.push(one_run(opts, progress).await?);
+    }
+    let pick = |f: fn(&BenchFigures) -> f64| median(runs.iter().map(f).collect());
+    let median = BenchFigures {
+        baseline_rows_per_sec: pick(|f| f.baseline_rows_per_sec),
+        import_installments_per_sec: pick(|f| f.import_installments_per_sec),
+        plan_installments_per_sec: pick(|f| f.plan_installments_per_sec),
+        run_attempts: runs[0].run_attempts,
+        run_attempts_per_sec: pick(|f| f.run_attempts_per_sec),
+        run_seconds: pick(|f| f.run_seconds),
+    };
+    Ok(BenchReport {
+        backend: format!("{:?}", backend_of(&opts.database_url)?),
+        installments: opts.installments,
+        loans: opts.installments.div_ceil(opts.per_loan),
+        runs,
+        median,
+        peak_rss_mb: peak_rss_mb(),
+    })
+}

@@ -1,0 +1,502 @@
+//! Applying channel results to loans: allocation, ledger entries, mandate status and notices,
+//! accumulated in [`Writes`] and written in one transaction by [`flush`].
+
+use super::state::{LoanState, MandateState};
+use super::EngineError;
+use crate::channel::{ChannelError, DebitOutcome, QueryOutcome};
+use crate::domain::{allocate, local_date, to_minor, Allocation, FailureClass};
+use crate::ledger::{self, Entry};
+use crate::notify::{self, NoticeFacts, NoticeKind, NoticeRow};
+use crate::policy::Policy;
+use crate::store::{alloc_on, Rows, Val};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use sqlx::AnyConnection;
+use std::collections::HashMap;
+
+/// An attempt as recorded before the channel was called.
+#[derive(Debug, Clone)]
+pub struct AttemptRec {
+    pub id: i64,
+    pub loan_id: String,
+    /// The installment the attempt is counted against (the oldest owed).
+    pub seq: u32,
+    pub mandate_id: i64,
+    pub channel: String,
+    pub order_no: String,
+    pub kind: String,
+    pub ladder_step: u32,
+    pub amount: Decimal,
+    pub local_date: NaiveDate,
+    pub queries: u32,
+}
+
+/// A channel's answer, classified by the loan's policy.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Succeeded {
+        amount: Decimal,
+        channel_ref: String,
+    },
+    Failed {
+        code: String,
+        class: FailureClass,
+    },
+    Unknown {
+        code: String,
+    },
+}
+
+impl Verdict {
+    pub fn outcome_name(&self) -> &'static str {
+        match self {
+            Verdict::Succeeded { .. } => "succeeded",
+            Verdict::Failed {
+                class: FailureClass::Hard,
+                ..
+            } => "failed_hard",
+            Verdict::Failed { .. } => "failed_soft",
+            Verdict::Unknown { .. } => "unknown",
+        }
+    }
+}
+
+/// Classify a submit result. Transport errors that may have debited are unknown.
+pub fn verdict_of_submit(
+    policy: &Policy,
+    channel: &str,
+    r: Result<DebitOutcome, ChannelError>,
+) -> Verdict {
+    match r {
+        Ok(o) => verdict_of(policy, channel, o),
+        Err(e) if e.may_have_debited() => Verdict::Unknown {
+            code: "TRANSPORT".into(),
+        },
+        Err(e) => Verdict::Failed {
+            code: format!("REJECTED: {e}"),
+            class: FailureClass::Soft,
+        },
+    }
+}
+
+/// Classify a query result. `NotFound` is a failure only once the channel has had time to see
+/// the order (after a few queries); before that it stays unknown.
+pub fn verdict_of_query(
+    policy: &Policy,
+    channel: &str,
+    r: Result<QueryOutcome, ChannelError>,
+    queries: u32,
+) -> Verdict {
+    match r {
+        Ok(QueryOutcome::Found(o)) => verdict_of(policy, channel, o),
+        Ok(QueryOutcome::NotFound) if queries >= 2 => Verdict::Failed {
+            code: "NOT_FOUND".into(),
+            class: FailureClass::Soft,
+        },
+        Ok(QueryOutcome::NotFound) => Verdict::Unknown {
+            code: "NOT_FOUND".into(),
+        },
+        Err(_) => Verdict::Unknown {
+            code: "QUERY_FAILED".into(),
+        },
+    }
+}
+
+fn verdict_of(policy: &Policy, channel: &str, o: DebitOutcome) -> Verdict {
+    match o {
+        DebitOutcome::Succeeded {
+            channel_ref,
+            amount,
+        } => Verdict::Succeeded {
+            amount,
+            channel_ref,
+        },
+        DebitOutcome::Unknown { code } => Verdict::Unknown { code },
+        DebitOutcome::Failed { code, .. } => match policy.classify(channel, &code) {
+            FailureClass::Unknown => Verdict::Unknown { code },
+            class => Verdict::Failed { code, class },
+        },
+    }
+}
+
+#[derive(Debug, Clone)]
+struct AttemptUpdate {
+    id: i64,
+    status: &'static str,
+    code: Option<String>,
+    class: Option<String>,
+    channel_ref: Option<String>,
+    next_query_at: Option<i64>,
+    queries: u32,
+}
+
+/// Rows to write for a set of results, in one transaction.
+#[derive(Debug, Default)]
+pub struct Writes {
+    attempts: Vec<AttemptUpdate>,
+    entries: Vec<Entry>,
+    pub notices: Vec<NoticeRow>,
+    paid: Vec<(String, u32)>,
+    pub collected: Decimal,
+}
+
+/// When an unknown attempt is queried next: 1 minute, 5 minutes, 1 hour, then daily.
+pub fn next_query_at(now: DateTime<Utc>, queries: u32) -> DateTime<Utc> {
+    let wait = match queries {
+        0 => Duration::minutes(1),
+        1 => Duration::minutes(5),
+        2 => Duration::hours(1),
+        _ => Duration::days(1),
+    };
+    now + wait
+}
+
+/// Record a verdict on the attempt and apply its consequences to the loan.
+/// Returns what is still owed (due now) after it, for the pursuit to decide what is next.
+pub fn apply_verdict(
+    loan: &mut LoanState,
+    policy: &Policy,
+    att: &AttemptRec,
+    v: &Verdict,
+    now: DateTime<Utc>,
+    lender: &str,
+    w: &mut Writes,
+) {
+    let _span = tracing::info_span!("attempt", order_no = %att.order_no, loan = %att.loan_id,
+        amount = %att.amount, step = att.ladder_step)
+    .entered();
+    tracing::debug!(outcome = v.outcome_name(), "attempt result");
+    match v {
+        Verdict::Succeeded {
+            amount,
+            channel_ref,
+        } => {
+            w.attempts.push(update(
+                att,
+                "succeeded",
+                None,
+                None,
+                Some(channel_ref.clone()),
+            ));
+            post_repayment(loan, policy, att, *amount, now, w);
+        }
+        Verdict::Failed { code, class } => {
+            w.attempts.push(update(
+                att,
+                "failed",
+                Some(code.clone()),
+                Some(class.as_str().into()),
+                None,
+            ));
+            if *class == FailureClass::Hard {
+                invalidate_mandate(loan, policy, att, code, now, lender, w);
+            }
+        }
+        Verdict::Unknown { code } => {
+            let mut u = update(
+                att,
+                "unknown",
+                Some(code.clone()),
+                Some("unknown".into()),
+                None,
+            );
+            u.next_query_at = Some(next_query_at(now, att.queries).timestamp_millis());
+            w.attempts.push(u);
+            loan.open_attempt = true;
+        }
+    }
+}
+
+fn update(
+    att: &AttemptRec,
+    status: &'static str,
+    code: Option<String>,
+    class: Option<String>,
+    channel_ref: Option<String>,
+) -> AttemptUpdate {
+    AttemptUpdate {
+        id: att.id,
+        status,
+        code,
+        class,
+        channel_ref,
+        next_query_at: None,
+        queries: att.queries,
+    }
+}
+
+/// Allocate a collected amount (installments due now first, then later ones, then
+/// overpayment) and stage its ledger entry.
+fn post_repayment(
+    loan: &mut LoanState,
+    policy: &Policy,
+    att: &AttemptRec,
+    amount: Decimal,
+    now: DateTime<Utc>,
+    w: &mut Writes,
+) {
+    let today = local_date(now, loan.tz);
+    let (mut due, mut later) = (Vec::new(), Vec::new());
+    for i in &loan.insts {
+        if i.due <= today || i.seq == att.seq {
+            due.push(i.outstanding());
+        } else {
+            later.push(i.outstanding());
+        }
+    }
+    let order = &policy.allocation.order;
+    let walk = policy.allocation.installments;
+    let (mut allocs, rest) = allocate(amount, &due, order, walk);
+    let (later_allocs, over) = allocate(rest, &later, order, walk);
+    allocs.extend(later_allocs);
+    apply_allocations(loan, &allocs, now, w);
+    loan.ladder_pos = 0;
+    loan.dirty = true;
+    if loan.fully_paid() {
+        loan.status = "paid".into();
+    }
+    w.collected += amount;
+    w.entries.push(Entry {
+        id: 0,
+        kind: "repayment",
+        loan_id: Some(loan.id.clone()),
+        attempt_id: Some(att.id),
+        posted_at: now.timestamp_millis(),
+        memo: format!("repayment {} via {}", att.order_no, att.channel),
+        lines: ledger::repayment_lines(&att.channel, amount, &allocs, over),
+    });
+}
+
+fn apply_allocations(
+    loan: &mut LoanState,
+    allocs: &[Allocation],
+    now: DateTime<Utc>,
+    w: &mut Writes,
+) {
+    use crate::domain::Component::*;
+    let loan_id = loan.id.clone();
+    for a in allocs {
+        let Some(inst) = loan.inst_mut(a.seq) else {
+            continue;
+        };
+        match a.component {
+            Penalty => inst.paid.penalty += a.amount,
+            Fee => inst.paid.fee += a.amount,
+            Interest => inst.paid.interest += a.amount,
+            Principal => inst.paid.principal += a.amount,
+        }
+        inst.dirty = true;
+        if inst.owed() <= Decimal::ZERO && inst.status != "paid" {
+            inst.status = "paid".into();
+            inst.paid_at = Some(now.timestamp_millis());
+            w.paid.push((loan_id.clone(), inst.seq));
+        }
+    }
+}
+
+fn invalidate_mandate(
+    loan: &mut LoanState,
+    policy: &Policy,
+    att: &AttemptRec,
+    code: &str,
+    now: DateTime<Utc>,
+    lender: &str,
+    w: &mut Writes,
+) {
+    let Some(m) = loan.mandates.iter_mut().find(|m| m.id == att.mandate_id) else {
+        return;
+    };
+    if m.status != "active" {
+        return;
+    }
+    m.status = "invalid".into();
+    m.status_code = Some(code.to_string());
+    m.dirty = true;
+    let account = m.account_masked.clone();
+    let facts = NoticeFacts {
+        seq: Some(att.seq),
+        amount: loan.owed_through(local_date(now, loan.tz), Some(att.seq)),
+        remaining: Decimal::ZERO,
+        due: loan.insts.first().map(|i| i.due),
+        account_masked: account,
+    };
+    let key = att.mandate_id.to_string();
+    w.notices.extend(notify::notice_rows(
+        NoticeKind::Rebind,
+        &key,
+        loan,
+        policy,
+        &facts,
+        lender,
+        now,
+    ));
+}
+
+/// Write staged results: attempts, journal, installments, mandates, loans, notices, and
+/// cancel the pending actions of whatever got paid.
+pub async fn flush(
+    conn: &mut AnyConnection,
+    loans: &mut HashMap<String, LoanState>,
+    mut w: Writes,
+    now: DateTime<Utc>,
+) -> Result<(), EngineError> {
+    write_attempts(conn, &w.attempts, now).await?;
+    if !w.entries.is_empty() {
+        let first = alloc_on(conn, "entry", w.entries.len() as i64).await?;
+        for (i, e) in w.entries.iter_mut().enumerate() {
+            e.id = first + i as i64;
+        }
+        ledger::post_entries(conn, &w.entries).await?;
+    }
+    write_loans(conn, loans).await?;
+    notify::queue_notices(conn, &w.notices, now).await?;
+    cancel_paid(conn, &w.paid, loans).await?;
+    Ok(())
+}
+
+async fn write_attempts(
+    conn: &mut AnyConnection,
+    ups: &[AttemptUpdate],
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    if ups.is_empty() {
+        return Ok(());
+    }
+    let mut rows = Rows::new(7);
+    for u in ups {
+        rows.push(vec![
+            Val::Int(u.id),
+            u.status.into(),
+            u.code.clone().into(),
+            u.class.clone().into(),
+            u.channel_ref.clone().into(),
+            u.next_query_at.into(),
+            u.queries.into(),
+        ]);
+    }
+    let sql = format!(
+        "UPDATE attempts SET status = v.status, code = v.code, class = v.class, \
+         channel_ref = v.channel_ref, next_query_at = v.next_query_at, queries = v.queries, \
+         updated_at = {} FROM v WHERE attempts.id = v.id AND attempts.status IN ('submitted','unknown')",
+        now.timestamp_millis()
+    );
+    rows.with_values(
+        conn,
+        "id, status, code, class, channel_ref, next_query_at, queries",
+        &sql,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Write back dirty installments, mandates and loans, then clear their dirty flags.
+pub async fn write_loans(
+    conn: &mut AnyConnection,
+    loans: &mut HashMap<String, LoanState>,
+) -> Result<(), sqlx::Error> {
+    let mut insts = Rows::new(9);
+    let mut mandates = Rows::new(3);
+    let mut loan_rows = Rows::new(3);
+    for l in loans.values_mut() {
+        for i in l.insts.iter_mut().filter(|i| i.dirty) {
+            insts.push(vec![
+                l.id.clone().into(),
+                i.seq.into(),
+                to_minor(i.paid.principal).into(),
+                to_minor(i.paid.interest).into(),
+                to_minor(i.paid.fee).into(),
+                to_minor(i.paid.penalty).into(),
+                i.status.clone().into(),
+                i.attempts.into(),
+                i.paid_at.into(),
+            ]);
+            i.dirty = false;
+        }
+        for m in l.mandates.iter_mut().filter(|m| m.dirty) {
+            mandates.push(mandate_row(m));
+            m.dirty = false;
+        }
+        if l.dirty {
+            loan_rows.push(vec![
+                l.id.clone().into(),
+                l.status.clone().into(),
+                l.ladder_pos.into(),
+            ]);
+            l.dirty = false;
+        }
+    }
+    if !insts.is_empty() {
+        insts
+            .with_values(
+                conn,
+                "loan_id, seq, pp, pi, pf, pn, status, attempts, paid_at",
+                "UPDATE installments SET paid_principal = v.pp, paid_interest = v.pi, paid_fee = v.pf, \
+                 paid_penalty = v.pn, status = v.status, attempts = v.attempts, paid_at = v.paid_at \
+                 FROM v WHERE installments.loan_id = v.loan_id AND installments.seq = v.seq",
+            )
+            .await?;
+    }
+    if !mandates.is_empty() {
+        mandates
+            .with_values(
+                conn,
+                "id, status, code",
+                "UPDATE mandates SET status = v.status, status_code = v.code FROM v WHERE mandates.id = v.id",
+            )
+            .await?;
+    }
+    if !loan_rows.is_empty() {
+        loan_rows
+            .with_values(
+                conn,
+                "id, status, ladder_pos",
+                "UPDATE loans SET status = v.status, ladder_pos = v.ladder_pos FROM v WHERE loans.id = v.id",
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+fn mandate_row(m: &MandateState) -> Vec<Val> {
+    vec![
+        Val::Int(m.id),
+        m.status.clone().into(),
+        m.status_code.clone().into(),
+    ]
+}
+
+/// A paid installment stops all its pending actions; a paid loan stops everything.
+async fn cancel_paid(
+    conn: &mut AnyConnection,
+    paid: &[(String, u32)],
+    loans: &HashMap<String, LoanState>,
+) -> Result<(), sqlx::Error> {
+    if paid.is_empty() {
+        return Ok(());
+    }
+    let mut rows = Rows::new(2);
+    for (loan, seq) in paid {
+        rows.push(vec![loan.clone().into(), (*seq).into()]);
+    }
+    rows.with_values(
+        conn,
+        "loan_id, seq",
+        "UPDATE actions SET status = 'cancelled', note = 'installment paid' FROM v \
+         WHERE actions.loan_id = v.loan_id AND actions.seq = v.seq AND actions.status = 'pending'",
+    )
+    .await?;
+    let mut done = Rows::new(1);
+    for l in loans.values().filter(|l| l.status == "paid") {
+        done.push(vec![l.id.clone().into()]);
+    }
+    if !done.is_empty() {
+        done.with_values(
+            conn,
+            "loan_id",
+            "UPDATE actions SET status = 'cancelled', note = 'loan paid' FROM v \
+             WHERE actions.loan_id = v.loan_id AND actions.status = 'pending'",
+        )
+        .await?;
+    }
+    Ok(())
+}

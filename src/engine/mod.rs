@@ -1,0 +1,177 @@
+//! The engine: a durable agenda of planned actions, claimed in batches, executed as
+//! attempts through channels, with every result, ledger entry and notice written together.
+//!
+//! A run (`run_once`) is: resolve open attempts → refresh overdue installments (penalties,
+//! overdue plans, collections hand-off) → claim and execute due actions → dispatch notices.
+//! Everything is keyed in the database, so running twice for the same instant changes
+//! nothing and a run after downtime catches up.
+
+pub mod apply;
+pub mod plan;
+pub mod pursue;
+pub mod refresh;
+pub mod resolve;
+pub mod state;
+
+use crate::channel::{Channel, ChannelConfig};
+use crate::ledger::LedgerError;
+use crate::notify::{self, NoticeSink, NotifyError};
+use crate::policy::{Policy, PolicySet};
+use crate::store::Db;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Notify(#[from] NotifyError),
+    #[error("loan {loan} follows unknown policy `{policy}`")]
+    UnknownPolicy { loan: String, policy: String },
+    #[error("no channel `{0}` is configured")]
+    UnknownChannel(String),
+    #[error("channel {channel}: {message}")]
+    OrderNo { channel: String, message: String },
+    #[error("{0} not found")]
+    NotFound(String),
+}
+
+/// Tunables of the engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Shown in every notice.
+    pub lender_name: String,
+    /// Actions claimed per batch.
+    pub batch_size: usize,
+    /// Who holds a claim (host:pid); leases let another instance rescue a dead owner's work.
+    pub owner: String,
+    pub lease_ms: i64,
+    /// Channel calls in flight at once per batch.
+    pub concurrency: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            lender_name: "repayd demo lender".into(),
+            batch_size: 2000,
+            owner: format!("pid-{}", std::process::id()),
+            lease_ms: 5 * 60 * 1000,
+            concurrency: 64,
+        }
+    }
+}
+
+/// Everything a run needs: the database, policies, channels and where notices go.
+pub struct Engine {
+    pub db: Db,
+    pub policies: Arc<PolicySet>,
+    pub channels: HashMap<String, Arc<dyn Channel>>,
+    pub channel_configs: HashMap<String, ChannelConfig>,
+    pub sink: Arc<dyn NoticeSink>,
+    pub cfg: EngineConfig,
+}
+
+/// What one run did, for logs, the CLI and tests.
+#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
+pub struct RunSummary {
+    pub resolved: u64,
+    pub installments_refreshed: u64,
+    pub loans_to_collections: u64,
+    pub actions_claimed: u64,
+    pub actions_skipped: u64,
+    pub notices_queued: u64,
+    pub notices_sent: u64,
+    pub notices_held: u64,
+    /// attempts by "kind/outcome", e.g. "due/succeeded".
+    pub attempts: BTreeMap<String, u64>,
+    pub collected_minor: i64,
+}
+
+impl RunSummary {
+    pub fn count_attempt(&mut self, kind: &str, outcome: &str) {
+        *self
+            .attempts
+            .entry(format!("{kind}/{outcome}"))
+            .or_default() += 1;
+    }
+
+    pub fn total_attempts(&self) -> u64 {
+        self.attempts.values().sum()
+    }
+}
+
+impl Engine {
+    pub fn policy(&self, name: &str) -> Result<&Policy, EngineError> {
+        self.policies
+            .get(name)
+            .ok_or_else(|| EngineError::UnknownPolicy {
+                loan: "-".into(),
+                policy: name.into(),
+            })
+    }
+
+    pub fn channel(&self, name: &str) -> Result<&Arc<dyn Channel>, EngineError> {
+        self.channels
+            .get(name)
+            .ok_or_else(|| EngineError::UnknownChannel(name.into()))
+    }
+
+    /// Execute everything due at `now`, then return. The heart of scheduled runs.
+    #[tracing::instrument(name = "run", skip(self), fields(now = %now))]
+    pub async fn run_once(&self, now: DateTime<Utc>) -> Result<RunSummary, EngineError> {
+        let mut summary = RunSummary::default();
+        plan::plan_new_loans(self, None).await?;
+        resolve::resolve_open_attempts(self, now, &mut summary).await?;
+        refresh::refresh_overdue(self, now, &mut summary).await?;
+        pursue::run_due_actions(self, now, &mut summary).await?;
+        self.dispatch_notices(now, &mut summary).await?;
+        tracing::info!(
+            attempts = summary.total_attempts(),
+            collected_minor = summary.collected_minor,
+            notices_sent = summary.notices_sent,
+            "run finished"
+        );
+        Ok(summary)
+    }
+
+    /// Deliver notices due at `now`.
+    pub async fn dispatch_notices(
+        &self,
+        now: DateTime<Utc>,
+        summary: &mut RunSummary,
+    ) -> Result<(), EngineError> {
+        let mut conn = self.db.pool.acquire().await?;
+        let loan_policy = refresh::loan_policies(&mut conn).await?;
+        let lookup = |loan: &str| {
+            let p = self.policies.get(loan_policy.get(loan)?)?;
+            Some((notify::quiet_windows(p), p.notices.daily_cap))
+        };
+        let r = notify::dispatch(&mut conn, self.sink.as_ref(), &lookup, now).await?;
+        summary.notices_sent += r.sent;
+        summary.notices_held += r.held_quiet + r.held_cap;
+        Ok(())
+    }
+
+    /// The earliest instant at which something is due after `after` (actions, notices or
+    /// attempt queries), for simulations that jump from event to event.
+    pub async fn next_wakeup(
+        &self,
+        after: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, EngineError> {
+        let t = after.timestamp_millis();
+        let mut conn = self.db.pool.acquire().await?;
+        let q = "SELECT MIN(x) FROM (\
+            SELECT MIN(due_at) AS x FROM actions WHERE status = 'pending' AND due_at > $1 \
+            UNION ALL SELECT MIN(send_after) FROM notices WHERE status = 'pending' AND send_after > $1 \
+            UNION ALL SELECT MIN(next_query_at) FROM attempts WHERE status = 'unknown' AND next_query_at > $1) AS t";
+        let next: Option<i64> = sqlx::query_scalar(q).bind(t).fetch_one(&mut *conn).await?;
+        Ok(next.and_then(DateTime::from_timestamp_millis))
+    }
+}

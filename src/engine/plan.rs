@@ -1,0 +1,142 @@
+//! Persisting plans: the agenda rows for each installment, keyed so planning twice is a no-op.
+
+use super::{Engine, EngineError};
+use crate::planner::{plan_installment, PlannedAction};
+use crate::store::{in_list, Rows, Val};
+use chrono::NaiveDate;
+use chrono_tz::Tz;
+use sqlx::{AnyConnection, Row};
+
+const PLAN_BATCH: i64 = 2000;
+
+/// Plan every loan not planned yet (or just `only`), in batches. Returns actions written.
+#[tracing::instrument(skip_all)]
+pub async fn plan_new_loans(engine: &Engine, only: Option<&[String]>) -> Result<u64, EngineError> {
+    let mut written = 0;
+    loop {
+        let mut tx = engine.db.pool.begin().await?;
+        let loans = unplanned(&mut tx, only).await?;
+        if loans.is_empty() {
+            tx.commit().await?;
+            return Ok(written);
+        }
+        written += plan_batch(engine, &mut tx, &loans).await?;
+        tx.commit().await?;
+    }
+}
+
+struct Unplanned {
+    id: String,
+    tz: Tz,
+    policy: String,
+    allow_early: bool,
+}
+
+async fn unplanned(
+    conn: &mut AnyConnection,
+    only: Option<&[String]>,
+) -> Result<Vec<Unplanned>, sqlx::Error> {
+    let rows = match only {
+        Some(ids) if !ids.is_empty() => {
+            let sql = format!(
+                "SELECT id, tz, policy, allow_early FROM loans WHERE planned = 0 AND id IN ({})",
+                in_list(1, ids.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for id in ids {
+                q = q.bind(id.as_str());
+            }
+            q.fetch_all(&mut *conn).await?
+        }
+        Some(_) => vec![],
+        None => sqlx::query(
+            "SELECT id, tz, policy, allow_early FROM loans WHERE planned = 0 ORDER BY id LIMIT $1",
+        )
+        .bind(PLAN_BATCH)
+        .fetch_all(&mut *conn)
+        .await?,
+    };
+    Ok(rows
+        .into_iter()
+        .map(|r| Unplanned {
+            id: r.get("id"),
+            tz: r.get::<String, _>("tz").parse().unwrap_or(chrono_tz::UTC),
+            policy: r.get("policy"),
+            allow_early: r.get::<i64, _>("allow_early") != 0,
+        })
+        .collect())
+}
+
+async fn plan_batch(
+    engine: &Engine,
+    conn: &mut AnyConnection,
+    loans: &[Unplanned],
+) -> Result<u64, EngineError> {
+    let sql = format!(
+        "SELECT loan_id, seq, due_date FROM installments WHERE status <> 'paid' AND loan_id IN ({})",
+        in_list(1, loans.len())
+    );
+    let mut q = sqlx::query(&sql);
+    for l in loans {
+        q = q.bind(l.id.as_str());
+    }
+    let mut by_loan: std::collections::HashMap<String, Vec<(u32, NaiveDate)>> = Default::default();
+    for r in q.fetch_all(&mut *conn).await? {
+        let due = NaiveDate::parse_from_str(&r.get::<String, _>("due_date"), "%Y-%m-%d")
+            .expect("stored date");
+        by_loan
+            .entry(r.get("loan_id"))
+            .or_default()
+            .push((r.get::<i64, _>("seq") as u32, due));
+    }
+    let mut rows = Rows::new(5);
+    for l in loans {
+        let policy = engine
+            .policies
+            .get(&l.policy)
+            .ok_or_else(|| EngineError::UnknownPolicy {
+                loan: l.id.clone(),
+                policy: l.policy.clone(),
+            })?;
+        for (seq, due) in by_loan.get(&l.id).into_iter().flatten() {
+            for a in plan_installment(policy, l.tz, *seq, *due, l.allow_early) {
+                rows.push(action_row(&l.id, &a));
+            }
+        }
+    }
+    let written = insert_actions(conn, rows).await?;
+    let sql = format!(
+        "UPDATE loans SET planned = 1 WHERE id IN ({})",
+        in_list(1, loans.len())
+    );
+    let mut q = sqlx::query(&sql);
+    for l in loans {
+        q = q.bind(l.id.as_str());
+    }
+    q.execute(&mut *conn).await?;
+    Ok(written)
+}
+
+/// One agenda row: (loan_id, seq, kind, slot, due_at).
+pub fn action_row(loan_id: &str, a: &PlannedAction) -> Vec<Val> {
+    vec![
+        loan_id.into(),
+        a.seq.into(),
+        a.kind.as_str().into(),
+        a.slot.clone().into(),
+        Val::Int(a.due_at.timestamp_millis()),
+    ]
+}
+
+/// Insert agenda rows; a key already planned is left as it is.
+pub async fn insert_actions(conn: &mut AnyConnection, rows: Rows) -> Result<u64, sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    rows.insert(
+        conn,
+        "INSERT INTO actions (loan_id, seq, kind, slot, due_at)",
+        "ON CONFLICT (loan_id, seq, kind, slot) DO NOTHING",
+    )
+    .await
+}

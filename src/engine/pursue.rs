@@ -1,0 +1,716 @@
+//! Claiming due actions and pursuing each loan's debt through attempts.
+//!
+//! A batch goes in rounds. Each round records its attempts as `submitted` (with their order
+//! numbers) and commits *before* any channel is called; then calls the channels; then writes
+//! every result with its ledger entry and notices in one transaction. A soft failure on the
+//! ladder's codes steps down within the slot (next round); a hard failure moves to the next
+//! mandate; success, unknown or an exhausted ladder ends the loan's pursuit for this slot.
+
+use super::apply::{self, AttemptRec, Verdict, Writes};
+use super::state::{load_loans, LoanState};
+use super::{Engine, EngineError, RunSummary};
+use crate::channel::DebitRequest;
+use crate::domain::{ladder_amounts, local_date, to_minor, LadderInput};
+use crate::notify::{self, NoticeFacts, NoticeKind, NoticeRow};
+use crate::planner::AttemptKind;
+use crate::policy::Policy;
+use crate::store::{alloc_on, Backend, Rows, Val};
+use chrono::{DateTime, Days, NaiveDate, Utc};
+use futures::StreamExt;
+use rust_decimal::Decimal;
+use sqlx::{AnyConnection, Row};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// A claimed agenda row.
+#[derive(Debug, Clone)]
+pub struct ClaimedAction {
+    pub id: i64,
+    pub loan_id: String,
+    pub seq: u32,
+    pub kind: String,
+    pub slot: String,
+}
+
+/// Claim and execute every action due at `now`, batch by batch.
+pub async fn run_due_actions(
+    engine: &Engine,
+    now: DateTime<Utc>,
+    summary: &mut RunSummary,
+) -> Result<(), EngineError> {
+    let mut attempted: HashSet<String> = HashSet::new();
+    loop {
+        let claimed = claim_due_actions(engine, now).await?;
+        if claimed.is_empty() {
+            return Ok(());
+        }
+        summary.actions_claimed += claimed.len() as u64;
+        process_batch(engine, claimed, now, &mut attempted, summary).await?;
+    }
+}
+
+/// Claim a batch with a lease. On PostgreSQL, `FOR UPDATE SKIP LOCKED` lets several daemons
+/// share the agenda without taking the same row; an expired lease can be taken over.
+pub async fn claim_due_actions(
+    engine: &Engine,
+    now: DateTime<Utc>,
+) -> Result<Vec<ClaimedAction>, EngineError> {
+    let wall = Utc::now().timestamp_millis();
+    let lock = match engine.db.backend {
+        Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    let sql = format!(
+        "UPDATE actions SET status = 'claimed', lease_owner = $1, lease_until = $2 \
+         WHERE id IN (SELECT id FROM actions WHERE status IN ('pending','claimed') AND due_at <= $3 \
+         AND (status = 'pending' OR lease_until < $4) ORDER BY due_at, id LIMIT $5 {lock}) \
+         RETURNING id, loan_id, seq, kind, slot"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(engine.cfg.owner.as_str())
+        .bind(wall + engine.cfg.lease_ms)
+        .bind(now.timestamp_millis())
+        .bind(wall)
+        .bind(engine.cfg.batch_size as i64)
+        .fetch_all(&engine.db.pool)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| ClaimedAction {
+            id: r.get("id"),
+            loan_id: r.get("loan_id"),
+            seq: r.get::<i64, _>("seq") as u32,
+            kind: r.get("kind"),
+            slot: r.get("slot"),
+        })
+        .collect())
+}
+
+/// How an action ended, written back to the agenda.
+struct ActionEnd {
+    id: i64,
+    status: &'static str,
+    note: String,
+}
+
+fn end(id: i64, status: &'static str, note: impl Into<String>) -> ActionEnd {
+    ActionEnd {
+        id,
+        status,
+        note: note.into(),
+    }
+}
+
+/// One loan's pursuit within this slot.
+#[derive(Debug)]
+struct Pursuit {
+    loan_id: String,
+    kind: AttemptKind,
+    action_id: i64,
+    early_seq: Option<u32>,
+    mandate_idx: usize,
+    amounts: Vec<Decimal>,
+    step: usize,
+    done: bool,
+}
+
+/// An attempt about to be recorded and submitted.
+struct NextAttempt {
+    pursuit: usize,
+    action_id: i64,
+    rec: AttemptRec,
+    agreement: String,
+    currency: String,
+}
+
+async fn process_batch(
+    engine: &Engine,
+    claimed: Vec<ClaimedAction>,
+    now: DateTime<Utc>,
+    attempted: &mut HashSet<String>,
+    summary: &mut RunSummary,
+) -> Result<(), EngineError> {
+    let mut ids: Vec<String> = claimed.iter().map(|a| a.loan_id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    let mut conn = engine.db.pool.acquire().await?;
+    let since = now.date_naive() - Days::new(2);
+    let mut loans = load_loans(&mut conn, &ids, since).await?;
+    drop(conn);
+    let mut by_loan: BTreeMap<String, Vec<ClaimedAction>> = BTreeMap::new();
+    for a in claimed {
+        by_loan.entry(a.loan_id.clone()).or_default().push(a);
+    }
+    let mut ends = Vec::new();
+    let mut notices = Vec::new();
+    let mut pursuits = Vec::new();
+    for (loan_id, actions) in by_loan {
+        let Some(loan) = loans.get(&loan_id) else {
+            ends.extend(
+                actions
+                    .iter()
+                    .map(|a| end(a.id, "skipped", "loan not found")),
+            );
+            continue;
+        };
+        let policy = engine.policy(&loan.policy)?;
+        let (notice_actions, attempt_actions): (Vec<_>, Vec<_>) =
+            actions.into_iter().partition(|a| a.kind == "notice");
+        for a in notice_actions {
+            ends.push(action_notice(engine, loan, policy, &a, now, &mut notices));
+        }
+        if !attempt_actions.is_empty() {
+            let p = start_pursuit(loan, policy, attempt_actions, now, attempted, &mut ends);
+            pursuits.extend(p);
+        }
+    }
+    summary.actions_skipped += ends.iter().filter(|e| e.status == "skipped").count() as u64;
+    summary.notices_queued += notices.len() as u64;
+    pursue_rounds(engine, &mut loans, pursuits, ends, notices, now, summary).await
+}
+
+/// Turn a notice action into outbox rows (or skip it when it no longer makes sense).
+fn action_notice(
+    engine: &Engine,
+    loan: &LoanState,
+    policy: &Policy,
+    a: &ClaimedAction,
+    now: DateTime<Utc>,
+    out: &mut Vec<NoticeRow>,
+) -> ActionEnd {
+    let today = local_date(now, loan.tz);
+    let Some(inst) = loan.insts.iter().find(|i| i.seq == a.seq) else {
+        return end(a.id, "skipped", "installment paid");
+    };
+    let pre_due = a.slot.starts_with("pre:");
+    if pre_due && inst.due < today {
+        return end(a.id, "skipped", "stale: due date passed");
+    }
+    if loan.status != "active" {
+        return end(a.id, "skipped", format!("loan {}", loan.status));
+    }
+    let kind = if pre_due {
+        NoticeKind::PreDue
+    } else {
+        NoticeKind::Overdue
+    };
+    let account = loan
+        .mandates
+        .iter()
+        .find(|m| m.usable())
+        .map(|m| m.account_masked.clone())
+        .unwrap_or_default();
+    let facts = NoticeFacts {
+        seq: Some(inst.seq),
+        amount: if pre_due {
+            inst.owed()
+        } else {
+            loan.owed_through(today, None)
+        },
+        remaining: Decimal::ZERO,
+        due: Some(inst.due),
+        account_masked: account,
+    };
+    let key = format!("{}:{}:{}", loan.id, a.seq, a.slot);
+    out.extend(notify::notice_rows(
+        kind,
+        &key,
+        loan,
+        policy,
+        &facts,
+        &engine.cfg.lender_name,
+        now,
+    ));
+    end(a.id, "done", "notice queued")
+}
+
+/// Decide whether (and how) a loan is attempted for the claimed attempt actions.
+fn start_pursuit(
+    loan: &LoanState,
+    policy: &Policy,
+    actions: Vec<ClaimedAction>,
+    now: DateTime<Utc>,
+    attempted: &mut HashSet<String>,
+    ends: &mut Vec<ActionEnd>,
+) -> Option<Pursuit> {
+    let today = local_date(now, loan.tz);
+    let mut live = Vec::new();
+    for a in actions {
+        let kind = AttemptKind::of_slot(&a.slot);
+        let inst_due = loan.insts.iter().find(|i| i.seq == a.seq).map(|i| i.due);
+        match inst_due {
+            None => ends.push(end(a.id, "skipped", "installment paid")),
+            Some(due) if kind == AttemptKind::Early && due <= today => {
+                ends.push(end(a.id, "skipped", "stale: early attempt after due date"))
+            }
+            _ => live.push((kind, a)),
+        }
+    }
+    let skip_all = |ends: &mut Vec<ActionEnd>, live: &[(AttemptKind, ClaimedAction)], why: &str| {
+        ends.extend(live.iter().map(|(_, a)| end(a.id, "skipped", why)));
+    };
+    if live.is_empty() {
+        return None;
+    }
+    if loan.status != "active" {
+        skip_all(ends, &live, &format!("loan {}", loan.status));
+        return None;
+    }
+    if attempted.contains(&loan.id) {
+        skip_all(ends, &live, "merged: loan already attempted in this run");
+        return None;
+    }
+    if loan.open_attempt {
+        skip_all(ends, &live, "an earlier attempt is unresolved");
+        return None;
+    }
+    // The most significant kind names the attempt: due > overdue > payday > early.
+    live.sort_by_key(|(k, _)| match k {
+        AttemptKind::Due => 0,
+        AttemptKind::Overdue => 1,
+        AttemptKind::Payday => 2,
+        AttemptKind::Early => 3,
+    });
+    let (kind, first) = (live[0].0, live[0].1.id);
+    let early_seq = (kind == AttemptKind::Early).then_some(live[0].1.seq);
+    attempted.insert(loan.id.clone());
+    let mut p = Pursuit {
+        loan_id: loan.id.clone(),
+        kind,
+        action_id: first,
+        early_seq,
+        mandate_idx: 0,
+        amounts: Vec::new(),
+        step: 0,
+        done: false,
+    };
+    let why = prepare(&mut p, loan, policy, today, true);
+    let note = why.unwrap_or("attempted");
+    let status = if why.is_some() { "skipped" } else { "done" };
+    ends.extend(live.iter().map(|(_, a)| end(a.id, status, note)));
+    why.is_none().then_some(p)
+}
+
+/// Point the pursuit at the first usable mandate (from `mandate_idx`) with a non-empty
+/// ladder. Returns why nothing can be attempted, if so.
+fn prepare(
+    p: &mut Pursuit,
+    loan: &LoanState,
+    policy: &Policy,
+    today: NaiveDate,
+    fresh: bool,
+) -> Option<&'static str> {
+    let owed = loan.owed_through(today, p.early_seq);
+    if owed <= Decimal::ZERO {
+        return Some("nothing owed");
+    }
+    let attributed = attributed_seq(loan, today, p.early_seq)?;
+    let inst = loan.insts.iter().find(|i| i.seq == attributed)?;
+    if inst.attempts >= policy.limits.max_attempts_per_installment {
+        return Some("max attempts reached");
+    }
+    while p.mandate_idx < loan.mandates.len() {
+        let m = &loan.mandates[p.mandate_idx];
+        if m.usable() {
+            let daily_remaining = m
+                .daily_limit
+                .map(|l| (l - loan.used_on(m.id, today)).max(Decimal::ZERO));
+            let amounts = ladder_amounts(&LadderInput {
+                owed,
+                per_debit_limit: m.per_debit_limit,
+                daily_remaining,
+                steps: &policy.ladder.steps,
+                min_amount: policy.ladder.min_amount,
+            });
+            if !amounts.is_empty() {
+                let start = if policy.ladder.within_slot || !fresh {
+                    0
+                } else {
+                    loan.ladder_pos as usize
+                };
+                p.step = start.min(amounts.len() - 1);
+                p.amounts = amounts;
+                return None;
+            }
+        }
+        p.mandate_idx += 1;
+    }
+    Some("no usable mandate within its limits")
+}
+
+/// The installment an attempt counts against: the oldest one owed now.
+fn attributed_seq(loan: &LoanState, today: NaiveDate, early_seq: Option<u32>) -> Option<u32> {
+    loan.insts
+        .iter()
+        .find(|i| (i.due <= today || Some(i.seq) == early_seq) && i.owed() > Decimal::ZERO)
+        .map(|i| i.seq)
+}
+
+async fn pursue_rounds(
+    engine: &Engine,
+    loans: &mut HashMap<String, LoanState>,
+    mut pursuits: Vec<Pursuit>,
+    ends: Vec<ActionEnd>,
+    notices: Vec<NoticeRow>,
+    now: DateTime<Utc>,
+    summary: &mut RunSummary,
+) -> Result<(), EngineError> {
+    let mut first = Some((ends, notices));
+    loop {
+        let next = next_attempts(loans, &pursuits, now);
+        let (ends, notices) = first.take().unwrap_or_default();
+        if next.is_empty() {
+            if !ends.is_empty() || !notices.is_empty() {
+                let mut tx = engine.db.pool.begin().await?;
+                write_action_ends(&mut tx, &ends, now).await?;
+                notify::queue_notices(&mut tx, &notices, now).await?;
+                tx.commit().await?;
+            }
+            return Ok(());
+        }
+        let next = record_submitted(engine, loans, next, &ends, &notices, now).await?;
+        let verdicts = submit_all(engine, loans, &next, now).await;
+        let mut w = Writes::default();
+        for (n, v) in next.iter().zip(verdicts) {
+            let loan = loans.get_mut(&n.rec.loan_id).expect("loaded");
+            let policy = engine.policy(&loan.policy)?;
+            apply::apply_verdict(
+                loan,
+                policy,
+                &n.rec,
+                &v,
+                now,
+                &engine.cfg.lender_name,
+                &mut w,
+            );
+            summary.count_attempt(&n.rec.kind, v.outcome_name());
+            advance(
+                &mut pursuits[n.pursuit],
+                loan,
+                policy,
+                &n.rec,
+                &v,
+                now,
+                &engine.cfg.lender_name,
+                &mut w,
+            );
+        }
+        summary.collected_minor += to_minor(w.collected);
+        summary.notices_queued += w.notices.len() as u64;
+        let mut tx = engine.db.pool.begin().await?;
+        apply::flush(&mut tx, loans, w, now).await?;
+        tx.commit().await?;
+    }
+}
+
+/// The attempt each live pursuit makes next.
+fn next_attempts(
+    loans: &HashMap<String, LoanState>,
+    pursuits: &[Pursuit],
+    now: DateTime<Utc>,
+) -> Vec<NextAttempt> {
+    let mut out = Vec::new();
+    for (i, p) in pursuits.iter().enumerate().filter(|(_, p)| !p.done) {
+        let loan = &loans[&p.loan_id];
+        let m = &loan.mandates[p.mandate_idx];
+        let today = local_date(now, loan.tz);
+        let Some(seq) = attributed_seq(loan, today, p.early_seq) else {
+            continue;
+        };
+        out.push(NextAttempt {
+            pursuit: i,
+            action_id: p.action_id,
+            rec: AttemptRec {
+                id: 0,
+                loan_id: loan.id.clone(),
+                seq,
+                mandate_id: m.id,
+                channel: m.channel.clone(),
+                order_no: String::new(),
+                kind: p.kind.as_str().into(),
+                ladder_step: p.step as u32,
+                amount: p.amounts[p.step],
+                local_date: today,
+                queries: 0,
+            },
+            agreement: m.agreement.clone(),
+            currency: loan.currency.clone(),
+        });
+    }
+    out
+}
+
+/// Give each attempt its id and order number and commit it as `submitted`, together with the
+/// action outcomes and queued notices, before any channel is called.
+async fn record_submitted(
+    engine: &Engine,
+    loans: &mut HashMap<String, LoanState>,
+    mut next: Vec<NextAttempt>,
+    ends: &[ActionEnd],
+    notices: &[NoticeRow],
+    now: DateTime<Utc>,
+) -> Result<Vec<NextAttempt>, EngineError> {
+    let mut tx = engine.db.pool.begin().await?;
+    let first_id = alloc_on(&mut tx, "attempt", next.len() as i64).await?;
+    let mut per_channel: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, n) in next.iter_mut().enumerate() {
+        n.rec.id = first_id + i as i64;
+        per_channel
+            .entry(n.rec.channel.clone())
+            .or_default()
+            .push(i);
+    }
+    for (channel, idxs) in &per_channel {
+        let cfg = engine
+            .channel_configs
+            .get(channel)
+            .ok_or_else(|| EngineError::UnknownChannel(channel.clone()))?;
+        let start = alloc_on(&mut tx, &format!("order:{channel}"), idxs.len() as i64).await?;
+        for (k, i) in idxs.iter().enumerate() {
+            next[*i].rec.order_no =
+                cfg.order_no
+                    .format((start + k as i64) as u64)
+                    .map_err(|e| EngineError::OrderNo {
+                        channel: channel.clone(),
+                        message: e.to_string(),
+                    })?;
+        }
+    }
+    insert_attempts(&mut tx, &next, now, engine.cfg.lease_ms).await?;
+    for n in &next {
+        let loan = loans.get_mut(&n.rec.loan_id).expect("loaded");
+        if let Some(inst) = loan.inst_mut(n.rec.seq) {
+            inst.attempts += 1;
+            inst.dirty = true;
+        }
+        *loan
+            .used
+            .entry((n.rec.mandate_id, n.rec.local_date))
+            .or_default() += n.rec.amount;
+    }
+    apply::write_loans(&mut tx, loans).await?;
+    write_action_ends(&mut tx, ends, now).await?;
+    notify::queue_notices(&mut tx, notices, now).await?;
+    tx.commit().await?;
+    Ok(next)
+}
+
+async fn insert_attempts(
+    conn: &mut AnyConnection,
+    next: &[NextAttempt],
+    now: DateTime<Utc>,
+    lease_ms: i64,
+) -> Result<(), sqlx::Error> {
+    let wall = Utc::now().timestamp_millis();
+    let mut rows = Rows::new(16);
+    for n in next {
+        let r = &n.rec;
+        rows.push(vec![
+            Val::Int(r.id),
+            Val::Int(n.action_id),
+            r.loan_id.clone().into(),
+            r.seq.into(),
+            Val::Int(r.mandate_id),
+            r.channel.clone().into(),
+            r.order_no.clone().into(),
+            r.kind.clone().into(),
+            r.ladder_step.into(),
+            to_minor(r.amount).into(),
+            "submitted".into(),
+            r.local_date.to_string().into(),
+            Val::Int(now.timestamp_millis()),
+            Val::Int(now.timestamp_millis()),
+            Val::Int(wall + lease_ms),
+            Val::Int(0),
+        ]);
+    }
+    rows.insert(
+        conn,
+        "INSERT INTO attempts (id, action_id, loan_id, seq, mandate_id, channel, order_no, kind, ladder_step, \
+         amount, status, local_date, created_at, updated_at, lease_until, queries)",
+        "",
+    )
+    .await?;
+    Ok(())
+}
+
+async fn write_action_ends(
+    conn: &mut AnyConnection,
+    ends: &[ActionEnd],
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    if ends.is_empty() {
+        return Ok(());
+    }
+    let mut rows = Rows::new(3);
+    for e in ends {
+        rows.push(vec![Val::Int(e.id), e.status.into(), e.note.clone().into()]);
+    }
+    let sql = format!(
+        "UPDATE actions SET status = v.status, note = v.note, done_at = {}, lease_owner = NULL, \
+         lease_until = NULL FROM v WHERE actions.id = v.id",
+        now.timestamp_millis()
+    );
+    rows.with_values(conn, "id, status, note", &sql).await?;
+    Ok(())
+}
+
+/// Call the channels, `concurrency` at a time, keeping results in attempt order.
+async fn submit_all(
+    engine: &Engine,
+    loans: &HashMap<String, LoanState>,
+    next: &[NextAttempt],
+    now: DateTime<Utc>,
+) -> Vec<Verdict> {
+    let calls = next.iter().map(|n| {
+        let ch = engine.channels.get(&n.rec.channel).cloned();
+        let req = DebitRequest {
+            order_no: n.rec.order_no.clone(),
+            agreement: n.agreement.clone(),
+            amount: n.rec.amount,
+            currency: n.currency.clone(),
+            at: now,
+        };
+        let policy = engine.policies.get(&loans[&n.rec.loan_id].policy);
+        let channel = n.rec.channel.clone();
+        async move {
+            let (Some(ch), Some(policy)) = (ch, policy) else {
+                return Verdict::Unknown {
+                    code: "NO_CHANNEL".into(),
+                };
+            };
+            apply::verdict_of_submit(policy, &channel, ch.submit(&req).await)
+        }
+    });
+    futures::stream::iter(calls)
+        .buffered(engine.cfg.concurrency.max(1))
+        .collect()
+        .await
+}
+
+/// Decide what the pursuit does after a verdict, staging result notices when it ends.
+#[allow(clippy::too_many_arguments)]
+fn advance(
+    p: &mut Pursuit,
+    loan: &mut LoanState,
+    policy: &Policy,
+    rec: &AttemptRec,
+    v: &Verdict,
+    now: DateTime<Utc>,
+    lender: &str,
+    w: &mut Writes,
+) {
+    let today = local_date(now, loan.tz);
+    match v {
+        Verdict::Succeeded { amount, .. } => {
+            p.done = true;
+            let remaining = loan.owed_through(today, p.early_seq);
+            let kind = if remaining > Decimal::ZERO {
+                NoticeKind::Partial
+            } else {
+                NoticeKind::Paid
+            };
+            result_notice(
+                kind,
+                &rec.id.to_string(),
+                loan,
+                policy,
+                rec,
+                *amount,
+                remaining,
+                now,
+                lender,
+                w,
+            );
+        }
+        Verdict::Unknown { .. } => p.done = true,
+        Verdict::Failed { code, class } => {
+            let laddered = policy.ladder.on_codes.iter().any(|c| c == code);
+            if *class == crate::domain::FailureClass::Hard {
+                p.mandate_idx += 1;
+                if prepare(p, loan, policy, today, false).is_some() {
+                    p.done = true;
+                    failed_notice(p, loan, policy, rec, now, lender, w);
+                }
+            } else if laddered && policy.ladder.within_slot && p.step + 1 < p.amounts.len() {
+                p.step += 1;
+            } else {
+                p.done = true;
+                if laddered && !policy.ladder.within_slot {
+                    remember_ladder(p, loan);
+                }
+                failed_notice(p, loan, policy, rec, now, lender, w);
+            }
+        }
+    }
+}
+
+/// With `within_slot = false`, the next slot starts one step lower.
+fn remember_ladder(p: &Pursuit, loan: &mut LoanState) {
+    loan.ladder_pos = p.step as u32 + 1;
+    loan.dirty = true;
+}
+
+fn failed_notice(
+    p: &Pursuit,
+    loan: &LoanState,
+    policy: &Policy,
+    rec: &AttemptRec,
+    now: DateTime<Utc>,
+    lender: &str,
+    w: &mut Writes,
+) {
+    let today = local_date(now, loan.tz);
+    let owed = loan.owed_through(today, p.early_seq);
+    let key = format!("{}:{today}", loan.id);
+    result_notice(
+        NoticeKind::Failed,
+        &key,
+        loan,
+        policy,
+        rec,
+        owed,
+        owed,
+        now,
+        lender,
+        w,
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn result_notice(
+    kind: NoticeKind,
+    key: &str,
+    loan: &LoanState,
+    policy: &Policy,
+    rec: &AttemptRec,
+    amount: Decimal,
+    remaining: Decimal,
+    now: DateTime<Utc>,
+    lender: &str,
+    w: &mut Writes,
+) {
+    if !policy.notices.on_result {
+        return;
+    }
+    let account = loan
+        .mandates
+        .iter()
+        .find(|m| m.id == rec.mandate_id)
+        .map(|m| m.account_masked.clone())
+        .unwrap_or_default();
+    let facts = NoticeFacts {
+        seq: Some(rec.seq),
+        amount,
+        remaining,
+        due: loan
+            .insts
+            .iter()
+            .find(|i| i.seq == rec.seq)
+            .map(|i| i.due)
+            .or_else(|| Some(rec.local_date)),
+        account_masked: account,
+    };
+    w.notices.extend(notify::notice_rows(
+        kind, key, loan, policy, &facts, lender, now,
+    ));
+}

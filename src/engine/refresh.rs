@@ -1,0 +1,205 @@
+//! Daily upkeep of overdue installments: penalty accrual, overdue status, the overdue part of
+//! the plan, and the hand-off to collections past the policy's stop point.
+
+use super::plan::{action_row, insert_actions};
+use super::{Engine, EngineError, RunSummary};
+use crate::domain::{
+    days_past_due, from_minor, local_date, penalty_between, penalty_start, to_minor, PenaltyBase,
+};
+use crate::planner::plan_overdue;
+use crate::store::{Rows, Val};
+use chrono::{DateTime, Days, NaiveDate, Utc};
+use sqlx::{AnyConnection, Row};
+use std::collections::{BTreeSet, HashMap};
+
+const REFRESH_BATCH: i64 = 2000;
+
+struct OverdueRow {
+    loan_id: String,
+    seq: u32,
+    due: NaiveDate,
+    principal_owed: i64,
+    interest_owed: i64,
+    penalty: i64,
+    penalty_through: Option<NaiveDate>,
+    overdue_planned: bool,
+    tz: chrono_tz::Tz,
+    policy: String,
+    payday: Option<u32>,
+}
+
+fn parse_date(s: &str) -> NaiveDate {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("stored date")
+}
+
+/// Bring every overdue installment up to `now`'s local date.
+#[tracing::instrument(skip_all)]
+pub async fn refresh_overdue(
+    engine: &Engine,
+    now: DateTime<Utc>,
+    summary: &mut RunSummary,
+) -> Result<(), EngineError> {
+    // Local dates lag or lead UTC by at most a day, so this bound catches every zone.
+    let bound = (now.date_naive() + Days::new(1)).to_string();
+    let mut after = (String::new(), 0i64);
+    loop {
+        let mut tx = engine.db.pool.begin().await?;
+        let rows = overdue_batch(&mut tx, &bound, &after).await?;
+        let Some(last) = rows.last() else {
+            tx.commit().await?;
+            return Ok(());
+        };
+        after = (last.loan_id.clone(), last.seq as i64);
+        refresh_batch(engine, &mut tx, rows, now, summary).await?;
+        tx.commit().await?;
+    }
+}
+
+async fn overdue_batch(
+    conn: &mut AnyConnection,
+    bound: &str,
+    after: &(String, i64),
+) -> Result<Vec<OverdueRow>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT i.loan_id, i.seq, i.due_date, i.principal - i.paid_principal AS p_owed, \
+         i.interest - i.paid_interest AS i_owed, i.penalty, i.penalty_through, i.overdue_planned, \
+         l.tz, l.policy, b.payday \
+         FROM installments i JOIN loans l ON l.id = i.loan_id JOIN borrowers b ON b.id = l.borrower_id \
+         WHERE i.status <> 'paid' AND l.status = 'active' AND i.due_date < $1 \
+         AND (i.penalty_through IS NULL OR i.penalty_through < $1) \
+         AND (i.loan_id > $2 OR (i.loan_id = $2 AND i.seq > $3)) \
+         ORDER BY i.loan_id, i.seq LIMIT $4",
+    )
+    .bind(bound)
+    .bind(after.0.as_str())
+    .bind(after.1)
+    .bind(REFRESH_BATCH)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| OverdueRow {
+            loan_id: r.get("loan_id"),
+            seq: r.get::<i64, _>("seq") as u32,
+            due: parse_date(&r.get::<String, _>("due_date")),
+            principal_owed: r.get("p_owed"),
+            interest_owed: r.get("i_owed"),
+            penalty: r.get("penalty"),
+            penalty_through: r
+                .get::<Option<String>, _>("penalty_through")
+                .map(|s| parse_date(&s)),
+            overdue_planned: r.get::<i64, _>("overdue_planned") != 0,
+            tz: r.get::<String, _>("tz").parse().unwrap_or(chrono_tz::UTC),
+            policy: r.get("policy"),
+            payday: r.get::<Option<i64>, _>("payday").map(|d| d as u32),
+        })
+        .collect())
+}
+
+async fn refresh_batch(
+    engine: &Engine,
+    conn: &mut AnyConnection,
+    rows: Vec<OverdueRow>,
+    now: DateTime<Utc>,
+    summary: &mut RunSummary,
+) -> Result<(), EngineError> {
+    let mut updates = Rows::new(5);
+    let mut actions = Rows::new(5);
+    let mut to_collections = BTreeSet::new();
+    let mut oldest_due: HashMap<String, NaiveDate> = HashMap::new();
+    for r in rows {
+        let today = local_date(now, r.tz);
+        if r.due >= today || r.penalty_through == Some(today) && r.overdue_planned {
+            continue;
+        }
+        let policy = engine.policy(&r.policy)?;
+        let pen = &policy.penalty;
+        let base = match pen.base {
+            PenaltyBase::Principal => r.principal_owed,
+            PenaltyBase::PrincipalInterest => r.principal_owed + r.interest_owed,
+        };
+        let start = penalty_start(r.due, pen.grace_days);
+        let from = r.penalty_through.map_or(start, |t| t.max(start));
+        let added = penalty_between(from_minor(base), pen.daily_rate, from, today);
+        if !r.overdue_planned {
+            for a in plan_overdue(policy, r.tz, r.seq, r.due, r.payday) {
+                actions.push(action_row(&r.loan_id, &a));
+            }
+        }
+        updates.push(vec![
+            r.loan_id.clone().into(),
+            r.seq.into(),
+            Val::Int(r.penalty + to_minor(added)),
+            today.to_string().into(),
+            Val::Int(1),
+        ]);
+        let oldest = oldest_due.entry(r.loan_id.clone()).or_insert(r.due);
+        if days_past_due(Some(*oldest), today) > policy.limits.stop_after_days_past_due {
+            to_collections.insert(r.loan_id);
+        }
+    }
+    summary.installments_refreshed += updates.len() as u64;
+    summary.loans_to_collections += to_collections.len() as u64;
+    if !updates.is_empty() {
+        updates
+            .with_values(
+                conn,
+                "loan_id, seq, penalty, through, planned",
+                "UPDATE installments SET penalty = v.penalty, penalty_through = v.through, \
+                 overdue_planned = v.planned, status = 'overdue' \
+                 FROM v WHERE installments.loan_id = v.loan_id AND installments.seq = v.seq",
+            )
+            .await?;
+    }
+    insert_actions(conn, actions).await?;
+    hand_to_collections(conn, &to_collections).await?;
+    Ok(())
+}
+
+/// Stop auto-debit: the loan is marked for collections and its pending attempts cancelled.
+async fn hand_to_collections(
+    conn: &mut AnyConnection,
+    loans: &BTreeSet<String>,
+) -> Result<(), sqlx::Error> {
+    if loans.is_empty() {
+        return Ok(());
+    }
+    let mut rows = Rows::new(1);
+    for l in loans {
+        rows.push(vec![l.clone().into()]);
+    }
+    let mut again = Rows::new(1);
+    for l in loans {
+        again.push(vec![l.clone().into()]);
+    }
+    rows.with_values(
+        conn,
+        "id",
+        "UPDATE loans SET status = 'collections' FROM v WHERE loans.id = v.id",
+    )
+    .await?;
+    again
+        .with_values(
+            conn,
+            "id",
+            "UPDATE actions SET status = 'cancelled', note = 'handed to collections' FROM v \
+             WHERE actions.loan_id = v.id AND actions.kind = 'attempt' AND actions.status = 'pending'",
+        )
+        .await?;
+    Ok(())
+}
+
+/// Policy name per loan that has pending notices (for dispatch).
+pub async fn loan_policies(
+    conn: &mut AnyConnection,
+) -> Result<HashMap<String, String>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT DISTINCT l.id, l.policy FROM loans l JOIN notices n ON n.loan_id = l.id WHERE n.status = 'pending'",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.get("id"), r.get("policy")))
+        .collect())
+}

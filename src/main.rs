@@ -1,0 +1,507 @@
+//! The `repayd` command line. Errors end here as `anyhow` with context; the library's
+//! errors are typed.
+
+use anyhow::{bail, Context};
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+use repayd::app::{engine_with_sims, load_policies, Settings};
+use repayd::engine::{plan, EngineConfig};
+use repayd::{bench, demo, import, ledger, policy, report};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "repayd",
+    version,
+    about = "Collect loan installments by direct debit"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args)]
+struct Global {
+    /// Database URL: sqlite://FILE (default, created on first use) or postgres://…
+    #[arg(long = "database", env = "REPAYD_DATABASE_URL", global = true, default_value = repayd::store::DEFAULT_DATABASE_URL)]
+    database: String,
+    /// Folder of policy files (the shipped policies are always available).
+    #[arg(
+        long,
+        env = "REPAYD_POLICIES",
+        global = true,
+        default_value = "policies"
+    )]
+    policies: PathBuf,
+    /// Scenario file of the built-in channel simulator.
+    #[arg(long, env = "REPAYD_SCENARIO", global = true)]
+    scenario: Option<PathBuf>,
+    /// Folder where the built-in simulator keeps balances and its journal between runs.
+    #[arg(
+        long,
+        env = "REPAYD_SIM_STATE",
+        global = true,
+        default_value = "repayd-sim"
+    )]
+    sim_state: PathBuf,
+    /// File the dev notice sink appends to.
+    #[arg(
+        long,
+        env = "REPAYD_NOTICE_LOG",
+        global = true,
+        default_value = "repayd-notices.log"
+    )]
+    notice_log: PathBuf,
+    /// Print results as JSON.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create the database and apply migrations.
+    Init,
+    /// Import the sample portfolio into a fresh SQLite database and run ~90 simulated days.
+    Demo {
+        /// Folder for the demo's database, sample files and notice log.
+        #[arg(long, default_value = "repayd-demo")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 90)]
+        days: u32,
+        /// Write the freshly generated sample files into DIR and exit (maintainers).
+        #[arg(long, hide = true)]
+        regenerate_sample: Option<PathBuf>,
+    },
+    /// Loans: import, show, list.
+    #[command(subcommand)]
+    Loans(LoansCmd),
+    /// Policies: check files, list loaded ones.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// A loan's agenda of planned actions.
+    #[command(subcommand)]
+    Plan(PlanCmd),
+    /// Execute everything due (`--once`) and exit.
+    Run {
+        /// Run once and exit (the daemon is `repayd serve`).
+        #[arg(long)]
+        once: bool,
+        /// The instant to run as (RFC 3339); defaults to the wall clock.
+        #[arg(long)]
+        now: Option<String>,
+    },
+    /// Attempts, newest first.
+    #[command(subcommand)]
+    Attempts(AttemptsCmd),
+    /// The ledger.
+    #[command(subcommand)]
+    Ledger(LedgerCmd),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Subcommand)]
+enum LoansCmd {
+    /// Import loans from a .json, .jsonl or .csv file (all or nothing).
+    Import { file: PathBuf },
+    /// A loan's plan, balances, days past due and ledger lines.
+    Show { id: String },
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Validate policy files; every problem is reported with file, line and field.
+    Check { files: Vec<PathBuf> },
+    /// Policies available (shipped and from the policies folder).
+    List,
+}
+
+#[derive(Subcommand)]
+enum PlanCmd {
+    /// List a loan's agenda with local times.
+    Show { id: String },
+}
+
+#[derive(Subcommand)]
+enum AttemptsCmd {
+    /// Recent attempts.
+    List {
+        #[arg(long)]
+        loan: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum LedgerCmd {
+    /// The account tree with balances; debits minus credits must be 0.
+    TrialBalance,
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Time import, planning and a due-date run on a generated portfolio.
+    Run {
+        #[arg(long, default_value_t = 100_000)]
+        installments: usize,
+        #[arg(long, default_value_t = 4)]
+        per_loan: usize,
+        /// Repeats (each on a fresh database); medians are reported.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+        /// The bench database (dropped and recreated; a PostgreSQL name must contain "bench").
+        #[arg(long, default_value = "sqlite://repayd-bench.db")]
+        bench_database: String,
+    },
+}
+
+fn settings(g: &Global) -> Settings {
+    Settings {
+        database_url: g.database.clone(),
+        policies_dir: g.policies.clone(),
+        scenario: g.scenario.clone(),
+        sim_state: Some(g.sim_state.clone()),
+        notice_log: g.notice_log.clone(),
+        ..Settings::default()
+    }
+}
+
+fn parse_now(s: Option<&str>) -> anyhow::Result<DateTime<Utc>> {
+    match s {
+        None => Ok(Utc::now()),
+        Some(s) => Ok(DateTime::parse_from_rfc3339(s)
+            .with_context(|| {
+                format!("--now `{s}` is not an RFC 3339 instant like 2027-01-15T08:00:00+08:00")
+            })?
+            .with_timezone(&Utc)),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("REPAYD_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match dispatch(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let g = &cli.global;
+    match &cli.cmd {
+        Cmd::Init => {
+            let db = repayd::store::Db::open(&g.database).await?;
+            println!("database ready: {}", db.display_url);
+        }
+        Cmd::Demo {
+            dir,
+            days,
+            regenerate_sample,
+        } => {
+            if let Some(out) = regenerate_sample {
+                demo::regenerate_sample(out)?;
+                println!("sample written to {}", out.display());
+                return Ok(ExitCode::SUCCESS);
+            }
+            let opts = demo::DemoOptions {
+                dir: dir.clone(),
+                days: *days,
+                start: chrono::NaiveDate::parse_from_str(demo::SAMPLE_START, "%Y-%m-%d")?,
+                progress: !g.json,
+            };
+            let summary = demo::run_demo(&opts).await?;
+            if g.json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                demo::print_summary(&summary);
+            }
+            let balanced = summary
+                .trial_balance
+                .as_ref()
+                .is_some_and(|t| t.difference().is_zero());
+            if !balanced {
+                bail!("the trial balance is not zero");
+            }
+        }
+        Cmd::Loans(LoansCmd::Import { file }) => import_file(g, file).await?,
+        Cmd::Loans(LoansCmd::Show { id }) => show_loan(g, id).await?,
+        Cmd::Policy(PolicyCmd::Check { files }) => return policy_check(files),
+        Cmd::Policy(PolicyCmd::List) => {
+            let set = load_policies(&g.policies)?;
+            for n in set.names() {
+                let p = set.get(n).expect("listed");
+                println!("{n}\tv{}\t{}", p.version, p.description);
+            }
+        }
+        Cmd::Plan(PlanCmd::Show { id }) => show_plan(g, id).await?,
+        Cmd::Run { once, now } => {
+            if !once {
+                bail!("`repayd run` needs --once (the long-running daemon is `repayd serve`)");
+            }
+            let now = parse_now(now.as_deref())?;
+            let (engine, sims) = engine_with_sims(&settings(g), EngineConfig::default()).await?;
+            let summary = engine.run_once(now).await?;
+            sims.save()?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+        }
+        Cmd::Attempts(AttemptsCmd::List { loan, limit }) => {
+            let db = repayd::store::Db::open(&g.database).await?;
+            let mut conn = db.pool.acquire().await?;
+            let rows = report::attempts(&mut conn, loan.as_deref(), *limit).await?;
+            if g.json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                for a in rows {
+                    println!(
+                        "{}  {}#{}  {:<8} {:<8} step {}  {:>12}  {:<10} {:<22} {}  {}",
+                        a.at.format("%Y-%m-%d %H:%M"),
+                        a.loan_id,
+                        a.seq,
+                        a.channel,
+                        a.kind,
+                        a.ladder_step,
+                        a.amount,
+                        a.status,
+                        a.code.unwrap_or_default(),
+                        a.account,
+                        a.order_no
+                    );
+                }
+            }
+        }
+        Cmd::Ledger(LedgerCmd::TrialBalance) => return trial_balance(g).await,
+        Cmd::Bench(BenchCmd::Run {
+            installments,
+            per_loan,
+            repeat,
+            bench_database,
+        }) => {
+            let opts = bench::BenchOptions {
+                database_url: bench_database.clone(),
+                installments: *installments,
+                per_loan: *per_loan,
+                repeat: *repeat,
+            };
+            let progress = |m: &str| eprintln!("bench: {m}");
+            let r = bench::run_bench(&opts, &progress).await?;
+            print_bench(&r);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn import_file(g: &Global, file: &PathBuf) -> anyhow::Result<()> {
+    let (engine, _) = engine_with_sims(&settings(g), EngineConfig::default()).await?;
+    let channels: Vec<String> = engine.channel_configs.keys().cloned().collect();
+    let loans = import::read_file(file, &engine.policies, &channels)?;
+    let mut tx = engine.db.pool.begin().await?;
+    let r = import::store_loans(&mut tx, &loans, Utc::now().timestamp_millis()).await?;
+    tx.commit().await?;
+    let ids: Vec<String> = loans.iter().map(|l| l.id.clone()).collect();
+    let actions = plan::plan_new_loans(&engine, Some(&ids)).await?;
+    println!(
+        "{}: {} loans added ({} installments), {} unchanged; {} actions planned",
+        file.display(),
+        r.loans_added,
+        r.installments_added,
+        r.loans_unchanged,
+        actions
+    );
+    Ok(())
+}
+
+async fn show_loan(g: &Global, id: &str) -> anyhow::Result<()> {
+    let db = repayd::store::Db::open(&g.database).await?;
+    let policies = load_policies(&g.policies)?;
+    let mut conn = db.pool.acquire().await?;
+    let Some(v) = report::loan_view(&mut conn, &policies, id, Utc::now()).await? else {
+        bail!("no loan `{id}` in {}", db.display_url);
+    };
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "loan {}  {}  {} {}  policy {}  status {}",
+        v.id, v.borrower, v.currency, v.timezone, v.policy, v.status
+    );
+    println!(
+        "phone {}  email {}  days past due {}  bucket {}",
+        v.phone,
+        v.email,
+        v.days_past_due,
+        v.bucket.as_deref().unwrap_or("-")
+    );
+    for m in &v.mandates {
+        println!(
+            "mandate {} {:<8} {}  {}{}",
+            m.priority,
+            m.channel,
+            m.account,
+            m.status,
+            m.status_code
+                .as_deref()
+                .map(|c| format!(" ({c})"))
+                .unwrap_or_default()
+        );
+    }
+    println!(
+        "\n seq  due date    {:>10} {:>10} {:>10} {:>10} {:>11} {:>11}  status",
+        "penalty", "fee", "interest", "principal", "paid", "outstanding"
+    );
+    for i in &v.installments {
+        let paid: rust_decimal::Decimal = i.paid.iter().sum();
+        println!(
+            "{:>4}  {}  {:>10} {:>10} {:>10} {:>10} {:>11} {:>11}  {} ({} attempts)",
+            i.seq,
+            i.due_date,
+            i.due[0],
+            i.due[1],
+            i.due[2],
+            i.due[3],
+            paid,
+            i.outstanding,
+            i.status,
+            i.attempts
+        );
+    }
+    println!("\nledger");
+    for l in &v.ledger {
+        println!(
+            "  #{:<6} {:<10} {:<14} {:>12} {:>12}  {}",
+            l.entry_id,
+            l.kind,
+            l.account,
+            l.debit,
+            l.credit,
+            l.component
+                .clone()
+                .map(|c| format!("{c} #{}", l.seq.unwrap_or(0)))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+async fn show_plan(g: &Global, id: &str) -> anyhow::Result<()> {
+    let db = repayd::store::Db::open(&g.database).await?;
+    let mut conn = db.pool.acquire().await?;
+    let rows = report::plan_view(&mut conn, id).await?;
+    if rows.is_empty() {
+        bail!("no agenda for loan `{id}` in {}", db.display_url);
+    }
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    for a in rows {
+        println!(
+            "#{:<3} {:<8} {:<18} {}  ({} UTC)  {:<9} {}",
+            a.seq,
+            a.kind,
+            a.slot,
+            a.local,
+            a.due_at.format("%Y-%m-%d %H:%M"),
+            a.status,
+            a.note.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+fn policy_check(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    if files.is_empty() {
+        bail!("name at least one policy file");
+    }
+    let mut ok = true;
+    for f in files {
+        match policy::load_policy_file(f) {
+            Ok(p) => println!("{}: ok (policy `{}` v{})", f.display(), p.name, p.version),
+            Err(e) => {
+                ok = false;
+                eprintln!("{e}");
+            }
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn trial_balance(g: &Global) -> anyhow::Result<ExitCode> {
+    let db = repayd::store::Db::open(&g.database).await?;
+    let mut conn = db.pool.acquire().await?;
+    let tb = ledger::trial_balance(&mut conn).await?;
+    if g.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "rows": tb.rows.iter().map(|r| serde_json::json!({"code": r.code, "name": r.name, "depth": r.depth,
+                    "debit": r.debit, "credit": r.credit, "balance": r.balance()})).collect::<Vec<_>>(),
+                "total_debit": tb.total_debit, "total_credit": tb.total_credit, "difference": tb.difference(),
+            }))?
+        );
+    } else {
+        println!(
+            "{:<36} {:>16} {:>16} {:>16}",
+            "account", "debit", "credit", "balance"
+        );
+        for r in &tb.rows {
+            let label = format!("{}{} {}", "  ".repeat(r.depth), r.code, r.name);
+            println!(
+                "{label:<36} {:>16} {:>16} {:>16}",
+                r.debit,
+                r.credit,
+                r.balance()
+            );
+        }
+        println!(
+            "\ntotal debits {}  total credits {}  debits - credits = {}",
+            tb.total_debit,
+            tb.total_credit,
+            tb.difference()
+        );
+    }
+    Ok(if tb.difference().is_zero() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn print_bench(r: &bench::BenchReport) {
+    println!(
+        "backend {}  installments {}  loans {}  repeats {}",
+        r.backend,
+        r.installments,
+        r.loans,
+        r.runs.len()
+    );
+    for (i, f) in r.runs.iter().enumerate() {
+        println!("  run {}: baseline {:.0} rows/s | import {:.0} inst/s | plan {:.0} inst/s | due-date run {} attempts in {:.2}s = {:.0} attempts/s",
+            i + 1, f.baseline_rows_per_sec, f.import_installments_per_sec, f.plan_installments_per_sec,
+            f.run_attempts, f.run_seconds, f.run_attempts_per_sec);
+    }
+    let m = &r.median;
+    println!("median: import {:.0} inst/s ({:.2}x baseline insert) | plan {:.0} inst/s | due-date run {:.0} attempts/s ({} attempts)",
+        m.import_installments_per_sec, m.import_installments_per_sec / m.baseline_rows_per_sec,
+        m.plan_installments_per_sec, m.run_attempts_per_sec, m.run_attempts);
+    println!("peak RSS {:.1} MB", r.peak_rss_mb);
+}

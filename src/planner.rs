@@ -1,0 +1,222 @@
+//! Policy evaluation (pure): turns an installment, its loan's zone and a policy into timed
+//! actions. Local times are converted to UTC here, per date, so DST never shifts a slot.
+//!
+//! Slots are named so that planning twice yields the same keys: `pre:T-3`, `early:T-1@20:00`,
+//! `due:08:00`, `od:D+4`, `payday:2026-12-20`, `remind:D+3`.
+
+use crate::domain::local_to_utc;
+use crate::policy::Policy;
+use chrono::{DateTime, Datelike, Days, NaiveDate, NaiveTime, Utc};
+use chrono_tz::Tz;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionKind {
+    Notice,
+    Attempt,
+}
+
+impl ActionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Notice => "notice",
+            ActionKind::Attempt => "attempt",
+        }
+    }
+}
+
+/// Why an attempt is made; shown to collections and used for catch-up rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AttemptKind {
+    Early,
+    Due,
+    Overdue,
+    Payday,
+}
+
+impl AttemptKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptKind::Early => "early",
+            AttemptKind::Due => "due",
+            AttemptKind::Overdue => "overdue",
+            AttemptKind::Payday => "payday",
+        }
+    }
+
+    /// The attempt kind encoded in a slot name.
+    pub fn of_slot(slot: &str) -> AttemptKind {
+        match slot.split(':').next() {
+            Some("early") => AttemptKind::Early,
+            Some("due") => AttemptKind::Due,
+            Some("payday") => AttemptKind::Payday,
+            _ => AttemptKind::Overdue,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedAction {
+    pub seq: u32,
+    pub kind: ActionKind,
+    pub slot: String,
+    pub due_at: DateTime<Utc>,
+}
+
+fn hhmm(t: NaiveTime) -> String {
+    t.format("%H:%M").to_string()
+}
+
+fn at(
+    seq: u32,
+    kind: ActionKind,
+    slot: String,
+    date: NaiveDate,
+    t: NaiveTime,
+    tz: Tz,
+) -> PlannedAction {
+    PlannedAction {
+        seq,
+        kind,
+        slot,
+        due_at: local_to_utc(date, t, tz),
+    }
+}
+
+/// Actions up to and including the due date: advance notices, early and due-date attempts.
+pub fn plan_installment(
+    policy: &Policy,
+    tz: Tz,
+    seq: u32,
+    due: NaiveDate,
+    allow_early: bool,
+) -> Vec<PlannedAction> {
+    let mut out = Vec::new();
+    for n in &policy.notices.before_due {
+        let d = due - Days::new(n.days as u64);
+        out.push(at(
+            seq,
+            ActionKind::Notice,
+            format!("pre:T-{}", n.days),
+            d,
+            n.at,
+            tz,
+        ));
+    }
+    if policy.early.allowed && allow_early {
+        for e in &policy.early.slots {
+            let d = due - Days::new(e.days as u64);
+            let slot = format!("early:T-{}@{}", e.days, hhmm(e.at));
+            out.push(at(seq, ActionKind::Attempt, slot, d, e.at, tz));
+        }
+    }
+    for t in &policy.due.at {
+        out.push(at(
+            seq,
+            ActionKind::Attempt,
+            format!("due:{}", hhmm(*t)),
+            due,
+            *t,
+            tz,
+        ));
+    }
+    out
+}
+
+/// Days after the due date on which the overdue cadence attempts, up to the stop point.
+pub fn overdue_days(policy: &Policy) -> Vec<u32> {
+    let o = &policy.overdue;
+    let stop = policy.limits.stop_after_days_past_due;
+    let mut days: Vec<u32> = (1..=o.daily_for_days.min(stop)).collect();
+    if o.then_every_days > 0 {
+        let mut d = o.daily_for_days + o.then_every_days;
+        while d <= stop {
+            days.push(d);
+            d += o.then_every_days;
+        }
+    }
+    days
+}
+
+/// Actions after the due date, planned once the installment is overdue: the overdue cadence,
+/// payday-aware attempts and overdue reminders.
+pub fn plan_overdue(
+    policy: &Policy,
+    tz: Tz,
+    seq: u32,
+    due: NaiveDate,
+    payday: Option<u32>,
+) -> Vec<PlannedAction> {
+    let mut out = Vec::new();
+    for d in overdue_days(policy) {
+        let date = due + Days::new(d as u64);
+        out.push(at(
+            seq,
+            ActionKind::Attempt,
+            format!("od:D+{d}"),
+            date,
+            policy.overdue.at,
+            tz,
+        ));
+    }
+    if let Some(day) = payday.filter(|_| policy.payday.enabled) {
+        for date in payday_dates(policy, due, day) {
+            let slot = format!("payday:{date}");
+            out.push(at(
+                seq,
+                ActionKind::Attempt,
+                slot,
+                date,
+                policy.payday.at,
+                tz,
+            ));
+        }
+    }
+    let every = policy.notices.overdue_every_days;
+    if every > 0 {
+        let mut d = every;
+        while d <= policy.limits.stop_after_days_past_due {
+            let date = due + Days::new(d as u64);
+            let slot = format!("remind:D+{d}");
+            out.push(at(
+                seq,
+                ActionKind::Notice,
+                slot,
+                date,
+                policy.notices.overdue_at,
+                tz,
+            ));
+            d += every;
+        }
+    }
+    out
+}
+
+/// Payday dates (plus the policy's offsets) strictly after `due`, within the stop window.
+fn payday_dates(policy: &Policy, due: NaiveDate, day: u32) -> Vec<NaiveDate> {
+    let last = due + Days::new(policy.limits.stop_after_days_past_due as u64);
+    let mut out = Vec::new();
+    let mut month = NaiveDate::from_ymd_opt(due.year(), due.month(), 1).expect("valid");
+    while month <= last {
+        let pay = clamp_day(month, day);
+        for off in &policy.payday.days_after {
+            let d = pay + Days::new(*off as u64);
+            if d > due && d <= last && !out.contains(&d) {
+                out.push(d);
+            }
+        }
+        month = month
+            .checked_add_months(chrono::Months::new(1))
+            .expect("valid");
+    }
+    out
+}
+
+fn clamp_day(first_of_month: NaiveDate, day: u32) -> NaiveDate {
+    let mut d = day;
+    loop {
+        if let Some(x) = first_of_month.with_day(d) {
+            return x;
+        }
+        d -= 1;
+    }
+}

@@ -1,0 +1,178 @@
+//! Multi-row statements with `$N` placeholders that work on SQLite and PostgreSQL alike.
+
+use sqlx::any::AnyArguments;
+use sqlx::query::Query;
+use sqlx::{Any, AnyConnection};
+
+/// One bound value. Kept to the types both backends decode through `sqlx::Any`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Val {
+    Int(i64),
+    Text(String),
+    OptInt(Option<i64>),
+    OptText(Option<String>),
+}
+
+impl From<i64> for Val {
+    fn from(v: i64) -> Self {
+        Val::Int(v)
+    }
+}
+impl From<u32> for Val {
+    fn from(v: u32) -> Self {
+        Val::Int(v as i64)
+    }
+}
+impl From<String> for Val {
+    fn from(v: String) -> Self {
+        Val::Text(v)
+    }
+}
+impl From<&str> for Val {
+    fn from(v: &str) -> Self {
+        Val::Text(v.to_string())
+    }
+}
+impl From<Option<i64>> for Val {
+    fn from(v: Option<i64>) -> Self {
+        Val::OptInt(v)
+    }
+}
+impl From<Option<String>> for Val {
+    fn from(v: Option<String>) -> Self {
+        Val::OptText(v)
+    }
+}
+
+/// Bind one value to a query.
+pub fn bind_val<'q>(
+    q: Query<'q, Any, AnyArguments<'q>>,
+    v: Val,
+) -> Query<'q, Any, AnyArguments<'q>> {
+    match v {
+        Val::Int(i) => q.bind(i),
+        Val::Text(s) => q.bind(s),
+        Val::OptInt(i) => q.bind(i),
+        Val::OptText(s) => q.bind(s),
+    }
+}
+
+/// Rows of values for a multi-row statement, executed in chunks that stay under both
+/// backends' bind-parameter limits.
+pub struct Rows {
+    width: usize,
+    vals: Vec<Val>,
+}
+
+/// Stay well below SQLite's 32,766 and PostgreSQL's 65,535 bind parameters.
+const MAX_PARAMS: usize = 30_000;
+
+impl Rows {
+    pub fn new(width: usize) -> Self {
+        Rows {
+            width,
+            vals: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, row: Vec<Val>) {
+        assert_eq!(row.len(), self.width, "row width");
+        self.vals.extend(row);
+    }
+
+    pub fn len(&self) -> usize {
+        self.vals.len() / self.width
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.vals.is_empty()
+    }
+
+    /// Run `before VALUES (...),(...) after` per chunk. Returns rows affected.
+    pub async fn insert(
+        self,
+        conn: &mut AnyConnection,
+        before: &str,
+        after: &str,
+    ) -> Result<u64, sqlx::Error> {
+        self.run(conn, |values| format!("{before} VALUES {values} {after}"))
+            .await
+    }
+
+    /// Run `WITH v(cols) AS (VALUES ...) <statement>` per chunk; the statement refers to `v`.
+    pub async fn with_values(
+        self,
+        conn: &mut AnyConnection,
+        cols: &str,
+        statement: &str,
+    ) -> Result<u64, sqlx::Error> {
+        self.run(conn, |values| {
+            format!("WITH v({cols}) AS (VALUES {values}) {statement}")
+        })
+        .await
+    }
+
+    async fn run(
+        self,
+        conn: &mut AnyConnection,
+        sql_for: impl Fn(&str) -> String,
+    ) -> Result<u64, sqlx::Error> {
+        let rows_per_chunk = (MAX_PARAMS / self.width).max(1);
+        let mut affected = 0;
+        let mut vals = self.vals.into_iter();
+        let total_rows = vals.len() / self.width;
+        let mut done = 0;
+        while done < total_rows {
+            let n = rows_per_chunk.min(total_rows - done);
+            let sql = sql_for(&placeholders(n, self.width));
+            let mut q = sqlx::query(&sql);
+            for v in vals.by_ref().take(n * self.width) {
+                q = bind_val(q, v);
+            }
+            affected += q.execute(&mut *conn).await?.rows_affected();
+            done += n;
+        }
+        Ok(affected)
+    }
+}
+
+/// `($1,$2),($3,$4)` for `rows` rows of `width` values.
+pub fn placeholders(rows: usize, width: usize) -> String {
+    let mut s = String::with_capacity(rows * width * 6);
+    let mut n = 1;
+    for r in 0..rows {
+        if r > 0 {
+            s.push(',');
+        }
+        s.push('(');
+        for c in 0..width {
+            if c > 0 {
+                s.push(',');
+            }
+            s.push('$');
+            s.push_str(&n.to_string());
+            n += 1;
+        }
+        s.push(')');
+    }
+    s
+}
+
+/// `$start,$start+1,…` for an `IN (…)` list of `n` values.
+pub fn in_list(start: usize, n: usize) -> String {
+    (start..start + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_number_across_rows() {
+        assert_eq!(placeholders(2, 2), "($1,$2),($3,$4)");
+        assert_eq!(in_list(3, 2), "$3,$4");
+    }
+}

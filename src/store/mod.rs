@@ -1,0 +1,183 @@
+//! Storage: one interface over SQLite (embedded default) and PostgreSQL, chosen by URL.
+//!
+//! Everything goes through `sqlx::Any` with portable SQL (`$N` placeholders work on both).
+//! Amounts are BIGINT minor units, instants BIGINT epoch milliseconds (UTC), dates TEXT.
+//! Bulk work uses multi-row statements built by [`Rows`], so a batch of thousands of
+//! attempts costs a handful of round trips, not thousands.
+
+mod bulk;
+
+pub use bulk::{bind_val, in_list, placeholders, Rows, Val};
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyConnection, AnyPool, Connection, Executor};
+use std::str::FromStr;
+use std::time::Duration;
+use thiserror::Error;
+
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// The default database: a SQLite file in the working directory, created on first use.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://repayd.db";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("unsupported database URL `{0}`: use sqlite://FILE or postgres://…")]
+    BadUrl(String),
+    #[error("cannot open database {url}: {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("migrating {url}: {source}")]
+    Migrate {
+        url: String,
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+}
+
+/// A connected, migrated database.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pub pool: AnyPool,
+    pub backend: Backend,
+    /// The URL with any password removed, for messages.
+    pub display_url: String,
+}
+
+impl Db {
+    /// Connect to `url`, creating a SQLite file if needed, and apply migrations.
+    #[tracing::instrument(skip_all, fields(url = %redact_url(url)))]
+    pub async fn open(url: &str) -> Result<Db, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = backend_of(url)?;
+        let display_url = redact_url(url);
+        let connect_err = |source| StoreError::Connect {
+            url: display_url.clone(),
+            source,
+        };
+        let pool = match backend {
+            Backend::Sqlite => open_sqlite(url).await.map_err(connect_err)?,
+            Backend::Postgres => open_postgres(url).await.map_err(connect_err)?,
+        };
+        let db = Db {
+            pool,
+            backend,
+            display_url,
+        };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATOR,
+            Backend::Postgres => &PG_MIGRATOR,
+        };
+        migrator
+            .run(&self.pool)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                url: self.display_url.clone(),
+                source,
+            })
+    }
+
+    /// Allocate `n` consecutive values of the named counter; returns the first.
+    ///
+    /// Counters only grow, so ids and order numbers handed out are never reused, even when
+    /// the transaction that used them fails later.
+    pub async fn alloc(&self, name: &str, n: i64) -> Result<i64, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        alloc_on(&mut conn, name, n).await
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.backend == Backend::Postgres
+    }
+}
+
+/// Counter allocation on an existing connection (or transaction).
+pub async fn alloc_on(conn: &mut AnyConnection, name: &str, n: i64) -> Result<i64, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO counters (name, next_val) VALUES ($1, 1) ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(name)
+    .execute(&mut *conn)
+    .await?;
+    let end: i64 = sqlx::query_scalar(
+        "UPDATE counters SET next_val = next_val + $1 WHERE name = $2 RETURNING next_val",
+    )
+    .bind(n)
+    .bind(name)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(end - n)
+}
+
+pub fn backend_of(url: &str) -> Result<Backend, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Backend::Sqlite)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Backend::Postgres)
+    } else {
+        Err(StoreError::BadUrl(url.to_string()))
+    }
+}
+
+/// The URL without its password, safe for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            match userinfo.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &userinfo[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+async fn open_sqlite(url: &str) -> Result<AnyPool, sqlx::Error> {
+    let url = if url.contains("mode=") {
+        url.to_string()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    };
+    let opts = AnyConnectOptions::from_str(&url)?.disable_statement_logging();
+    AnyPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(60))
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute("PRAGMA journal_mode = WAL").await?;
+                conn.execute("PRAGMA synchronous = NORMAL").await?;
+                conn.execute("PRAGMA busy_timeout = 30000").await?;
+                conn.execute("PRAGMA foreign_keys = ON").await?;
+                Ok(())
+            })
+        })
+        .connect_with(opts)
+        .await
+}
+
+async fn open_postgres(url: &str) -> Result<AnyPool, sqlx::Error> {
+    let opts = AnyConnectOptions::from_str(url)?.disable_statement_logging();
+    let pool = AnyPoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(opts)
+        .await?;
+    // Fail fast with the server's own message if it is unreachable.
+    pool.acquire().await?.ping().await?;
+    Ok(pool)
+}
