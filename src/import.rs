@@ -671,7 +671,7 @@ async fn existing_hashes(
     for chunk in loans.chunks(5000) {
         let sql = format!(
             "SELECT id, content_hash FROM loans WHERE id IN ({})",
-            crate::store::in_list(1, chunk.len())
+            crate::store::in_list(conn, 1, chunk.len())
         );
         let mut q = sqlx::query(&sql);
         for l in chunk {

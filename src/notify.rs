@@ -366,7 +366,7 @@ async fn sent_counts(
             "SELECT borrower_id, sent_local_date, COUNT(*) AS n FROM notices \
              WHERE status IN ('sent','sending') AND sent_local_date IN ($1,$2,$3) \
              AND borrower_id IN ({}) GROUP BY borrower_id, sent_local_date",
-            in_list(4, chunk.len())
+            in_list(conn, 4, chunk.len())
         );
         let mut q = sqlx::query(&sql);
         for d in &days {
@@ -420,7 +420,7 @@ async fn deliver(
             conn,
             "id, day",
             "UPDATE notices SET status = 'sending', sent_local_date = v.day FROM v \
-             WHERE notices.id = v.id AND notices.status = 'pending'",
+             WHERE notices.id = v.id AND notices.status || '' = 'pending'",
         )
         .await?;
     let out: Vec<Outgoing> = send.iter().map(|(p, _)| p.out.clone()).collect();

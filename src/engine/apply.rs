@@ -377,7 +377,7 @@ async fn write_attempts(
     let sql = format!(
         "UPDATE attempts SET status = v.status, code = v.code, class = v.class, \
          channel_ref = v.channel_ref, next_query_at = v.next_query_at, queries = v.queries, \
-         updated_at = {} FROM v WHERE attempts.id = v.id AND attempts.status IN ('submitted','unknown')",
+         updated_at = {} FROM v WHERE attempts.id = v.id AND attempts.status || '' IN ('submitted','unknown')",
         now.timestamp_millis()
     );
     rows.with_values(
@@ -466,6 +466,9 @@ fn mandate_row(m: &MandateState) -> Vec<Val> {
 }
 
 /// A paid installment stops all its pending actions; a paid loan stops everything.
+///
+/// `status || ''` keeps SQLite from driving these joins from the status index (scanning every
+/// pending action and probing `v` for each); the key lookup from `v` is what we want.
 async fn cancel_paid(
     conn: &mut AnyConnection,
     paid: &[(String, u32)],
@@ -482,7 +485,7 @@ async fn cancel_paid(
         conn,
         "loan_id, seq",
         "UPDATE actions SET status = 'cancelled', note = 'installment paid' FROM v \
-         WHERE actions.loan_id = v.loan_id AND actions.seq = v.seq AND actions.status = 'pending'",
+         WHERE actions.loan_id = v.loan_id AND actions.seq = v.seq AND actions.status || '' = 'pending'",
     )
     .await?;
     let mut done = Rows::new(1);
@@ -494,7 +497,7 @@ async fn cancel_paid(
             conn,
             "loan_id",
             "UPDATE actions SET status = 'cancelled', note = 'loan paid' FROM v \
-             WHERE actions.loan_id = v.loan_id AND actions.status = 'pending'",
+             WHERE actions.loan_id = v.loan_id AND actions.status || '' = 'pending'",
         )
         .await?;
     }

@@ -40,7 +40,7 @@ async fn unplanned(
         Some(ids) if !ids.is_empty() => {
             let sql = format!(
                 "SELECT id, tz, policy, allow_early FROM loans WHERE planned = 0 AND id IN ({})",
-                in_list(1, ids.len())
+                in_list(conn, 1, ids.len())
             );
             let mut q = sqlx::query(&sql);
             for id in ids {
@@ -74,7 +74,7 @@ async fn plan_batch(
 ) -> Result<u64, EngineError> {
     let sql = format!(
         "SELECT loan_id, seq, due_date FROM installments WHERE status <> 'paid' AND loan_id IN ({})",
-        in_list(1, loans.len())
+        in_list(conn, 1, loans.len())
     );
     let mut q = sqlx::query(&sql);
     for l in loans {
@@ -107,7 +107,7 @@ async fn plan_batch(
     let written = insert_actions(conn, rows).await?;
     let sql = format!(
         "UPDATE loans SET planned = 1 WHERE id IN ({})",
-        in_list(1, loans.len())
+        in_list(conn, 1, loans.len())
     );
     let mut q = sqlx::query(&sql);
     for l in loans {

@@ -183,7 +183,7 @@ async fn hand_to_collections(
             conn,
             "id",
             "UPDATE actions SET status = 'cancelled', note = 'handed to collections' FROM v \
-             WHERE actions.loan_id = v.id AND actions.kind = 'attempt' AND actions.status = 'pending'",
+             WHERE actions.loan_id = v.id AND actions.kind = 'attempt' AND actions.status || '' = 'pending'",
         )
         .await?;
     Ok(())

@@ -142,7 +142,7 @@ async fn load_chunk(
     since_date: NaiveDate,
     out: &mut HashMap<String, LoanState>,
 ) -> Result<(), sqlx::Error> {
-    let list = in_list(1, ids.len());
+    let list = in_list(conn, 1, ids.len());
     let sql = format!(
         "SELECT l.id, l.borrower_id, b.name, b.phone, b.email, b.payday, l.currency, l.tz, \
          l.policy, l.allow_early, l.status, l.ladder_pos \

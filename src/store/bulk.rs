@@ -124,7 +124,7 @@ impl Rows {
         let mut done = 0;
         while done < total_rows {
             let n = rows_per_chunk.min(total_rows - done);
-            let sql = sql_for(&placeholders(n, self.width));
+            let sql = sql_for(&placeholders(is_sqlite(conn), n, self.width));
             let mut q = sqlx::query(&sql);
             for v in vals.by_ref().take(n * self.width) {
                 q = bind_val(q, v);
@@ -136,9 +136,28 @@ impl Rows {
     }
 }
 
-/// `($1,$2),($3,$4)` for `rows` rows of `width` values.
-pub fn placeholders(rows: usize, width: usize) -> String {
-    let mut s = String::with_capacity(rows * width * 6);
+/// Whether the connection is SQLite, whose placeholders we write as `?`.
+///
+/// SQLite keeps named and numbered parameters (`$N`, `?N`) in a list that
+/// `sqlite3_bind_parameter_name` scans linearly, so binding thousands of them is quadratic.
+pub fn is_sqlite(conn: &AnyConnection) -> bool {
+    conn.backend_name() == "SQLite"
+}
+
+/// SQLite gets anonymous `?` (numbered by position, so `start` must follow the statement's
+/// previous parameters); every other form makes SQLite's parameter lookups quadratic.
+fn param(sqlite: bool, n: usize, out: &mut String) {
+    if sqlite {
+        out.push('?');
+    } else {
+        out.push('$');
+        out.push_str(&n.to_string());
+    }
+}
+
+/// `($1,$2),($3,$4)` (PostgreSQL) or `(?,?),(?,?)` (SQLite) for `rows` rows of `width`.
+pub fn placeholders(sqlite: bool, rows: usize, width: usize) -> String {
+    let mut s = String::with_capacity(rows * width * 7);
     let mut n = 1;
     for r in 0..rows {
         if r > 0 {
@@ -149,8 +168,7 @@ pub fn placeholders(rows: usize, width: usize) -> String {
             if c > 0 {
                 s.push(',');
             }
-            s.push('$');
-            s.push_str(&n.to_string());
+            param(sqlite, n, &mut s);
             n += 1;
         }
         s.push(')');
@@ -158,12 +176,17 @@ pub fn placeholders(rows: usize, width: usize) -> String {
     s
 }
 
-/// `$start,$start+1,…` for an `IN (…)` list of `n` values.
-pub fn in_list(start: usize, n: usize) -> String {
-    (start..start + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(",")
+/// `$start,$start+1,…` (or `?,?,…` on SQLite) for an `IN (…)` list of `n` values.
+pub fn in_list(conn: &AnyConnection, start: usize, n: usize) -> String {
+    let sqlite = is_sqlite(conn);
+    let mut s = String::with_capacity(n * 7);
+    for i in start..start + n {
+        if i > start {
+            s.push(',');
+        }
+        param(sqlite, i, &mut s);
+    }
+    s
 }
 
 #[cfg(test)]
@@ -172,7 +195,7 @@ mod tests {
 
     #[test]
     fn placeholders_number_across_rows() {
-        assert_eq!(placeholders(2, 2), "($1,$2),($3,$4)");
-        assert_eq!(in_list(3, 2), "$3,$4");
+        assert_eq!(placeholders(false, 2, 2), "($1,$2),($3,$4)");
+        assert_eq!(placeholders(true, 1, 2), "(?,?)");
     }
 }

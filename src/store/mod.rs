@@ -7,10 +7,10 @@
 
 mod bulk;
 
-pub use bulk::{bind_val, in_list, placeholders, Rows, Val};
+pub use bulk::{bind_val, in_list, is_sqlite, placeholders, Rows, Val};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyConnection, AnyPool, Connection, Executor};
+use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection, Executor};
 use std::str::FromStr;
 use std::time::Duration;
 use thiserror::Error;
@@ -153,7 +153,9 @@ async fn open_sqlite(url: &str) -> Result<AnyPool, sqlx::Error> {
     } else {
         format!("{url}?mode=rwc")
     };
-    let opts = AnyConnectOptions::from_str(&url)?.disable_statement_logging();
+    let opts = AnyConnectOptions::from_str(&url)?
+        .log_statements(log::LevelFilter::Off)
+        .log_slow_statements(log::LevelFilter::Off, Duration::from_secs(1));
     AnyPoolOptions::new()
         .max_connections(4)
         .acquire_timeout(Duration::from_secs(60))
@@ -171,7 +173,9 @@ async fn open_sqlite(url: &str) -> Result<AnyPool, sqlx::Error> {
 }
 
 async fn open_postgres(url: &str) -> Result<AnyPool, sqlx::Error> {
-    let opts = AnyConnectOptions::from_str(url)?.disable_statement_logging();
+    let opts = AnyConnectOptions::from_str(url)?
+        .log_statements(log::LevelFilter::Off)
+        .log_slow_statements(log::LevelFilter::Off, Duration::from_secs(1));
     let pool = AnyPoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(30))
