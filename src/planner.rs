@@ -220,3 +220,98 @@ fn clamp_day(first_of_month: NaiveDate, day: u32) -> NaiveDate {
         d -= 1;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::PolicySet;
+
+    fn standard() -> Policy {
+        PolicySet::builtin()
+            .get("standard")
+            .expect("shipped")
+            .clone()
+    }
+
+    fn d(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    #[test]
+    fn plans_notices_early_and_due_slots_with_stable_keys() {
+        let tz: Tz = "Asia/Shanghai".parse().unwrap();
+        let a = plan_installment(&standard(), tz, 1, d("2027-01-15"), true);
+        let slots: Vec<&str> = a.iter().map(|x| x.slot.as_str()).collect();
+        assert_eq!(
+            slots,
+            [
+                "pre:T-3",
+                "pre:T-1",
+                "early:T-1@20:00",
+                "due:08:00",
+                "due:12:00",
+                "due:20:00"
+            ]
+        );
+        assert_eq!(
+            a,
+            plan_installment(&standard(), tz, 1, d("2027-01-15"), true),
+            "deterministic"
+        );
+        let due8 = a.iter().find(|x| x.slot == "due:08:00").unwrap();
+        assert_eq!(due8.due_at.to_rfc3339(), "2027-01-15T00:00:00+00:00");
+        let no_early = plan_installment(&standard(), tz, 1, d("2027-01-15"), false);
+        assert!(
+            no_early.iter().all(|x| !x.slot.starts_with("early")),
+            "contract forbids early debits"
+        );
+    }
+
+    #[test]
+    fn overdue_cadence_daily_then_weekly_until_stop() {
+        let days = overdue_days(&standard());
+        assert_eq!(&days[..5], &[1, 2, 3, 10, 17]);
+        assert!(days
+            .iter()
+            .all(|d| *d <= standard().limits.stop_after_days_past_due));
+    }
+
+    #[test]
+    fn payday_attempts_fall_after_the_due_date() {
+        let tz: Tz = "Asia/Shanghai".parse().unwrap();
+        let a = plan_overdue(&standard(), tz, 1, d("2027-01-15"), Some(20));
+        let paydays: Vec<&str> = a
+            .iter()
+            .filter(|x| x.slot.starts_with("payday"))
+            .map(|x| x.slot.as_str())
+            .take(3)
+            .collect();
+        assert_eq!(
+            paydays,
+            [
+                "payday:2027-01-20",
+                "payday:2027-01-21",
+                "payday:2027-02-20"
+            ]
+        );
+        // Payday 31 clamps to the month's last day.
+        let a = plan_overdue(&standard(), tz, 1, d("2027-01-31"), Some(31));
+        assert!(a.iter().any(|x| x.slot == "payday:2027-02-28"));
+    }
+
+    #[test]
+    fn slots_keep_local_time_across_dst() {
+        let ny: Tz = "America/New_York".parse().unwrap();
+        let before = plan_installment(&standard(), ny, 1, d("2026-03-07"), false);
+        let after = plan_installment(&standard(), ny, 2, d("2026-03-08"), false);
+        let at = |v: &[PlannedAction]| {
+            v.iter()
+                .find(|x| x.slot == "due:08:00")
+                .unwrap()
+                .due_at
+                .to_rfc3339()
+        };
+        assert_eq!(at(&before), "2026-03-07T13:00:00+00:00");
+        assert_eq!(at(&after), "2026-03-08T12:00:00+00:00");
+    }
+}

@@ -1,0 +1,154 @@
+//! The `repayd` binary as a user runs it: import, plan, run, show, trial balance, and the
+//! errors a user sees for bad files.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn repayd(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_repayd"))
+        .current_dir(dir)
+        .args(args)
+        .env_remove("REPAYD_DATABASE_URL")
+        .output()
+        .expect("run repayd")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+const LOANS: &str = r#"[{
+  "id": "C1",
+  "borrower": {"id": "B1", "name": "Wang Fang", "phone": "13812345678", "email": "wf@example.com", "payday": 20},
+  "currency": "CNY", "timezone": "Asia/Shanghai", "policy": "standard",
+  "mandates": [{"channel": "unionpay", "agreement": "AGR-C1", "account": "6222021234561234", "daily_limit": "5000.00"}],
+  "terms": {"principal": "3000.00", "annual_rate": "0.12", "months": 3, "first_due": "2027-01-15", "method": "annuity"}
+}]"#;
+
+#[test]
+fn import_plan_run_show_and_trial_balance() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("loans.json"), LOANS).unwrap();
+    let o = repayd(dir.path(), &["loans", "import", "loans.json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("1 loans added (3 installments)"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        dir.path().join("repayd.db").exists(),
+        "SQLite is the default, created on first use"
+    );
+
+    let o = repayd(dir.path(), &["plan", "show", "C1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("due:08:00") && text(&o).contains("2027-01-15 08:00 CST"),
+        "{}",
+        text(&o)
+    );
+
+    let o = repayd(
+        dir.path(),
+        &["run", "--once", "--now", "2027-01-15T08:00:00+08:00"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("\"due/succeeded\": 1"), "{}", text(&o));
+
+    let o = repayd(dir.path(), &["loans", "show", "C1"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("138****5678"), "phone masked: {out}");
+    assert!(out.contains("6222 **** **** 1234"), "account masked: {out}");
+    assert!(
+        !out.contains("13812345678") && !out.contains("6222021234561234"),
+        "no unmasked PII: {out}"
+    );
+    assert!(out.contains("repayment"), "ledger lines shown: {out}");
+
+    let o = repayd(dir.path(), &["attempts", "list"]);
+    assert!(text(&o).contains("succeeded"), "{}", text(&o));
+
+    let o = repayd(dir.path(), &["ledger", "trial-balance"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("debits - credits = 0.00"), "{}", text(&o));
+
+    // The simulator state persists between CLI runs: running again changes nothing.
+    let o = repayd(
+        dir.path(),
+        &["run", "--once", "--now", "2027-01-15T08:00:00+08:00"],
+    );
+    assert!(text(&o).contains("\"attempts\": {}"), "{}", text(&o));
+    let notices = std::fs::read_to_string(dir.path().join("repayd-notices.log")).unwrap();
+    assert!(
+        notices.contains("138****5678") && !notices.contains("13812345678"),
+        "{notices}"
+    );
+}
+
+#[test]
+fn bad_import_names_file_line_and_field_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.json"),
+        LOANS.replace("\"0.12\"", "\"twelve\""),
+    )
+    .unwrap();
+    let o = repayd(dir.path(), &["loans", "import", "bad.json"]);
+    assert!(!o.status.success());
+    let out = text(&o);
+    assert!(
+        out.contains("bad.json: record 1 (loan C1): terms.annual_rate"),
+        "{out}"
+    );
+    assert!(out.contains("nothing was written"), "{out}");
+    let o = repayd(dir.path(), &["loans", "show", "C1"]);
+    assert!(!o.status.success());
+}
+
+#[test]
+fn policy_check_reports_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = repayd(
+        Path::new(env!("CARGO_MANIFEST_DIR")),
+        &[
+            "policy",
+            "check",
+            "policies/standard.toml",
+            "policies/gentle.toml",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let bad = "name = \"bad\"\nversion = 1\n[ladder]\nsteps = [1, 0.5, 1.5]\nmin_amount = \"10\"\nfavourite = true\n";
+    std::fs::write(dir.path().join("bad.toml"), bad).unwrap();
+    let o = repayd(dir.path(), &["policy", "check", "bad.toml"]);
+    assert!(!o.status.success());
+    let out = text(&o);
+    assert!(out.contains("bad.toml:6"), "unknown key located: {out}");
+    assert!(out.contains("favourite"), "{out}");
+    let overlap = "name = \"q\"\nversion = 1\n[notices]\nquiet_hours = [{ start = \"22:00\", end = \"08:00\" }, { start = \"07:00\", end = \"09:00\" }]\n[ladder]\nsteps = [1, 0]\n";
+    std::fs::write(dir.path().join("q.toml"), overlap).unwrap();
+    let out = text(&repayd(dir.path(), &["policy", "check", "q.toml"]));
+    assert!(
+        out.contains("q.toml:4") && out.contains("quiet_hours"),
+        "{out}"
+    );
+    assert!(
+        out.contains("q.toml:6") && out.contains("ladder.steps"),
+        "{out}"
+    );
+}
+
+#[test]
+fn run_needs_once_and_a_valid_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = text(&repayd(dir.path(), &["run"]));
+    assert!(out.contains("--once"), "{out}");
+    let out = text(&repayd(dir.path(), &["run", "--once", "--now", "tomorrow"]));
+    assert!(out.contains("RFC 3339"), "{out}");
+}

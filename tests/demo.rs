@@ -1,0 +1,45 @@
+//! The README's first command, `repayd demo`, end to end (in-process, shorter path names).
+
+use repayd::demo::{run_demo, DemoOptions, SAMPLE_LOANS, SAMPLE_START};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_collects_the_sample_portfolio_with_a_zero_trial_balance() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = DemoOptions {
+        dir: dir.path().join("demo"),
+        days: 90,
+        start: chrono::NaiveDate::parse_from_str(SAMPLE_START, "%Y-%m-%d").unwrap(),
+        progress: false,
+    };
+    let s = run_demo(&opts).await.unwrap();
+    assert!(SAMPLE_LOANS >= 200);
+    assert_eq!(s.loans, SAMPLE_LOANS as i64);
+    assert!(s.installments_due > 500, "{s:?}");
+    assert!(
+        s.collected_in_full as f64 > 0.8 * s.installments_due as f64,
+        "{s:?}"
+    );
+    assert!(
+        s.collected_in_steps > 0,
+        "some installments are collected in steps"
+    );
+    assert!(
+        s.loans_in_collections > 0,
+        "broke borrowers reach collections"
+    );
+    assert!(
+        s.attempts.keys().any(|k| k.starts_with("payday/")),
+        "payday-aware attempts ran"
+    );
+    assert!(
+        s.notices.contains_key("rebind/sent"),
+        "hard failures asked to re-bind"
+    );
+    assert!(!s.overdue_by_bucket.is_empty());
+    let tb = s.trial_balance.unwrap();
+    assert!(tb.total_debit > rust_decimal::Decimal::ZERO);
+    assert_eq!(tb.difference(), rust_decimal::Decimal::ZERO);
+    // Run again in the same folder: a fresh database, the same figures.
+    let again = run_demo(&opts).await.unwrap();
+    assert_eq!(again.collected, s.collected);
+}
