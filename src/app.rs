@@ -18,6 +18,26 @@ pub enum AppError {
     Policy(#[from] PolicyErrors),
     #[error(transparent)]
     Sim(#[from] SimError),
+    #[error(transparent)]
+    Import(#[from] crate::import::ImportError),
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+impl AppError {
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        AppError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
 }
 
 /// Where things are. Defaults suit a fresh working directory.
@@ -121,8 +141,25 @@ pub async fn engine_with_sims(s: &Settings, cfg: EngineConfig) -> Result<(Engine
         Some(p) => Scenario::load(p)?,
         None => Scenario::default(),
     };
+    let cfg = EngineConfig {
+        lender_name: s.lender_name.clone(),
+        ..cfg
+    };
+    Ok(simulated_engine(db, policies, scenario, s.sim_state.as_deref(), &s.notice_log, cfg)?)
+}
+
+/// An engine over `db` whose built-in channels are simulators following `scenario`, with
+/// notices going to the log sink at `notice_log`.
+pub fn simulated_engine(
+    db: Db,
+    policies: PolicySet,
+    scenario: Scenario,
+    state_dir: Option<&Path>,
+    notice_log: &Path,
+    cfg: EngineConfig,
+) -> Result<(Engine, Sims), SimError> {
     let configs = builtin_channels();
-    let sims = Sims::load(scenario, &configs, s.sim_state.as_deref())?;
+    let sims = Sims::load(scenario, &configs, state_dir)?;
     let channels: HashMap<String, Arc<dyn Channel>> = configs
         .iter()
         .zip(&sims.sims)
@@ -134,12 +171,9 @@ pub async fn engine_with_sims(s: &Settings, cfg: EngineConfig) -> Result<(Engine
         channels,
         channel_configs: configs.into_iter().map(|c| (c.name.clone(), c)).collect(),
         sink: Arc::new(LogSink {
-            path: s.notice_log.clone(),
+            path: notice_log.to_path_buf(),
         }),
-        cfg: EngineConfig {
-            lender_name: s.lender_name.clone(),
-            ..cfg
-        },
+        cfg,
     };
     Ok((engine, sims))
 }

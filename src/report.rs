@@ -342,32 +342,8 @@ pub async fn portfolio_summary(
         ..Default::default()
     };
     s.overdue_by_bucket = overdue_buckets(conn, policies, now).await?;
-    for r in sqlx::query("SELECT kind, status, COUNT(*) AS n FROM attempts GROUP BY kind, status")
-        .fetch_all(&mut *conn)
-        .await?
-    {
-        s.attempts.insert(
-            format!(
-                "{}/{}",
-                r.get::<String, _>("kind"),
-                r.get::<String, _>("status")
-            ),
-            r.get("n"),
-        );
-    }
-    for r in sqlx::query("SELECT kind, status, COUNT(*) AS n FROM notices GROUP BY kind, status")
-        .fetch_all(&mut *conn)
-        .await?
-    {
-        s.notices.insert(
-            format!(
-                "{}/{}",
-                r.get::<String, _>("kind"),
-                r.get::<String, _>("status")
-            ),
-            r.get("n"),
-        );
-    }
+    s.attempts = counts_by_kind_status(conn, "attempts").await?;
+    s.notices = counts_by_kind_status(conn, "notices").await?;
     let collected: i64 = sqlx::query_scalar(
         "SELECT CAST(COALESCE(SUM(amount),0) AS BIGINT) FROM attempts WHERE status = 'succeeded'",
     )
@@ -376,6 +352,22 @@ pub async fn portfolio_summary(
     s.collected = from_minor(collected);
     s.trial_balance = Some(trial_balance(conn).await?);
     Ok(s)
+}
+
+/// `kind/status` → count over a table with those two columns.
+async fn counts_by_kind_status(
+    conn: &mut AnyConnection,
+    table: &str,
+) -> Result<BTreeMap<String, i64>, sqlx::Error> {
+    let sql = format!("SELECT kind, status, COUNT(*) AS n FROM {table} GROUP BY kind, status");
+    let rows = sqlx::query(&sql).fetch_all(&mut *conn).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let key = format!("{}/{}", r.get::<String, _>("kind"), r.get::<String, _>("status"));
+            (key, r.get("n"))
+        })
+        .collect())
 }
 
 async fn count(conn: &mut AnyConnection, sql: &str, arg: &str) -> Result<i64, sqlx::Error> {

@@ -3,7 +3,7 @@
 
 pub mod generate;
 
-use crate::app::{engine_with_sims, Settings};
+use crate::app::{engine_with_sims, AppError, Settings};
 use crate::engine::EngineConfig;
 use crate::import;
 use crate::report::{portfolio_summary, PortfolioSummary};
@@ -51,8 +51,8 @@ pub fn regenerate_sample(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Run the demo end to end and return the final summary.
-pub async fn run_demo(opts: &DemoOptions) -> anyhow::Result<PortfolioSummary> {
-    let (portfolio, scenario) = write_sample(&opts.dir)?;
+pub async fn run_demo(opts: &DemoOptions) -> Result<PortfolioSummary, AppError> {
+    let (portfolio, scenario) = write_sample(&opts.dir).map_err(|e| AppError::io(&opts.dir, e))?;
     let db_path = opts.dir.join("repayd.db");
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", db_path.display()));

@@ -4,15 +4,13 @@
 #![allow(dead_code)]
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
-use repayd::app::{load_policies, Sims};
-use repayd::channel::{builtin_channels, Channel, Scenario, Simulator};
+use repayd::app::{load_policies, simulated_engine, Sims};
+use repayd::channel::{Channel, Scenario, Simulator};
 use repayd::engine::{plan, Engine, EngineConfig, RunSummary};
 use repayd::import;
-use repayd::notify::LogSink;
 use repayd::store::Db;
 use rust_decimal::Decimal;
 use sqlx::{Connection, Row};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,23 +68,9 @@ pub async fn spawn_app(backend: Backend, scenario: &str) -> TestApp {
     let mut policies = load_policies(std::path::Path::new("policies")).expect("policies");
     policies.insert(repayd::policy::parse_policy(TEST_POLICY, "test policy").expect("test policy"));
     let scenario = Scenario::from_toml_str(scenario, "test scenario").expect("scenario");
-    let configs = builtin_channels();
-    let sims = Sims::load(scenario, &configs, None).expect("sims");
-    let channels: HashMap<String, Arc<dyn Channel>> = configs
-        .iter()
-        .zip(&sims.sims)
-        .map(|(c, s)| (c.name.clone(), s.clone() as Arc<dyn Channel>))
-        .collect();
-    let engine = Engine {
-        db,
-        policies: Arc::new(policies),
-        channels,
-        channel_configs: configs.into_iter().map(|c| (c.name.clone(), c)).collect(),
-        sink: Arc::new(LogSink {
-            path: dir.path().join("notices.log"),
-        }),
-        cfg: EngineConfig::default(),
-    };
+    let log = dir.path().join("notices.log");
+    let (engine, sims) =
+        simulated_engine(db, policies, scenario, None, &log, EngineConfig::default()).expect("engine");
     TestApp {
         engine,
         sims,
