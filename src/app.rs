@@ -145,7 +145,14 @@ pub async fn engine_with_sims(s: &Settings, cfg: EngineConfig) -> Result<(Engine
         lender_name: s.lender_name.clone(),
         ..cfg
     };
-    Ok(simulated_engine(db, policies, scenario, s.sim_state.as_deref(), &s.notice_log, cfg)?)
+    Ok(simulated_engine(
+        db,
+        policies,
+        scenario,
+        s.sim_state.as_deref(),
+        &s.notice_log,
+        cfg,
+    )?)
 }
 
 /// An engine over `db` whose built-in channels are simulators following `scenario`, with

@@ -4,9 +4,12 @@
 //! `engine`, `ledger`, `notify` and `import` do the I/O; `channel` talks to payment channels;
 //! `app` wires them from settings; the binary (`main.rs`) is the CLI.
 
+pub mod api;
 pub mod app;
 pub mod bench;
 pub mod channel;
+pub mod config;
+pub mod daemon;
 pub mod demo;
 pub mod domain;
 pub mod engine;
@@ -17,5 +20,6 @@ pub mod notify;
 pub mod pii;
 pub mod planner;
 pub mod policy;
+pub mod providers;
 pub mod report;
 pub mod store;

@@ -364,7 +364,11 @@ async fn counts_by_kind_status(
     Ok(rows
         .into_iter()
         .map(|r| {
-            let key = format!("{}/{}", r.get::<String, _>("kind"), r.get::<String, _>("status"));
+            let key = format!(
+                "{}/{}",
+                r.get::<String, _>("kind"),
+                r.get::<String, _>("status")
+            );
             (key, r.get("n"))
         })
         .collect())

@@ -5,7 +5,8 @@
 //! timeout, concurrency and a TPS cap from [`ChannelConfig`]) are interchangeable.
 //!
 //! The types here are the wire vocabulary too: they serialize to plain JSON so the HTTP
-//! adapter and the simulator server can exchange them as they are.
+//! adapter ([`http::HttpChannel`]) and the simulator server ([`server::serve_simulator`])
+//! exchange them as they are, signed as [`protocol`] describes.
 //!
 //! Rules every implementation follows:
 //! - A result is success, a definite failure with a code, or unknown. Unknown is not failure:
@@ -14,8 +15,13 @@
 //! - A [`ChannelError`] means the channel gave no usable answer; see
 //!   [`ChannelError::may_have_debited`] for whether the engine must treat it as unknown.
 
+pub mod http;
 pub mod order_no;
+pub mod protocol;
+pub mod server;
 pub mod sim;
+#[cfg(test)]
+mod wire_tests;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -23,7 +29,10 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub use http::{HttpChannel, HttpStats};
 pub use order_no::{Charset, OrderNoError, OrderNoRule};
+pub use protocol::{Callback, Secret, SignatureError, StatementError};
+pub use server::{serve_simulator, Latency, ServerSpec};
 pub use sim::{Scenario, SimDebit, SimError, Simulator};
 
 /// One debit attempt as sent to a channel.

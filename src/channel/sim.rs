@@ -26,8 +26,12 @@
 //! unknown_applies = true       # ...and did (or did not) debit
 //! per_debit_limit = "500.00"   # EXCEED_SINGLE_LIMIT
 //! daily_limit = "2000.00"      # EXCEED_DAILY_LIMIT, successes per local date
+//! [server]                     # only for the HTTP simulator server, see `server::ServerSpec`
+//! latency_ms = { median = 100, p99 = 400 }
+//! tps = 500
 //! ```
 
+use super::server::ServerSpec;
 use super::{
     Channel, ChannelError, DebitOutcome, DebitRequest, OrderNoRule, QueryOutcome, StatementLine,
 };
@@ -83,6 +87,10 @@ pub struct Scenario {
     pub default: Defaults,
     #[serde(default)]
     pub accounts: Vec<AccountSpec>,
+    /// How the HTTP simulator server behaves (latency, TPS cap, failures, callbacks); the
+    /// in-process simulator ignores it.
+    #[serde(default)]
+    pub server: ServerSpec,
 }
 
 /// Behaviour of agreements the scenario does not list.
@@ -180,7 +188,7 @@ fn opt_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NaiveDate>, D::Err
     date(d).map(Some)
 }
 
-fn rate<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+pub(super) fn rate<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     let r = f64::deserialize(d)?;
     if !(0.0..=1.0).contains(&r) {
         return Err(serde::de::Error::custom(format!(
@@ -211,6 +219,7 @@ impl Default for Scenario {
             seed: 0,
             default: Defaults::default(),
             accounts: Vec::new(),
+            server: ServerSpec::default(),
         }
     }
 }
@@ -235,6 +244,9 @@ impl Scenario {
 
     /// Rules serde cannot express; errors point at the agreement's line.
     fn check(&self, src: &str, file: &str) -> Result<(), SimError> {
+        if let Err(message) = self.server.validate() {
+            return Err(scenario_error(file, line_of(src, "[server]", 1), &message));
+        }
         let mut seen = HashMap::new();
         for a in &self.accounts {
             let nth = seen
@@ -468,9 +480,18 @@ impl Simulator {
     /// The whole submit under one lock, so concurrent submits of one order number cannot
     /// both debit.
     fn submit_now(&self, req: &DebitRequest) -> Result<DebitOutcome, ChannelError> {
+        self.submit_tracked(req).map(|(outcome, _)| outcome)
+    }
+
+    /// Submit, also saying whether the order number was new (`true`) or a replay; the HTTP
+    /// server injects timeouts and sends callbacks only for new orders, as real channels do.
+    pub(super) fn submit_tracked(
+        &self,
+        req: &DebitRequest,
+    ) -> Result<(DebitOutcome, bool), ChannelError> {
         let mut st = self.lock();
         if let Some(order) = st.orders.get(&req.order_no) {
-            return replay(order, req);
+            return replay(order, req).map(|o| (o, false));
         }
         self.check_request(req)?;
         let date = self.local_date(req.at);
@@ -492,13 +513,14 @@ impl Simulator {
             outcome: outcome.clone(),
         };
         st.orders.insert(req.order_no.clone(), order);
-        Ok(if unknown.is_some() {
+        let answer = if unknown.is_some() {
             DebitOutcome::Unknown {
                 code: TIMEOUT.into(),
             }
         } else {
             outcome
-        })
+        };
+        Ok((answer, true))
     }
 
     /// Requests a real channel would refuse outright, before processing.
@@ -644,7 +666,7 @@ fn statement_line(order_no: &str, o: &Order) -> StatementLine {
 
 /// A uniform number in [0, 1) from the seed and order number: the same on every run and
 /// platform (FNV-1a then a splitmix64 finish), unlike std's hasher.
-fn draw(seed: u64, order_no: &str) -> f64 {
+pub(super) fn draw(seed: u64, order_no: &str) -> f64 {
     let mut h = 0xcbf2_9ce4_8422_2325_u64 ^ seed;
     for b in order_no.bytes() {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);

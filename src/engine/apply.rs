@@ -140,15 +140,30 @@ pub struct Writes {
     pub collected: Decimal,
 }
 
-/// When an unknown attempt is queried next: 1 minute, 5 minutes, 1 hour, then daily.
-pub fn next_query_at(now: DateTime<Utc>, queries: u32) -> DateTime<Utc> {
-    let wait = match queries {
-        0 => Duration::minutes(1),
-        1 => Duration::minutes(5),
-        2 => Duration::hours(1),
-        _ => Duration::days(1),
-    };
-    now + wait
+/// When an unknown attempt is queried next: by default 1 minute, 5 minutes, 1 hour, then
+/// daily (`EngineConfig::query_backoff_secs`).
+pub fn next_query_at(now: DateTime<Utc>, queries: u32, backoff: &[i64]) -> DateTime<Utc> {
+    let secs = backoff
+        .get(queries as usize)
+        .or(backoff.last())
+        .copied()
+        .unwrap_or(60);
+    now + Duration::seconds(secs)
+}
+
+/// Settings that applying a verdict needs from the engine.
+pub struct ApplyCtx<'a> {
+    pub lender: &'a str,
+    pub backoff: &'a [i64],
+}
+
+impl<'a> ApplyCtx<'a> {
+    pub fn of(cfg: &'a super::EngineConfig) -> Self {
+        ApplyCtx {
+            lender: &cfg.lender_name,
+            backoff: &cfg.query_backoff_secs,
+        }
+    }
 }
 
 /// Record a verdict on the attempt and apply its consequences to the loan.
@@ -159,7 +174,7 @@ pub fn apply_verdict(
     att: &AttemptRec,
     v: &Verdict,
     now: DateTime<Utc>,
-    lender: &str,
+    ctx: &ApplyCtx,
     w: &mut Writes,
 ) {
     let _span = tracing::info_span!("attempt", order_no = %att.order_no, loan = %att.loan_id,
@@ -189,7 +204,7 @@ pub fn apply_verdict(
                 None,
             ));
             if *class == FailureClass::Hard {
-                invalidate_mandate(loan, policy, att, code, now, lender, w);
+                invalidate_mandate(loan, policy, att, code, now, ctx.lender, w);
             }
         }
         Verdict::Unknown { code } => {
@@ -200,7 +215,7 @@ pub fn apply_verdict(
                 Some("unknown".into()),
                 None,
             );
-            u.next_query_at = Some(next_query_at(now, att.queries).timestamp_millis());
+            u.next_query_at = Some(next_query_at(now, att.queries, ctx.backoff).timestamp_millis());
             w.attempts.push(u);
             loan.open_attempt = true;
         }
@@ -250,10 +265,14 @@ fn post_repayment(
     let (later_allocs, over) = allocate(rest, &later, order, walk);
     allocs.extend(later_allocs);
     apply_allocations(loan, &allocs, now, w);
-    loan.ladder_pos = 0;
-    loan.dirty = true;
-    if loan.fully_paid() {
+    // Only a real change is written back (the row is otherwise left as it is).
+    if loan.ladder_pos != 0 {
+        loan.ladder_pos = 0;
+        loan.dirty = true;
+    }
+    if loan.fully_paid() && loan.status != "paid" {
         loan.status = "paid".into();
+        loan.dirty = true;
     }
     w.collected += amount;
     w.entries.push(Entry {

@@ -7,6 +7,7 @@
 //! nothing and a run after downtime catches up.
 
 pub mod apply;
+pub mod callbacks;
 pub mod plan;
 pub mod pursue;
 pub mod refresh;
@@ -21,6 +22,7 @@ use crate::store::Db;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use thiserror::Error;
 
@@ -54,6 +56,11 @@ pub struct EngineConfig {
     pub lease_ms: i64,
     /// Channel calls in flight at once per batch.
     pub concurrency: usize,
+    /// Set on shutdown: runs stop claiming new work and return after the batch in flight.
+    pub stop: Arc<AtomicBool>,
+    /// Waits before re-querying an unknown attempt: the n-th query waits the n-th value
+    /// (the last one repeats).
+    pub query_backoff_secs: Vec<i64>,
 }
 
 impl Default for EngineConfig {
@@ -64,6 +71,8 @@ impl Default for EngineConfig {
             owner: format!("pid-{}", std::process::id()),
             lease_ms: 5 * 60 * 1000,
             concurrency: 64,
+            stop: Arc::new(AtomicBool::new(false)),
+            query_backoff_secs: vec![60, 300, 3600, 86_400],
         }
     }
 }

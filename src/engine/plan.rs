@@ -9,6 +9,9 @@ use sqlx::{AnyConnection, Row};
 
 const PLAN_BATCH: i64 = 2000;
 
+/// Refresh PostgreSQL's statistics after planning at least this many actions in one go.
+const ANALYZE_AFTER: u64 = 20_000;
+
 /// Plan every loan not planned yet (or just `only`), in batches. Returns actions written.
 #[tracing::instrument(skip_all)]
 pub async fn plan_new_loans(engine: &Engine, only: Option<&[String]>) -> Result<u64, EngineError> {
@@ -18,6 +21,14 @@ pub async fn plan_new_loans(engine: &Engine, only: Option<&[String]>) -> Result<
         let loans = unplanned(&mut tx, only).await?;
         if loans.is_empty() {
             tx.commit().await?;
+            if written >= ANALYZE_AFTER && engine.db.is_postgres() {
+                // A bulk plan (after a bulk import) changes the tables' shape by orders of
+                // magnitude; without fresh statistics PostgreSQL plans the engine's keyed
+                // joins as if the tables were empty until autovacuum gets round to them.
+                sqlx::query("ANALYZE borrowers, loans, mandates, installments, actions")
+                    .execute(&engine.db.pool)
+                    .await?;
+            }
             return Ok(written);
         }
         written += plan_batch(engine, &mut tx, &loans).await?;

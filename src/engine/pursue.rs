@@ -39,6 +39,9 @@ pub async fn run_due_actions(
 ) -> Result<(), EngineError> {
     let mut attempted: HashSet<String> = HashSet::new();
     loop {
+        if engine.cfg.stop.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
         let claimed = claim_due_actions(engine, now).await?;
         if claimed.is_empty() {
             return Ok(());
@@ -379,7 +382,7 @@ async fn pursue_rounds(
                 &n.rec,
                 &v,
                 now,
-                &engine.cfg.lender_name,
+                &apply::ApplyCtx::of(&engine.cfg),
                 &mut w,
             );
             summary.count_attempt(&n.rec.kind, v.outcome_name());

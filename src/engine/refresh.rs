@@ -67,7 +67,7 @@ async fn overdue_batch(
          FROM installments i JOIN loans l ON l.id = i.loan_id JOIN borrowers b ON b.id = l.borrower_id \
          WHERE i.status <> 'paid' AND l.status = 'active' AND i.due_date < $1 \
          AND (i.penalty_through IS NULL OR i.penalty_through < $1) \
-         AND (i.loan_id > $2 OR (i.loan_id = $2 AND i.seq > $3)) \
+         AND (i.loan_id, i.seq) > ($2, $3) \
          ORDER BY i.loan_id, i.seq LIMIT $4",
     )
     .bind(bound)

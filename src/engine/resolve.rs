@@ -103,7 +103,15 @@ async fn resolve_batch(
         }
         // The loan stays blocked while any attempt is open; settled here, it is free again.
         loan.open_attempt = false;
-        apply::apply_verdict(loan, policy, &a, &v, now, &engine.cfg.lender_name, &mut w);
+        apply::apply_verdict(
+            loan,
+            policy,
+            &a,
+            &v,
+            now,
+            &apply::ApplyCtx::of(&engine.cfg),
+            &mut w,
+        );
     }
     summary.collected_minor += to_minor(w.collected);
     let mut tx = engine.db.pool.begin().await?;

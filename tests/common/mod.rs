@@ -70,7 +70,8 @@ pub async fn spawn_app(backend: Backend, scenario: &str) -> TestApp {
     let scenario = Scenario::from_toml_str(scenario, "test scenario").expect("scenario");
     let log = dir.path().join("notices.log");
     let (engine, sims) =
-        simulated_engine(db, policies, scenario, None, &log, EngineConfig::default()).expect("engine");
+        simulated_engine(db, policies, scenario, None, &log, EngineConfig::default())
+            .expect("engine");
     TestApp {
         engine,
         sims,

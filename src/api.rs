@@ -1,0 +1,139 @@
+//! The daemon's HTTP surface: health, Prometheus metrics, and the channel and SMS webhooks.
+//! Webhooks authenticate by signature, not by token.
+
+use crate::config::{Config, Secret};
+use crate::daemon::DaemonState;
+use crate::engine::{callbacks, Engine};
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub engine: Arc<Engine>,
+    pub daemon: Arc<DaemonState>,
+    /// Shared secrets per channel, for callback signatures.
+    pub channel_secrets: Arc<HashMap<String, Secret>>,
+    pub metrics: PrometheusHandle,
+}
+
+impl ApiState {
+    pub fn new(engine: Arc<Engine>, daemon: Arc<DaemonState>, cfg: &Config) -> Self {
+        let secrets = cfg
+            .channels
+            .iter()
+            .map(|c| (c.name.clone(), c.secret.clone()))
+            .collect();
+        ApiState {
+            engine,
+            daemon,
+            channel_secrets: Arc::new(secrets),
+            metrics: metrics_handle(),
+        }
+    }
+}
+
+/// The process-wide Prometheus recorder (installed once).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .install_recorder()
+                .expect("one metrics recorder per process")
+        })
+        .clone()
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/webhooks/channels/{name}", post(channel_callback))
+        .with_state(state)
+}
+
+async fn healthz(State(s): State<ApiState>) -> Response {
+    let db_ok = sqlx::query("SELECT 1")
+        .execute(&s.engine.db.pool)
+        .await
+        .is_ok();
+    let last = s.daemon.last_tick_ms.load(Ordering::Relaxed);
+    let body = serde_json::json!({
+        "database": if db_ok { "ok" } else { "unreachable" },
+        "last_tick": chrono::DateTime::from_timestamp_millis(last).filter(|_| last > 0),
+        "runs": s.daemon.runs.load(Ordering::Relaxed),
+        "busy": s.daemon.busy.load(Ordering::Relaxed),
+        "instance": s.daemon.instance,
+    });
+    let status = if db_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn metrics(State(s): State<ApiState>) -> Response {
+    let lag = callbacks::due_lag_seconds(&s.engine, chrono::Utc::now())
+        .await
+        .unwrap_or(0.0);
+    metrics::gauge!("repayd_due_lag_seconds").set(lag);
+    s.metrics.render().into_response()
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// A channel's asynchronous result. Verified by signature; recorded; a late or duplicate
+/// callback changes nothing, and the attempt itself is settled by a query on the next run.
+async fn channel_callback(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(secret) = s.channel_secrets.get(&name) else {
+        return (StatusCode::NOT_FOUND, format!("no channel `{name}`")).into_response();
+    };
+    let now = chrono::Utc::now().timestamp();
+    let verified = crate::channel::protocol::verify(
+        secret.expose().as_bytes(),
+        header(&headers, "x-repayd-timestamp"),
+        header(&headers, "x-repayd-signature"),
+        &body,
+        now,
+        crate::channel::protocol::MAX_SKEW_SECS,
+    );
+    if let Err(e) = verified {
+        tracing::warn!(channel = %name, error = %e, "callback with a bad signature");
+        return (StatusCode::UNAUTHORIZED, "bad signature").into_response();
+    }
+    let cb: crate::channel::protocol::Callback = match serde_json::from_slice(&body) {
+        Ok(c) => c,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("bad callback: {e}")).into_response(),
+    };
+    match callbacks::record_callback(&s.engine, &name, &cb, &body).await {
+        Ok(callbacks::Effect::UnknownOrder) => {
+            tracing::warn!(channel = %name, order_no = %cb.order_no, "callback for an unknown order number");
+            (StatusCode::NOT_FOUND, "unknown order number").into_response()
+        }
+        Ok(effect) => (
+            StatusCode::OK,
+            Json(serde_json::json!({ "effect": effect.as_str() })),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "recording a callback failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "try again").into_response()
+        }
+    }
+}
