@@ -142,7 +142,7 @@ pub async fn engine_with_sims(s: &Settings, cfg: EngineConfig) -> Result<(Engine
         None => Scenario::default(),
     };
     let cfg = EngineConfig {
-        lender_name: s.lender_name.clone(),
+        render: crate::notify::NoticeRender::builtin(&s.lender_name, "en"),
         ..cfg
     };
     Ok(simulated_engine(

@@ -300,7 +300,6 @@ async fn run_tick(engine: &Engine, state: &DaemonState, offset_secs: i64, sims: 
 /// Engine settings from the daemon config.
 pub fn engine_config(cfg: &Config) -> EngineConfig {
     EngineConfig {
-        lender_name: cfg.daemon.lender_name.clone(),
         batch_size: cfg.daemon.batch_size,
         owner: instance_id(),
         lease_ms: cfg.daemon.lease_seconds as i64 * 1000,

@@ -6,15 +6,21 @@ use crate::domain::{local_date, local_to_utc, quiet_release, QuietWindow};
 use crate::engine::state::LoanState;
 use crate::pii::{mask_email, mask_phone};
 use crate::policy::{NoticeChannel, Policy};
+use crate::providers::sms::{parse_delivery_report, DeliveryStatus};
+use crate::providers::{NoticeContext, OutgoingNotice, ProviderError, ProviderSet, Templates};
 use crate::store::{in_list, Rows, Val};
+use async_trait::async_trait;
 use chrono::{DateTime, Days, NaiveDate, NaiveTime, Utc};
 use chrono_tz::Tz;
+use futures::StreamExt;
 use rust_decimal::Decimal;
 use sqlx::{AnyConnection, Row};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 use thiserror::Error;
+use tracing::Instrument;
 
 #[derive(Debug, Error)]
 pub enum NotifyError {
@@ -25,6 +31,8 @@ pub enum NotifyError {
     },
     #[error(transparent)]
     Sql(#[from] sqlx::Error),
+    #[error("delivery report: {0}")]
+    Report(String),
 }
 
 /// Why a notice is sent.
@@ -67,38 +75,59 @@ pub struct NoticeFacts {
     pub account_masked: String,
 }
 
-/// Render the text of a notice. Every notice names the lender, amount, date and account.
-pub fn render(kind: NoticeKind, lender: &str, loan: &LoanState, f: &NoticeFacts) -> String {
-    let cur = &loan.currency;
-    let due = f.due.map(|d| d.to_string()).unwrap_or_default();
-    let acct = &f.account_masked;
-    let body = match kind {
-        NoticeKind::PreDue => format!(
-            "{} {cur} is due on {due} for loan {}; it will be debited from {acct}.",
-            f.amount, loan.id
-        ),
-        NoticeKind::Overdue => format!(
-            "loan {} is overdue: {} {cur} was due on {due}. Please keep funds in {acct}.",
-            loan.id, f.amount
-        ),
-        NoticeKind::Paid => format!(
-            "we collected {} {cur} from {acct} for loan {} (due {due}). Thank you.",
-            f.amount, loan.id
-        ),
-        NoticeKind::Partial => format!(
-            "we collected {} {cur} from {acct} for loan {} (due {due}); {} {cur} remains and will be collected later.",
-            f.amount, loan.id, f.remaining
-        ),
-        NoticeKind::Failed => format!(
-            "we could not collect {} {cur} from {acct} for loan {} (due {due}). We will try again.",
-            f.amount, loan.id
-        ),
-        NoticeKind::Rebind => format!(
-            "the debit agreement for {acct} no longer works (loan {}, {} {cur} due {due}). Please bind a new card.",
-            loan.id, f.amount
-        ),
-    };
-    format!("[{lender}] Dear {}, {body}", loan.borrower_name)
+/// How notices are worded: the lender's name, the templates and the locale.
+#[derive(Clone)]
+pub struct NoticeRender {
+    pub lender: String,
+    pub locale: String,
+    pub templates: Arc<Templates>,
+}
+
+impl std::fmt::Debug for NoticeRender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NoticeRender({}, {})", self.lender, self.locale)
+    }
+}
+
+impl NoticeRender {
+    pub fn builtin(lender: &str, locale: &str) -> Self {
+        NoticeRender {
+            lender: lender.to_string(),
+            locale: locale.to_string(),
+            templates: Arc::new(Templates::builtin()),
+        }
+    }
+
+    /// Subject and body of a notice. Every notice names the lender, amount, due date and
+    /// masked account (the templates are checked for that when loaded).
+    pub fn render(&self, kind: NoticeKind, loan: &LoanState, f: &NoticeFacts) -> (String, String) {
+        let ctx = NoticeContext {
+            lender: self.lender.clone(),
+            borrower_name: loan.borrower_name.clone(),
+            loan_id: loan.id.clone(),
+            installment: f.seq,
+            amount: f.amount.to_string(),
+            currency: loan.currency.clone(),
+            due_date: f.due.map(|d| d.to_string()).unwrap_or_default(),
+            account_masked: f.account_masked.clone(),
+            remaining: f.remaining.to_string(),
+        };
+        self.templates
+            .render(kind.as_str(), &self.locale, &ctx)
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "template failed; plain text used");
+                let body = format!(
+                    "[{}] {} {} {} {}, {}",
+                    ctx.lender,
+                    ctx.loan_id,
+                    ctx.amount,
+                    ctx.currency,
+                    ctx.due_date,
+                    ctx.account_masked
+                );
+                (kind.as_str().to_string(), body)
+            })
+    }
 }
 
 /// The policy's quiet windows.
@@ -125,6 +154,7 @@ pub struct NoticeRow {
     pub channel: &'static str,
     pub recipient: String,
     pub tz: Tz,
+    pub subject: String,
     pub body: String,
     pub send_after: DateTime<Utc>,
 }
@@ -137,10 +167,10 @@ pub fn notice_rows(
     loan: &LoanState,
     policy: &Policy,
     facts: &NoticeFacts,
-    lender: &str,
+    render: &NoticeRender,
     now: DateTime<Utc>,
 ) -> Vec<NoticeRow> {
-    let body = render(kind, lender, loan, facts);
+    let (subject, body) = render.render(kind, loan, facts);
     let send_after = quiet_release(now, loan.tz, &quiet_windows(policy));
     policy
         .notices
@@ -160,6 +190,7 @@ pub fn notice_rows(
                 channel,
                 recipient,
                 tz: loan.tz,
+                subject: subject.clone(),
                 body: body.clone(),
                 send_after,
             }
@@ -176,7 +207,7 @@ pub async fn queue_notices(
     if rows.is_empty() {
         return Ok(0);
     }
-    let mut out = Rows::new(11);
+    let mut out = Rows::new(12);
     for n in rows {
         out.push(vec![
             n.dedupe_key.clone().into(),
@@ -187,6 +218,7 @@ pub async fn queue_notices(
             n.channel.into(),
             n.recipient.clone().into(),
             n.tz.name().into(),
+            n.subject.clone().into(),
             n.body.clone().into(),
             Val::Int(now.timestamp_millis()),
             Val::Int(n.send_after.timestamp_millis()),
@@ -194,7 +226,7 @@ pub async fn queue_notices(
     }
     out.insert(
         conn,
-        "INSERT INTO notices (dedupe_key, loan_id, seq, borrower_id, kind, channel, recipient, tz, body, created_at, send_after)",
+        "INSERT INTO notices (dedupe_key, loan_id, seq, borrower_id, kind, channel, recipient, tz, subject, body, created_at, send_after)",
         "ON CONFLICT (dedupe_key) DO NOTHING",
     )
     .await
@@ -207,13 +239,24 @@ pub struct Outgoing {
     pub kind: String,
     pub channel: String,
     pub recipient: String,
+    pub subject: String,
     pub body: String,
 }
 
-/// Where notices go. The dev sink writes them to a log file; SMS and email providers plug in
-/// here too.
+/// Why a delivery did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryError {
+    /// Certainly not delivered (or the provider dedupes by message id): try again later.
+    Retry(String),
+    /// Refused, or the outcome is unknown: never sent again.
+    Failed(String),
+}
+
+/// Where notices go: the dev log sink, or SMS and email providers.
+#[async_trait]
 pub trait NoticeSink: Send + Sync {
-    fn deliver(&self, batch: &[Outgoing]) -> Result<(), NotifyError>;
+    /// Deliver one notice; `Ok` carries the provider's id, if any.
+    async fn deliver(&self, n: &Outgoing) -> Result<Option<String>, DeliveryError>;
 }
 
 /// Appends one line per notice to a file, with the recipient masked.
@@ -221,27 +264,79 @@ pub struct LogSink {
     pub path: PathBuf,
 }
 
+#[async_trait]
 impl NoticeSink for LogSink {
-    fn deliver(&self, batch: &[Outgoing]) -> Result<(), NotifyError> {
-        let err = |source| NotifyError::Sink {
-            path: self.path.display().to_string(),
-            source,
+    async fn deliver(&self, n: &Outgoing) -> Result<Option<String>, DeliveryError> {
+        let to = if n.channel == "sms" {
+            mask_phone(&n.recipient)
+        } else {
+            mask_email(&n.recipient)
         };
-        let file = std::fs::OpenOptions::new()
+        let line = format!(
+            "{}\t{}\t{}\t{to}\t{}\n",
+            n.id,
+            n.channel,
+            n.kind,
+            n.body.replace('\n', " ")
+        );
+        let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.path)
-            .map_err(err)?;
-        let mut w = std::io::BufWriter::new(file);
-        for n in batch {
-            let to = if n.channel == "sms" {
-                mask_phone(&n.recipient)
-            } else {
-                mask_email(&n.recipient)
-            };
-            writeln!(w, "{}\t{}\t{}\t{to}\t{}", n.id, n.channel, n.kind, n.body).map_err(err)?;
+            .map_err(|e| DeliveryError::Retry(format!("{}: {e}", self.path.display())))?;
+        file.write_all(line.as_bytes())
+            .map_err(|e| DeliveryError::Failed(format!("{}: {e}", self.path.display())))?;
+        Ok(None)
+    }
+}
+
+/// Sends through the SMS and email providers. A provider timeout is retried at once with the
+/// same message id (providers dedupe on it); a notice still unanswered is marked failed rather
+/// than risk sending it twice.
+pub struct ProviderSink {
+    pub providers: ProviderSet,
+    pub timeout_retries: u32,
+}
+
+#[async_trait]
+impl NoticeSink for ProviderSink {
+    async fn deliver(&self, n: &Outgoing) -> Result<Option<String>, DeliveryError> {
+        let Some(provider) = self.providers.get(&n.channel) else {
+            return Err(DeliveryError::Failed(format!(
+                "no provider for {}",
+                n.channel
+            )));
+        };
+        let out = OutgoingNotice {
+            id: n.id,
+            message_id: OutgoingNotice::message_id_for(n.id),
+            kind: n.kind.clone(),
+            channel: n.channel.clone(),
+            recipient: n.recipient.clone(),
+            subject: n.subject.clone(),
+            body: n.body.clone(),
+        };
+        let mut tries = 0;
+        loop {
+            let span =
+                tracing::info_span!("notice", id = n.id, channel = %n.channel, kind = %n.kind);
+            let result = provider.send(&out).instrument(span).await;
+            metrics::counter!("repayd_notice_deliveries_total", "channel" => n.channel.clone(),
+                "result" => if result.is_ok() { "sent" } else { "error" })
+            .increment(1);
+            match result {
+                Ok(r) => return Ok(Some(r.provider_id)),
+                Err(ProviderError::Timeout(e)) if tries < self.timeout_retries => {
+                    tries += 1;
+                    tracing::warn!(id = n.id, error = %e, "provider timeout; retrying with the same message id");
+                }
+                Err(ProviderError::Timeout(e)) => {
+                    return Err(DeliveryError::Failed(format!("timeout: {e}")))
+                }
+                Err(e) if e.retryable() => return Err(DeliveryError::Retry(e.to_string())),
+                Err(e) => return Err(DeliveryError::Failed(e.to_string())),
+            }
         }
-        w.flush().map_err(err)
     }
 }
 
@@ -249,6 +344,7 @@ impl NoticeSink for LogSink {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct DispatchReport {
     pub sent: u64,
+    pub retry_later: u64,
     pub held_quiet: u64,
     pub held_cap: u64,
 }
@@ -277,8 +373,9 @@ pub async fn dispatch(
         }
         let (send, hold) = decide(conn, batch, policy_for_loan, now, &mut report).await?;
         reschedule(conn, &hold).await?;
-        deliver(conn, sink, &send, now).await?;
-        report.sent += send.len() as u64;
+        let (sent, retry) = deliver(conn, sink, &send, now).await?;
+        report.sent += sent;
+        report.retry_later += retry;
     }
 }
 
@@ -287,7 +384,7 @@ async fn pending_batch(
     now: DateTime<Utc>,
 ) -> Result<Vec<(Pending, String)>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT id, loan_id, borrower_id, kind, channel, recipient, tz, body FROM notices \
+        "SELECT id, loan_id, borrower_id, kind, channel, recipient, tz, subject, body FROM notices \
          WHERE status = 'pending' AND send_after <= $1 ORDER BY send_after, id LIMIT 2000",
     )
     .bind(now.timestamp_millis())
@@ -306,6 +403,7 @@ async fn pending_batch(
                     kind: r.get("kind"),
                     channel: r.get("channel"),
                     recipient: r.get("recipient"),
+                    subject: r.get::<Option<String>, _>("subject").unwrap_or_default(),
                     body: r.get("body"),
                 },
             };
@@ -406,37 +504,86 @@ async fn deliver(
     sink: &dyn NoticeSink,
     send: &[(Pending, NaiveDate)],
     now: DateTime<Utc>,
-) -> Result<(), NotifyError> {
+) -> Result<(u64, u64), NotifyError> {
     if send.is_empty() {
-        return Ok(());
+        return Ok((0, 0));
     }
     let mut rows = Rows::new(2);
     for (p, day) in send {
         rows.push(vec![Val::Int(p.id), Val::Text(day.to_string())]);
     }
-    let ids_days = rows;
-    ids_days
-        .with_values(
-            conn,
-            "id, day",
-            "UPDATE notices SET status = 'sending', sent_local_date = v.day FROM v \
-             WHERE notices.id = v.id AND notices.status || '' = 'pending'",
-        )
-        .await?;
-    let out: Vec<Outgoing> = send.iter().map(|(p, _)| p.out.clone()).collect();
-    sink.deliver(&out)?;
-    let mut done = Rows::new(1);
-    for (p, _) in send {
-        done.push(vec![Val::Int(p.id)]);
+    rows.with_values(
+        conn,
+        "id, day",
+        "UPDATE notices SET status = 'sending', sent_local_date = v.day FROM v \
+         WHERE notices.id = v.id AND notices.status || '' = 'pending'",
+    )
+    .await?;
+    let results: Vec<_> = futures::stream::iter(send.iter().map(|(p, _)| sink.deliver(&p.out)))
+        .buffered(16)
+        .collect()
+        .await;
+    let mut done = Rows::new(5);
+    let (mut sent, mut retry) = (0, 0);
+    for ((p, _), r) in send.iter().zip(results) {
+        let (status, provider_id, error, after) = match r {
+            Ok(id) => {
+                sent += 1;
+                ("sent", id, None, now)
+            }
+            Err(DeliveryError::Retry(e)) => {
+                retry += 1;
+                ("pending", None, Some(e), now + chrono::Duration::minutes(1))
+            }
+            Err(DeliveryError::Failed(e)) => ("failed", None, Some(e), now),
+        };
+        done.push(vec![
+            Val::Int(p.id),
+            status.into(),
+            provider_id.into(),
+            error.into(),
+            Val::Int(after.timestamp_millis()),
+        ]);
     }
     done.with_values(
         conn,
-        "id",
+        "id, status, provider_id, error, after",
         &format!(
-            "UPDATE notices SET status = 'sent', sent_at = {} FROM v WHERE notices.id = v.id",
+            "UPDATE notices SET status = v.status, provider_id = v.provider_id, error = v.error, \
+             send_after = v.after, sent_at = CASE WHEN v.status = 'sent' THEN {} ELSE NULL END, \
+             sent_local_date = CASE WHEN v.status = 'pending' THEN NULL ELSE notices.sent_local_date END \
+             FROM v WHERE notices.id = v.id",
             now.timestamp_millis()
         ),
     )
     .await?;
-    Ok(())
+    Ok((sent, retry))
+}
+
+/// A delivery report from the SMS gateway: record the status on the notice it names.
+/// Returns whether a notice matched.
+pub async fn record_delivery_report(
+    conn: &mut AnyConnection,
+    body: &[u8],
+) -> Result<bool, NotifyError> {
+    let report = parse_delivery_report(body).map_err(|e| NotifyError::Report(e.to_string()))?;
+    let status = match &report.status {
+        DeliveryStatus::Pending => "pending".to_string(),
+        DeliveryStatus::Delivered => "delivered".to_string(),
+        DeliveryStatus::Failed => "failed".to_string(),
+        DeliveryStatus::Other(s) => s.clone(),
+    };
+    let id = report
+        .message_id
+        .as_deref()
+        .and_then(|m| m.strip_prefix("repayd-"))
+        .and_then(|n| n.parse::<i64>().ok());
+    let n = sqlx::query("UPDATE notices SET delivery_status = $1 WHERE id = $2 OR (provider_id IS NOT NULL AND provider_id = $3)")
+        .bind(status)
+        .bind(id.unwrap_or(-1))
+        .bind(report.provider_id.unwrap_or_default())
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    Ok(n > 0)
 }

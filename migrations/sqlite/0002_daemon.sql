@@ -22,3 +22,9 @@ CREATE TABLE channel_callbacks (
     effect       TEXT NOT NULL
 );
 CREATE INDEX channel_callbacks_order ON channel_callbacks(channel, order_no);
+
+-- Notices: subject for email, provider's id and delivery status, last error.
+ALTER TABLE notices ADD COLUMN subject TEXT;
+ALTER TABLE notices ADD COLUMN provider_id TEXT;
+ALTER TABLE notices ADD COLUMN delivery_status TEXT;
+ALTER TABLE notices ADD COLUMN error TEXT;

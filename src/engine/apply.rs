@@ -153,14 +153,14 @@ pub fn next_query_at(now: DateTime<Utc>, queries: u32, backoff: &[i64]) -> DateT
 
 /// Settings that applying a verdict needs from the engine.
 pub struct ApplyCtx<'a> {
-    pub lender: &'a str,
+    pub render: &'a crate::notify::NoticeRender,
     pub backoff: &'a [i64],
 }
 
 impl<'a> ApplyCtx<'a> {
     pub fn of(cfg: &'a super::EngineConfig) -> Self {
         ApplyCtx {
-            lender: &cfg.lender_name,
+            render: &cfg.render,
             backoff: &cfg.query_backoff_secs,
         }
     }
@@ -204,7 +204,7 @@ pub fn apply_verdict(
                 None,
             ));
             if *class == FailureClass::Hard {
-                invalidate_mandate(loan, policy, att, code, now, ctx.lender, w);
+                invalidate_mandate(loan, policy, att, code, now, ctx.render, w);
             }
         }
         Verdict::Unknown { code } => {
@@ -319,7 +319,7 @@ fn invalidate_mandate(
     att: &AttemptRec,
     code: &str,
     now: DateTime<Utc>,
-    lender: &str,
+    render: &crate::notify::NoticeRender,
     w: &mut Writes,
 ) {
     let Some(m) = loan.mandates.iter_mut().find(|m| m.id == att.mandate_id) else {
@@ -346,7 +346,7 @@ fn invalidate_mandate(
         loan,
         policy,
         &facts,
-        lender,
+        render,
         now,
     ));
 }

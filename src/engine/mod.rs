@@ -47,8 +47,8 @@ pub enum EngineError {
 /// Tunables of the engine.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Shown in every notice.
-    pub lender_name: String,
+    /// Lender name, templates and locale of notices.
+    pub render: crate::notify::NoticeRender,
     /// Actions claimed per batch.
     pub batch_size: usize,
     /// Who holds a claim (host:pid); leases let another instance rescue a dead owner's work.
@@ -66,7 +66,7 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            lender_name: "repayd demo lender".into(),
+            render: crate::notify::NoticeRender::builtin("repayd demo lender", "en"),
             batch_size: 2000,
             owner: format!("pid-{}", std::process::id()),
             lease_ms: 5 * 60 * 1000,

@@ -220,7 +220,7 @@ fn action_notice(
         loan,
         policy,
         &facts,
-        &engine.cfg.lender_name,
+        &engine.cfg.render,
         now,
     ));
     end(a.id, "done", "notice queued")
@@ -393,7 +393,7 @@ async fn pursue_rounds(
                 &n.rec,
                 &v,
                 now,
-                &engine.cfg.lender_name,
+                &engine.cfg.render,
                 &mut w,
             );
         }
@@ -599,7 +599,7 @@ fn advance(
     rec: &AttemptRec,
     v: &Verdict,
     now: DateTime<Utc>,
-    lender: &str,
+    render: &crate::notify::NoticeRender,
     w: &mut Writes,
 ) {
     let today = local_date(now, loan.tz);
@@ -621,7 +621,7 @@ fn advance(
                 *amount,
                 remaining,
                 now,
-                lender,
+                render,
                 w,
             );
         }
@@ -632,7 +632,7 @@ fn advance(
                 p.mandate_idx += 1;
                 if prepare(p, loan, policy, today, false).is_some() {
                     p.done = true;
-                    failed_notice(p, loan, policy, rec, now, lender, w);
+                    failed_notice(p, loan, policy, rec, now, render, w);
                 }
             } else if laddered && policy.ladder.within_slot && p.step + 1 < p.amounts.len() {
                 p.step += 1;
@@ -641,7 +641,7 @@ fn advance(
                 if laddered && !policy.ladder.within_slot {
                     remember_ladder(p, loan);
                 }
-                failed_notice(p, loan, policy, rec, now, lender, w);
+                failed_notice(p, loan, policy, rec, now, render, w);
             }
         }
     }
@@ -659,7 +659,7 @@ fn failed_notice(
     policy: &Policy,
     rec: &AttemptRec,
     now: DateTime<Utc>,
-    lender: &str,
+    render: &crate::notify::NoticeRender,
     w: &mut Writes,
 ) {
     let today = local_date(now, loan.tz);
@@ -674,7 +674,7 @@ fn failed_notice(
         owed,
         owed,
         now,
-        lender,
+        render,
         w,
     );
 }
@@ -689,7 +689,7 @@ fn result_notice(
     amount: Decimal,
     remaining: Decimal,
     now: DateTime<Utc>,
-    lender: &str,
+    render: &crate::notify::NoticeRender,
     w: &mut Writes,
 ) {
     if !policy.notices.on_result {
@@ -714,6 +714,6 @@ fn result_notice(
         account_masked: account,
     };
     w.notices.extend(notify::notice_rows(
-        kind, key, loan, policy, &facts, lender, now,
+        kind, key, loan, policy, &facts, render, now,
     ));
 }
