@@ -24,6 +24,8 @@ pub enum AppError {
     Engine(#[from] crate::engine::EngineError),
     #[error(transparent)]
     Sql(#[from] sqlx::Error),
+    #[error("configuration: {0}")]
+    Config(String),
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -183,4 +185,128 @@ pub fn simulated_engine(
         cfg,
     };
     Ok((engine, sims))
+}
+
+/// Build the engine a daemon runs from its configuration: HTTP channels where configured,
+/// simulators otherwise; notices to the log file or through the providers.
+pub async fn engine_from_config(
+    cfg: &crate::config::Config,
+) -> Result<(Engine, Option<Sims>), AppError> {
+    let db = Db::open(&cfg.database.url).await?;
+    let policies = load_policies(&cfg.daemon.policies)?;
+    let scenario = match &cfg.daemon.scenario {
+        Some(p) => Scenario::load(p)?,
+        None => Scenario::default(),
+    };
+    let sim_rules: Vec<ChannelConfig> = cfg
+        .channels
+        .iter()
+        .filter(|c| c.kind != "http")
+        .map(|c| c.rules())
+        .collect();
+    let sims = Sims::load(scenario, &sim_rules, cfg.daemon.sim_state.as_deref())?;
+    let mut channels: HashMap<String, Arc<dyn Channel>> = sim_rules
+        .iter()
+        .zip(&sims.sims)
+        .map(|(c, s)| (c.name.clone(), s.clone() as Arc<dyn Channel>))
+        .collect();
+    for c in cfg.channels.iter().filter(|c| c.kind == "http") {
+        let ch = crate::channel::HttpChannel::new(&c.rules(), c.base_url.clone(), c.secret.clone())
+            .map_err(|e| AppError::Config(format!("channel {}: {e}", c.name)))?;
+        channels.insert(c.name.clone(), Arc::new(ch));
+    }
+    let render = crate::notify::NoticeRender {
+        lender: cfg.daemon.lender_name.clone(),
+        locale: cfg.notices.locale.clone(),
+        templates: Arc::new(match &cfg.notices.templates {
+            Some(dir) => crate::providers::Templates::load_dir(dir)
+                .map_err(|e| AppError::Config(e.to_string()))?,
+            None => crate::providers::Templates::builtin(),
+        }),
+    };
+    let engine = Engine {
+        db,
+        policies: Arc::new(policies),
+        channels,
+        channel_configs: cfg
+            .channels
+            .iter()
+            .map(|c| (c.name.clone(), c.rules()))
+            .collect(),
+        sink: notice_sink(&cfg.notices)?,
+        cfg: EngineConfig {
+            render,
+            query_backoff_secs: cfg.daemon.query_backoff_seconds.clone(),
+            ..crate::daemon::engine_config(cfg)
+        },
+    };
+    let sims = (!sim_rules.is_empty()).then_some(sims);
+    Ok((engine, sims))
+}
+
+fn notice_sink(
+    n: &crate::config::NoticesConfig,
+) -> Result<Arc<dyn crate::notify::NoticeSink>, AppError> {
+    use crate::providers::{
+        GenericJsonSms, ProviderSet, Security, SmtpConfig, SmtpEmail, TwilioConfig, TwilioSms,
+    };
+    if n.sink == "log" {
+        return Ok(Arc::new(LogSink {
+            path: n.log_file.clone(),
+        }));
+    }
+    if n.sink != "providers" {
+        return Err(AppError::Config(format!(
+            "notices.sink `{}`: use \"log\" or \"providers\"",
+            n.sink
+        )));
+    }
+    let bad = |e: crate::providers::ProviderError| AppError::Config(e.to_string());
+    let mut set = ProviderSet::new();
+    if let Some(sms) = &n.sms {
+        let timeout = std::time::Duration::from_millis(sms.timeout_ms);
+        set = match sms.kind.as_str() {
+            "generic" => set.with(Arc::new(
+                GenericJsonSms::new(sms.url.clone(), sms.token.clone(), timeout).map_err(bad)?,
+            )),
+            "twilio" => {
+                let mut t = TwilioConfig::new(&sms.account_sid, sms.token.clone(), &sms.from);
+                t.base_url = sms.url.clone();
+                t.timeout = timeout;
+                set.with(Arc::new(TwilioSms::new(t).map_err(bad)?))
+            }
+            other => {
+                return Err(AppError::Config(format!(
+                    "notices.sms.kind `{other}`: use generic or twilio"
+                )))
+            }
+        };
+    }
+    if let Some(m) = &n.email {
+        let security = match m.security.as_str() {
+            "starttls" => Security::Starttls,
+            "tls" => Security::Tls,
+            "plain" => Security::Plain,
+            other => {
+                return Err(AppError::Config(format!(
+                    "notices.email.security `{other}`"
+                )))
+            }
+        };
+        let smtp = SmtpConfig {
+            host: m.host.clone(),
+            port: m.port,
+            security,
+            username: (!m.username.is_empty()).then(|| m.username.clone()),
+            password: (!m.password.is_empty()).then(|| m.password.clone()),
+            from: m.from.clone(),
+            timeout: std::time::Duration::from_millis(m.timeout_ms),
+            root_cert_pem: None,
+        };
+        set = set.with(Arc::new(SmtpEmail::new(smtp).map_err(bad)?));
+    }
+    Ok(Arc::new(crate::notify::ProviderSink {
+        providers: set,
+        timeout_retries: 2,
+    }))
 }

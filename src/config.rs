@@ -3,39 +3,11 @@
 //! wrapped in [`Secret`], which never shows its value in `Debug` or `Display`.
 
 use crate::channel::{builtin_channels, ChannelConfig};
-use serde::{Deserialize, Serialize};
-use std::fmt;
+use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
-/// A password, token or shared key. Printing it shows `***`.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+pub use crate::secret::Secret;
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -50,7 +22,7 @@ pub enum ConfigError {
     Env { var: String, message: String },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub database: DatabaseConfig,
@@ -59,14 +31,14 @@ pub struct Config {
     pub channels: Vec<ChannelEntry>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
     /// `sqlite://FILE` or `postgres://user:password@host/db` (the password is redacted in logs).
     pub url: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DaemonConfig {
     /// Seconds between wake-up ticks.
@@ -84,9 +56,15 @@ pub struct DaemonConfig {
     pub clock_offset_seconds: i64,
     /// Log lines as JSON.
     pub log_json: bool,
+    /// Waits before re-querying an unknown attempt; the last one repeats.
+    pub query_backoff_seconds: Vec<i64>,
+    /// Scenario of the in-process simulator behind `kind = "sim"` channels.
+    pub scenario: Option<PathBuf>,
+    /// Where `kind = "sim"` channels keep their state between restarts.
+    pub sim_state: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NoticesConfig {
     /// "log" writes notices to `log_file`; "providers" sends them through `sms` and `email`.
@@ -99,7 +77,7 @@ pub struct NoticesConfig {
     pub email: Option<EmailConfig>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SmsConfig {
     /// "generic" (JSON with a bearer token) or "twilio".
@@ -115,7 +93,7 @@ pub struct SmsConfig {
     pub timeout_ms: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmailConfig {
     pub host: String,
@@ -133,7 +111,7 @@ pub struct EmailConfig {
 }
 
 /// A channel: its rules (order numbers, TPS, concurrency, timeout) and how to reach it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelEntry {
     pub name: String,
@@ -215,6 +193,9 @@ impl Default for DaemonConfig {
             heartbeat_seconds: 5,
             clock_offset_seconds: 0,
             log_json: false,
+            query_backoff_seconds: vec![60, 300, 3600, 86_400],
+            scenario: None,
+            sim_state: Some(PathBuf::from("repayd-sim")),
         }
     }
 }
@@ -250,7 +231,7 @@ impl Default for Config {
 pub const DEFAULT_CONFIG: &str = r#"# repayd configuration.
 # Every value below is the default. Environment variables override the file:
 #   REPAYD_DATABASE_URL, REPAYD_LISTEN, REPAYD_TICK_SECONDS, REPAYD_POLICIES,
-#   REPAYD_CLOCK_OFFSET_SECONDS, REPAYD_LOG_JSON, REPAYD_NOTICE_LOG,
+#   REPAYD_CLOCK_OFFSET_SECONDS, REPAYD_LOG_JSON, REPAYD_NOTICE_LOG, REPAYD_SCENARIO,
 #   REPAYD_CHANNEL_<NAME>_SECRET, REPAYD_CHANNEL_<NAME>_URL, REPAYD_SMS_TOKEN, REPAYD_SMTP_PASSWORD.
 
 [database]
@@ -268,6 +249,9 @@ lease_seconds = 60                # claims of an instance silent this long are r
 heartbeat_seconds = 5
 clock_offset_seconds = 0          # run as if the clock were ahead (demos, tests)
 log_json = false
+query_backoff_seconds = [60, 300, 3600, 86400]   # re-query unknown results: 1 min, 5 min, 1 h, daily
+# scenario = "scenario.toml"      # the in-process simulator's scenario (kind = "sim" channels)
+sim_state = "repayd-sim"          # where kind = "sim" channels keep balances between restarts
 
 [notices]
 sink = "log"                      # "log" (dev: append to log_file) or "providers"
@@ -371,6 +355,9 @@ impl Config {
         }
         if let Some(v) = get("REPAYD_LOG_JSON") {
             self.daemon.log_json = matches!(v.as_str(), "1" | "true" | "yes");
+        }
+        if let Some(v) = get("REPAYD_SCENARIO") {
+            self.daemon.scenario = Some(v.into());
         }
         if let Some(v) = get("REPAYD_NOTICE_LOG") {
             self.notices.log_file = v.into();

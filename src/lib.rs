@@ -22,4 +22,5 @@ pub mod planner;
 pub mod policy;
 pub mod providers;
 pub mod report;
+pub mod secret;
 pub mod store;

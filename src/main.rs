@@ -58,6 +58,9 @@ struct Global {
     /// Print results as JSON.
     #[arg(long, global = true)]
     json: bool,
+    /// Log lines as JSON (logs go to stderr; REPAYD_LOG sets the filter, default info for serve).
+    #[arg(long, env = "REPAYD_LOG_JSON", global = true)]
+    log_json: bool,
 }
 
 #[derive(Subcommand)]
@@ -102,6 +105,45 @@ enum Cmd {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Run the daemon: ticks, channels, notices, health, metrics and webhooks.
+    /// Settings come from the config file and REPAYD_* variables (`repayd config default`).
+    Serve {
+        #[arg(long, env = "REPAYD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Configuration.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// The channel simulator as an HTTP server speaking repayd's signed JSON protocol.
+    ChannelSim {
+        #[arg(long, default_value = "127.0.0.1:9100")]
+        listen: String,
+        /// Balances, income, failures and the `[server]` table (latency, TPS cap, timeouts, callbacks).
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        /// The channel it plays (its order-number rule).
+        #[arg(long, default_value = "bank")]
+        name: String,
+        #[arg(
+            long,
+            env = "REPAYD_SIM_SECRET",
+            default_value = "dev-secret",
+            hide_env_values = true
+        )]
+        secret: String,
+        /// Where to post asynchronous results (repayd's /webhooks/channels/NAME).
+        #[arg(long)]
+        callback_url: Option<String>,
+        /// Print the journal of applied debits as JSON when stopped.
+        #[arg(long)]
+        print_journal: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Print a complete, commented configuration with the defaults.
+    Default,
 }
 
 #[derive(Subcommand)]
@@ -182,16 +224,47 @@ fn parse_now(s: Option<&str>) -> anyhow::Result<DateTime<Utc>> {
     }
 }
 
+fn init_logs(cli: &Cli) {
+    let default = if matches!(cli.cmd, Cmd::Serve { .. } | Cmd::ChannelSim { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("REPAYD_LOG")
+        .unwrap_or_else(|_| default.into());
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.global.log_json {
+        fmt.json().init();
+    } else {
+        fmt.init();
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("REPAYD_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    init_logs(&cli);
     match dispatch(cli).await {
         Ok(code) => code,
         Err(e) => {
@@ -285,6 +358,30 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Cmd::Ledger(LedgerCmd::TrialBalance) => return trial_balance(g).await,
+        Cmd::Serve { config } => {
+            let cfg = repayd::config::Config::load(config.as_deref())?;
+            let (engine, sims) = repayd::app::engine_from_config(&cfg).await?;
+            repayd::daemon::serve(cfg, engine, sims, shutdown_signal()).await?;
+        }
+        Cmd::Config(ConfigCmd::Default) => print!("{}", repayd::config::DEFAULT_CONFIG),
+        Cmd::ChannelSim {
+            listen,
+            scenario,
+            name,
+            secret,
+            callback_url,
+            print_journal,
+        } => {
+            channel_sim(
+                listen,
+                scenario.as_deref(),
+                name,
+                secret,
+                callback_url.clone(),
+                *print_journal,
+            )
+            .await?
+        }
         Cmd::Bench(BenchCmd::Run {
             installments,
             per_loan,
@@ -504,4 +601,45 @@ fn print_bench(r: &bench::BenchReport) {
         m.import_installments_per_sec, m.import_installments_per_sec / m.baseline_rows_per_sec,
         m.plan_installments_per_sec, m.run_attempts_per_sec, m.run_attempts);
     println!("peak RSS {:.1} MB", r.peak_rss_mb);
+}
+
+async fn channel_sim(
+    listen: &str,
+    scenario: Option<&std::path::Path>,
+    name: &str,
+    secret: &str,
+    callback_url: Option<String>,
+    print_journal: bool,
+) -> anyhow::Result<()> {
+    use repayd::channel::{builtin_channels, serve_simulator, Scenario, Secret, Simulator};
+    let scenario = match scenario {
+        Some(p) => Scenario::load(p)?,
+        None => Scenario::default(),
+    };
+    let mut spec = scenario.server.clone();
+    if callback_url.is_some() {
+        spec.callback_url = callback_url;
+    }
+    let rule = builtin_channels()
+        .into_iter()
+        .find(|c| c.name == name)
+        .map(|c| c.order_no)
+        .unwrap_or_default();
+    let sim = std::sync::Arc::new(Simulator::new(name, scenario).with_order_no_rule(rule));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    println!("channel-sim {name} listening on {}", listener.local_addr()?);
+    serve_simulator(
+        listener,
+        sim.clone(),
+        Secret::new(secret),
+        spec,
+        shutdown_signal(),
+    )
+    .await?;
+    if print_journal {
+        println!("{}", serde_json::to_string_pretty(&sim.journal())?);
+    }
+    Ok(())
 }

@@ -177,7 +177,7 @@ impl HttpChannel {
             .client
             .request(method, url)
             .header(TIMESTAMP_HEADER, ts.to_string())
-            .header(SIGNATURE_HEADER, sign(self.secret.expose(), ts, &body))
+            .header(SIGNATURE_HEADER, sign(self.secret.as_bytes(), ts, &body))
             .header(CONTENT_TYPE, "application/json")
             .body(body);
         let round_trip = async {
@@ -214,7 +214,7 @@ impl HttpChannel {
         }
         let header = |name| reply.headers.get(name).and_then(|v| v.to_str().ok());
         verify(
-            self.secret.expose(),
+            self.secret.as_bytes(),
             header(TIMESTAMP_HEADER),
             header(SIGNATURE_HEADER),
             &reply.body,

@@ -23,9 +23,8 @@ use super::{DebitOutcome, StatementLine};
 use crate::domain::parse_money;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use sha2::Sha256;
-use std::fmt;
 use thiserror::Error;
 
 pub const SIGNATURE_HEADER: &str = "x-repayd-signature";
@@ -40,40 +39,7 @@ pub const STATEMENT_HEADER: &str = "order_no,channel_ref,amount,status,at";
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// A shared signing secret. Debug and Display print `***` so it never reaches a log.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Vec<u8>);
-
-impl Secret {
-    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
-        Secret(bytes.into())
-    }
-
-    /// The raw bytes, for signing only.
-    pub fn expose(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-/// Read from configuration as a plain string; deliberately not `Serialize`, so a secret is
-/// never written back out.
-impl<'de> Deserialize<'de> for Secret {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(Secret::new)
-    }
-}
+pub use crate::secret::Secret;
 
 /// Why a signed message was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -458,13 +424,6 @@ mod tests {
             Err(SignatureError::Mismatch)
         );
         assert!(verify(b"other", Some("1000"), Some(&sig), body, 1000, 300).is_err());
-    }
-
-    #[test]
-    fn secret_never_prints() {
-        let s: Secret = serde_json::from_str("\"hunter2\"").unwrap();
-        assert_eq!(format!("{s} {s:?}"), "*** ***");
-        assert_eq!(s.expose(), b"hunter2");
     }
 
     fn line(no: &str, reference: &str, amount: rust_decimal::Decimal) -> StatementLine {

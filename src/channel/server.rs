@@ -247,7 +247,7 @@ impl Server {
     fn refusal(&self, headers: &HeaderMap, body: &[u8]) -> Option<Response> {
         let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
         let signed = verify(
-            self.secret.expose(),
+            self.secret.as_bytes(),
             header(TIMESTAMP_HEADER),
             header(SIGNATURE_HEADER),
             body,
@@ -366,7 +366,7 @@ impl Server {
     ) -> Response {
         let body = body.into();
         let ts = now_unix();
-        let sig = sign(self.secret.expose(), ts, &body);
+        let sig = sign(self.secret.as_bytes(), ts, &body);
         let headers = [
             (CONTENT_TYPE, content_type.to_string()),
             (
@@ -416,7 +416,7 @@ impl Server {
                 .timeout(CALLBACK_TIMEOUT)
                 .header(CONTENT_TYPE, "application/json")
                 .header(TIMESTAMP_HEADER, ts.to_string())
-                .header(SIGNATURE_HEADER, sign(self.secret.expose(), ts, body))
+                .header(SIGNATURE_HEADER, sign(self.secret.as_bytes(), ts, body))
                 .body(body.to_vec())
                 .send()
                 .await;

@@ -25,7 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-const SECRET: &[u8] = b"test-secret";
+const SECRET: &str = "test-secret";
 
 const SCENARIO: &str = r#"
 seed = 11
@@ -203,7 +203,7 @@ async fn bad_signatures_are_refused_both_ways() {
         concurrency: 1,
         timeout_ms: 2000,
     };
-    let wrong = HttpChannel::new(&cfg, h.base.clone(), Secret::new(b"wrong".to_vec())).unwrap();
+    let wrong = HttpChannel::new(&cfg, h.base.clone(), Secret::new("wrong")).unwrap();
     let refused = wrong.submit(&req("4001", "AGR-A", dec!(1.00))).await;
     assert!(
         matches!(&refused, Err(ChannelError::Rejected(m)) if m.contains("401")),
@@ -309,7 +309,7 @@ async fn receive(State(got): State<Received>, headers: HeaderMap, body: Bytes) -
     let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
     let ts = header(TIMESTAMP_HEADER);
     if verify(
-        SECRET,
+        SECRET.as_bytes(),
         ts,
         header(SIGNATURE_HEADER),
         &body,

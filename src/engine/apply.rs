@@ -395,7 +395,7 @@ async fn write_attempts(
     }
     let sql = format!(
         "UPDATE attempts SET status = v.status, code = v.code, class = v.class, \
-         channel_ref = v.channel_ref, next_query_at = v.next_query_at, queries = v.queries, \
+         channel_ref = v.channel_ref, next_query_at = v.next_query_at, queries = v.queries, lease_until = NULL, \
          updated_at = {} FROM v WHERE attempts.id = v.id AND attempts.status || '' IN ('submitted','unknown')",
         now.timestamp_millis()
     );

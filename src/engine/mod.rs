@@ -109,6 +109,8 @@ impl RunSummary {
             .attempts
             .entry(format!("{kind}/{outcome}"))
             .or_default() += 1;
+        metrics::counter!("repayd_attempts_total", "kind" => kind.to_string(), "outcome" => outcome.to_string())
+            .increment(1);
     }
 
     pub fn total_attempts(&self) -> u64 {

@@ -65,8 +65,10 @@ pub async fn claim_due_actions(
     let sql = format!(
         "UPDATE actions SET status = 'claimed', lease_owner = $1, lease_until = $2 \
          WHERE id IN (SELECT id FROM actions WHERE status IN ('pending','claimed') AND due_at <= $3 \
-         AND (status = 'pending' OR lease_until < $4) ORDER BY due_at, id LIMIT $5 {lock}) \
-         RETURNING id, loan_id, seq, kind, slot"
+         AND (status = 'pending' OR (lease_until < $4 AND NOT EXISTS ({alive}))) \
+         ORDER BY due_at, id LIMIT $5 {lock}) \
+         RETURNING id, loan_id, seq, kind, slot",
+        alive = alive_owner("actions.lease_owner", "$6"),
     );
     let rows = sqlx::query(&sql)
         .bind(engine.cfg.owner.as_str())
@@ -74,6 +76,7 @@ pub async fn claim_due_actions(
         .bind(now.timestamp_millis())
         .bind(wall)
         .bind(engine.cfg.batch_size as i64)
+        .bind(wall - engine.cfg.lease_ms)
         .fetch_all(&engine.db.pool)
         .await?;
     Ok(rows
@@ -86,6 +89,16 @@ pub async fn claim_due_actions(
             slot: r.get("slot"),
         })
         .collect())
+}
+
+/// SQL that finds a live owner: an instance whose heartbeat is newer than `since_param`. A
+/// claim whose lease ran out is only rescued when its owner is not alive, so a slow but
+/// healthy instance keeps its work: expiry is decided by heartbeats, not elapsed time alone.
+pub fn alive_owner(owner_col: &str, since_param: &str) -> String {
+    format!(
+        "SELECT 1 FROM instances i WHERE i.id = {owner_col} AND i.heartbeat_at >= {since_param} \
+         AND i.stopped_at IS NULL"
+    )
 }
 
 /// How an action ended, written back to the agenda.
@@ -478,7 +491,7 @@ async fn record_submitted(
                     })?;
         }
     }
-    insert_attempts(&mut tx, &next, now, engine.cfg.lease_ms).await?;
+    insert_attempts(&mut tx, &next, now, engine).await?;
     for n in &next {
         let loan = loans.get_mut(&n.rec.loan_id).expect("loaded");
         if let Some(inst) = loan.inst_mut(n.rec.seq) {
@@ -501,10 +514,11 @@ async fn insert_attempts(
     conn: &mut AnyConnection,
     next: &[NextAttempt],
     now: DateTime<Utc>,
-    lease_ms: i64,
+    engine: &Engine,
 ) -> Result<(), sqlx::Error> {
     let wall = Utc::now().timestamp_millis();
-    let mut rows = Rows::new(16);
+    let lease_ms = engine.cfg.lease_ms;
+    let mut rows = Rows::new(17);
     for n in next {
         let r = &n.rec;
         rows.push(vec![
@@ -523,13 +537,14 @@ async fn insert_attempts(
             Val::Int(now.timestamp_millis()),
             Val::Int(now.timestamp_millis()),
             Val::Int(wall + lease_ms),
+            engine.cfg.owner.as_str().into(),
             Val::Int(0),
         ]);
     }
     rows.insert(
         conn,
         "INSERT INTO attempts (id, action_id, loan_id, seq, mandate_id, channel, order_no, kind, ladder_step, \
-         amount, status, local_date, created_at, updated_at, lease_until, queries)",
+         amount, status, local_date, created_at, updated_at, lease_until, lease_owner, queries)",
         "",
     )
     .await?;
@@ -581,7 +596,11 @@ async fn submit_all(
                     code: "NO_CHANNEL".into(),
                 };
             };
-            apply::verdict_of_submit(policy, &channel, ch.submit(&req).await)
+            let started = std::time::Instant::now();
+            let result = ch.submit(&req).await;
+            metrics::histogram!("repayd_channel_latency_seconds", "channel" => channel.clone())
+                .record(started.elapsed().as_secs_f64());
+            apply::verdict_of_submit(policy, &channel, result)
         }
     });
     futures::stream::iter(calls)

@@ -147,7 +147,8 @@ async fn refresh_batch(
                 "loan_id, seq, penalty, through, planned",
                 "UPDATE installments SET penalty = v.penalty, penalty_through = v.through, \
                  overdue_planned = v.planned, status = 'overdue' \
-                 FROM v WHERE installments.loan_id = v.loan_id AND installments.seq = v.seq",
+                 FROM v WHERE installments.loan_id = v.loan_id AND installments.seq = v.seq \
+                 AND installments.status || '' <> 'paid'",
             )
             .await?;
     }

@@ -34,15 +34,31 @@ async fn open_attempts(
     engine: &Engine,
     now: DateTime<Utc>,
 ) -> Result<Vec<AttemptRec>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT id, loan_id, seq, mandate_id, channel, order_no, kind, ladder_step, amount, local_date, queries \
-         FROM attempts WHERE (status = 'unknown' AND next_query_at <= $1) \
-         OR (status = 'submitted' AND lease_until < $2) ORDER BY id LIMIT 2000",
-    )
-    .bind(now.timestamp_millis())
-    .bind(Utc::now().timestamp_millis())
-    .fetch_all(&engine.db.pool)
-    .await?;
+    let wall = Utc::now().timestamp_millis();
+    let lock = match engine.db.backend {
+        crate::store::Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+        crate::store::Backend::Sqlite => "",
+    };
+    // Claimed with a lease while the query is in flight, so two instances never settle the
+    // same attempt. A `submitted` attempt (its submitter may still be waiting for the channel)
+    // is only taken once its lease ran out and its owner is not alive.
+    let sql = format!(
+        "UPDATE attempts SET lease_owner = $3, lease_until = $4 WHERE id IN (\
+         SELECT id FROM attempts WHERE status IN ('unknown','submitted') AND \
+         ((status = 'unknown' AND next_query_at <= $1 AND (lease_until IS NULL OR lease_until < $2)) OR \
+          (status = 'submitted' AND lease_until < $2 AND NOT EXISTS ({alive}))) \
+         ORDER BY id LIMIT 2000 {lock}) \
+         RETURNING id, loan_id, seq, mandate_id, channel, order_no, kind, ladder_step, amount, local_date, queries",
+        alive = super::pursue::alive_owner("attempts.lease_owner", "$5"),
+    );
+    let rows = sqlx::query(&sql)
+        .bind(now.timestamp_millis())
+        .bind(wall)
+        .bind(engine.cfg.owner.as_str())
+        .bind(wall + engine.cfg.lease_ms)
+        .bind(wall - engine.cfg.lease_ms)
+        .fetch_all(&engine.db.pool)
+        .await?;
     Ok(rows
         .into_iter()
         .map(|r| AttemptRec {

@@ -11,7 +11,6 @@ pub mod sms;
 pub mod templates;
 
 use async_trait::async_trait;
-use std::fmt;
 use std::sync::Arc;
 
 pub use email::{Security, SmtpConfig, SmtpEmail};
@@ -127,45 +126,7 @@ impl ProviderSet {
     }
 }
 
-/// A token or password. It prints as `***` so it can sit in configs that get logged.
-#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-
-    /// The real value, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<String> for Secret {
-    fn from(s: String) -> Self {
-        Secret(s)
-    }
-}
-
-impl From<&str> for Secret {
-    fn from(s: &str) -> Self {
-        Secret(s.to_string())
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+pub use crate::secret::Secret;
 
 /// Shorten a gateway's error text and hide the recipient in it: gateways often echo the
 /// number back, and these messages end up in logs and the outbox.
