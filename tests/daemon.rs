@@ -1,0 +1,425 @@
+//! The real daemon binary against the real channel simulator server, a real SMTP server and a
+//! loopback SMS gateway: attempts, ledger and notices end up as expected; a second daemon on
+//! the same SQLite file is refused.
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use sqlx::Connection;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A child process killed when the test ends, whatever happens.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn repayd(dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_repayd"));
+    c.current_dir(dir)
+        .args(args)
+        .env_remove("REPAYD_DATABASE_URL");
+    c
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not start listening on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What the embedded SMTP server received.
+#[derive(Clone, Default)]
+struct Inbox {
+    messages: Arc<Mutex<Vec<String>>>,
+    current: Vec<u8>,
+}
+
+impl mailin_embedded::Handler for Inbox {
+    fn data(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.current.extend_from_slice(buf);
+        Ok(())
+    }
+    fn data_end(&mut self) -> mailin_embedded::Response {
+        let msg = String::from_utf8_lossy(&std::mem::take(&mut self.current)).into_owned();
+        self.messages.lock().unwrap().push(msg);
+        mailin_embedded::response::OK
+    }
+}
+
+fn smtp_server() -> (u16, Inbox) {
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").expect("cannot start the test SMTP server");
+    let port = listener.local_addr().unwrap().port();
+    let inbox = Inbox::default();
+    let mut server = mailin_embedded::Server::new(inbox.clone());
+    server.with_name("smtp.test").with_tcp_listener(listener);
+    std::thread::spawn(move || server.serve().expect("SMTP test server"));
+    (port, inbox)
+}
+
+type Texts = Arc<Mutex<Vec<serde_json::Value>>>;
+
+async fn sms_gateway() -> (u16, Texts) {
+    async fn receive(
+        State(seen): State<Texts>,
+        Json(body): Json<serde_json::Value>,
+    ) -> Json<serde_json::Value> {
+        let id = format!("sms-{}", seen.lock().unwrap().len() + 1);
+        seen.lock().unwrap().push(body);
+        Json(serde_json::json!({ "id": id }))
+    }
+    let seen: Texts = Arc::default();
+    let app = Router::new()
+        .route("/sms", post(receive))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (port, seen)
+}
+
+/// A policy without quiet hours, so the test does not depend on the time of day.
+const E2E_POLICY: &str = r#"
+name = "e2e"
+version = 1
+[notices]
+before_due = [{ days = 1, at = "10:00" }]
+channels = ["sms", "email"]
+on_result = true
+overdue_every_days = 0
+quiet_hours = []
+daily_cap = 10
+[due]
+at = ["08:00", "12:00"]
+[ladder]
+steps = [1, 0.5]
+min_amount = "10.00"
+on_codes = ["INSUFFICIENT_BALANCE"]
+within_slot = true
+"#;
+
+fn loans_json(n: usize, due: &str) -> String {
+    let loans: Vec<_> = (0..n)
+        .map(|i| {
+            serde_json::json!({
+                "id": format!("D{i:03}"),
+                "borrower": {"id": format!("DB{i:03}"), "name": "Li Lei", "phone": "13812345678",
+                             "email": format!("b{i}@example.com")},
+                "currency": "CNY", "timezone": "Asia/Shanghai", "policy": "e2e",
+                "mandates": [{"channel": "bank", "agreement": format!("AG{i:03}"), "account": "6222021234561234"}],
+                "installments": [{"due_date": due, "principal": "1250.00", "interest": "0", "fee": "0"}],
+            })
+        })
+        .collect();
+    serde_json::Value::Array(loans).to_string()
+}
+
+fn config(db: &str, listen: u16, sim_port: u16, smtp_port: u16, sms_port: u16) -> String {
+    format!(
+        r#"
+[database]
+url = "{db}"
+[daemon]
+tick_seconds = 1
+listen = "127.0.0.1:{listen}"
+policies = "policies"
+lender_name = "Acme Lending"
+lease_seconds = 5
+heartbeat_seconds = 1
+query_backoff_seconds = [1]
+[notices]
+sink = "providers"
+locale = "en"
+[notices.sms]
+kind = "generic"
+url = "http://127.0.0.1:{sms_port}/sms"
+token = "sms-token"
+[notices.email]
+host = "127.0.0.1"
+port = {smtp_port}
+security = "plain"
+from = "collections@acme.example"
+[[channels]]
+name = "bank"
+kind = "http"
+base_url = "http://127.0.0.1:{sim_port}"
+secret = "e2e-secret"
+tps = 200
+concurrency = 8
+timeout_ms = 2000
+order_no = {{ prefix = "BK", charset = "alnum", min_len = 16, max_len = 32 }}
+"#
+    )
+}
+
+async fn scalar(url: &str, sql: &str) -> i64 {
+    let mut c = sqlx::AnyConnection::connect(url).await.unwrap();
+    sqlx::query_scalar::<_, i64>(sql)
+        .fetch_one(&mut c)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_collects_over_http_and_sends_email_and_sms() {
+    sqlx::any::install_default_drivers();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("policies")).unwrap();
+    std::fs::write(d.join("policies/e2e.toml"), E2E_POLICY).unwrap();
+    let yesterday = (chrono::Utc::now() - chrono::Duration::days(1))
+        .format("%Y-%m-%d")
+        .to_string();
+    std::fs::write(d.join("loans.json"), loans_json(20, &yesterday)).unwrap();
+    // Half the accounts hold 60% of the installment: 100% fails, 50% succeeds.
+    let mut scenario = String::from("[server]\ncallback_duplicate_rate = 1.0\n");
+    for i in (0..20).step_by(2) {
+        scenario.push_str(&format!(
+            "[[accounts]]\nagreement = \"AG{i:03}\"\nbalance = \"750.00\"\n"
+        ));
+    }
+    std::fs::write(d.join("scenario.toml"), scenario).unwrap();
+
+    let (smtp_port, inbox) = smtp_server();
+    let (sms_port, texts) = sms_gateway().await;
+    let (sim_port, listen) = (free_port(), free_port());
+    let db = format!("sqlite://{}", d.join("e2e.db").display());
+    std::fs::write(
+        d.join("repayd.toml"),
+        config(&db, listen, sim_port, smtp_port, sms_port),
+    )
+    .unwrap();
+
+    let callback = format!("http://127.0.0.1:{listen}/webhooks/channels/bank");
+    let sim = Proc(
+        repayd(
+            d,
+            &[
+                "channel-sim",
+                "--listen",
+                &format!("127.0.0.1:{sim_port}"),
+                "--scenario",
+                "scenario.toml",
+                "--name",
+                "bank",
+                "--secret",
+                "e2e-secret",
+                "--callback-url",
+                &callback,
+            ],
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    wait_for_port(sim_port, "channel-sim");
+    let out = repayd(d, &["--database", &db, "loans", "import", "loans.json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let daemon = Proc(
+        repayd(d, &["serve", "--config", "repayd.toml"])
+            .stderr(std::fs::File::create(d.join("daemon.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(listen, "repayd serve");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let paid = scalar(&db, "SELECT COUNT(*) FROM loans WHERE status = 'paid'").await;
+        let partial = scalar(
+            &db,
+            "SELECT COUNT(*) FROM notices WHERE kind IN ('paid','partial') AND status = 'sent'",
+        )
+        .await;
+        if paid == 10 && partial == 40 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out: {paid} loans paid, {partial} result notices sent\n{}",
+            std::fs::read_to_string(d.join("daemon.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The channel's journal equals the ledger: ten full and ten half debits, once each.
+    let journal: Vec<serde_json::Value> = reqwest_journal(sim_port).await;
+    assert_eq!(journal.len(), 20, "{journal:?}");
+    let cleared = scalar(
+        &db,
+        "SELECT CAST(SUM(debit) AS BIGINT) FROM journal_lines WHERE account LIKE '1100.%'",
+    )
+    .await;
+    assert_eq!(cleared, 10 * 125_000 + 10 * 62_500);
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT COUNT(*) FROM journal_entries WHERE kind = 'repayment'"
+        )
+        .await,
+        20
+    );
+    // Duplicate callbacks were received and changed nothing.
+    assert!(scalar(&db, "SELECT COUNT(*) FROM channel_callbacks").await >= 20);
+
+    // Bodies are quoted-printable: undo its soft line breaks.
+    let mails: Vec<String> = inbox
+        .messages
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|m| m.replace("=\r\n", ""))
+        .collect();
+    assert!(
+        mails.iter().any(|m| m.contains("6222 **** **** 1234")
+            && m.contains("1250.00")
+            && m.contains("Acme Lending")),
+        "an email states the masked account and amount: {mails:?}"
+    );
+    assert!(mails.iter().all(|m| !m.contains("6222021234561234")));
+    let sms = texts.lock().unwrap().clone();
+    assert!(
+        sms.iter()
+            .any(|t| t["text"].as_str().unwrap_or("").contains("625.00")),
+        "{sms:?}"
+    );
+    assert!(sms.iter().all(|t| t["to"] == "13812345678"));
+
+    let health = http_get(listen, "/healthz").await;
+    assert!(
+        health.contains("\"database\":\"ok\"") && health.contains("last_tick"),
+        "{health}"
+    );
+    let metrics = http_get(listen, "/metrics").await;
+    assert!(metrics.contains("repayd_attempts_total"), "{metrics}");
+    assert!(
+        metrics.contains("repayd_channel_latency_seconds"),
+        "{metrics}"
+    );
+
+    // SIGTERM: a clean stop.
+    let pid = daemon.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut daemon = daemon;
+    let status = wait_exit(&mut daemon.0, Duration::from_secs(20));
+    assert!(status.success(), "daemon exit: {status:?}");
+    let log = std::fs::read_to_string(d.join("daemon.log")).unwrap();
+    assert!(
+        !log.contains("13812345678") && !log.contains("e2e-secret") && !log.contains("sms-token"),
+        "{log}"
+    );
+    drop(sim);
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "process did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+async fn http_get(port: u16, path: &str) -> String {
+    let client = reqwest::Client::new();
+    client
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn reqwest_journal(port: u16) -> Vec<serde_json::Value> {
+    let cfg = repayd::channel::builtin_channels()
+        .into_iter()
+        .find(|c| c.name == "bank")
+        .unwrap();
+    let ch = repayd::channel::HttpChannel::new(
+        &cfg,
+        format!("http://127.0.0.1:{port}"),
+        repayd::channel::Secret::new("e2e-secret"),
+    )
+    .unwrap();
+    let j = ch.journal().await.unwrap();
+    j.into_iter()
+        .map(|d| serde_json::to_value(d).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_second_daemon_on_the_same_sqlite_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cfg = |port: u16| {
+        format!(
+            "[database]\nurl = \"sqlite://{}\"\n[daemon]\nlisten = \"127.0.0.1:{port}\"\n",
+            d.join("one.db").display()
+        )
+    };
+    std::fs::write(d.join("a.toml"), cfg(free_port())).unwrap();
+    std::fs::write(d.join("b.toml"), cfg(free_port())).unwrap();
+    let first = Proc(
+        repayd(d, &["serve", "--config", "a.toml"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !d.join("one.db.lock").exists()
+        || std::fs::read_to_string(d.join("one.db.lock"))
+            .unwrap()
+            .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "first daemon did not take the lock"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let second = repayd(d, &["serve", "--config", "b.toml"])
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains(&format!("pid {}", first.0.id())), "{err}");
+    assert!(
+        err.contains("one.db") && err.contains("one daemon per database file"),
+        "{err}"
+    );
+}
