@@ -8,7 +8,7 @@ use crate::pii::{mask_email, mask_phone};
 use crate::policy::{NoticeChannel, Policy};
 use crate::providers::sms::{parse_delivery_report, DeliveryStatus};
 use crate::providers::{NoticeContext, OutgoingNotice, ProviderError, ProviderSet, Templates};
-use crate::store::{in_list, Rows, Val};
+use crate::store::{in_list, is_sqlite, Rows, Val};
 use async_trait::async_trait;
 use chrono::{DateTime, Days, NaiveDate, NaiveTime, Utc};
 use chrono_tz::Tz;
@@ -383,13 +383,27 @@ async fn pending_batch(
     conn: &mut AnyConnection,
     now: DateTime<Utc>,
 ) -> Result<Vec<(Pending, String)>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT id, loan_id, borrower_id, kind, channel, recipient, tz, subject, body FROM notices \
-         WHERE status = 'pending' AND send_after <= $1 ORDER BY send_after, id LIMIT 2000",
-    )
-    .bind(now.timestamp_millis())
-    .fetch_all(&mut *conn)
-    .await?;
+    // Claimed atomically, so two daemons never deliver the same notice. A claim left behind
+    // by a crash before delivery started is taken again after a minute.
+    let lock = if is_sqlite(conn) {
+        ""
+    } else {
+        "FOR UPDATE SKIP LOCKED"
+    };
+    let wall = Utc::now().timestamp_millis();
+    let sql = format!(
+        "UPDATE notices SET status = 'claimed', claimed_at = $2 WHERE id IN (\
+         SELECT id FROM notices WHERE send_after <= $1 AND (status = 'pending' OR \
+         (status = 'claimed' AND claimed_at < $3)) ORDER BY send_after, id LIMIT 2000 {lock}) \
+         RETURNING id, loan_id, borrower_id, kind, channel, recipient, tz, subject, body"
+    );
+    let mut rows = sqlx::query(&sql)
+        .bind(now.timestamp_millis())
+        .bind(wall)
+        .bind(wall - 60_000)
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.sort_by_key(|r| r.get::<i64, _>("id"));
     Ok(rows
         .into_iter()
         .map(|r| {
@@ -493,7 +507,7 @@ async fn reschedule(conn: &mut AnyConnection, hold: &[(i64, i64)]) -> Result<(),
     rows.with_values(
         conn,
         "id, send_after",
-        "UPDATE notices SET send_after = v.send_after FROM v WHERE notices.id = v.id",
+        "UPDATE notices SET send_after = v.send_after, status = 'pending' FROM v WHERE notices.id = v.id",
     )
     .await?;
     Ok(())
@@ -516,7 +530,7 @@ async fn deliver(
         conn,
         "id, day",
         "UPDATE notices SET status = 'sending', sent_local_date = v.day FROM v \
-         WHERE notices.id = v.id AND notices.status || '' = 'pending'",
+         WHERE notices.id = v.id AND notices.status || '' = 'claimed'",
     )
     .await?;
     let results: Vec<_> = futures::stream::iter(send.iter().map(|(p, _)| sink.deliver(&p.out)))

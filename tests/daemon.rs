@@ -2,51 +2,16 @@
 //! loopback SMS gateway: attempts, ledger and notices end up as expected; a second daemon on
 //! the same SQLite file is refused.
 
+mod common;
+
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
+use common::procs::{free_port, repayd, sim_journal, wait_for_port, Proc};
 use sqlx::Connection;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// A child process killed when the test ends, whatever happens.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn repayd(dir: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_repayd"));
-    c.current_dir(dir)
-        .args(args)
-        .env_remove("REPAYD_DATABASE_URL");
-    c
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_for_port(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not start listening on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// What the embedded SMTP server received.
 #[derive(Clone, Default)]
@@ -270,7 +235,7 @@ async fn daemon_collects_over_http_and_sends_email_and_sms() {
     }
 
     // The channel's journal equals the ledger: ten full and ten half debits, once each.
-    let journal: Vec<serde_json::Value> = reqwest_journal(sim_port).await;
+    let journal = sim_journal(sim_port, "bank", "e2e-secret").await;
     assert_eq!(journal.len(), 20, "{journal:?}");
     let cleared = scalar(
         &db,
@@ -325,14 +290,8 @@ async fn daemon_collects_over_http_and_sends_email_and_sms() {
     );
 
     // SIGTERM: a clean stop.
-    let pid = daemon.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
     let mut daemon = daemon;
-    let status = wait_exit(&mut daemon.0, Duration::from_secs(20));
+    let status = daemon.terminate(Duration::from_secs(20));
     assert!(status.success(), "daemon exit: {status:?}");
     let log = std::fs::read_to_string(d.join("daemon.log")).unwrap();
     assert!(
@@ -340,17 +299,6 @@ async fn daemon_collects_over_http_and_sends_email_and_sms() {
         "{log}"
     );
     drop(sim);
-}
-
-fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "process did not exit");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 async fn http_get(port: u16, path: &str) -> String {
@@ -363,23 +311,6 @@ async fn http_get(port: u16, path: &str) -> String {
         .text()
         .await
         .unwrap()
-}
-
-async fn reqwest_journal(port: u16) -> Vec<serde_json::Value> {
-    let cfg = repayd::channel::builtin_channels()
-        .into_iter()
-        .find(|c| c.name == "bank")
-        .unwrap();
-    let ch = repayd::channel::HttpChannel::new(
-        &cfg,
-        format!("http://127.0.0.1:{port}"),
-        repayd::channel::Secret::new("e2e-secret"),
-    )
-    .unwrap();
-    let j = ch.journal().await.unwrap();
-    j.into_iter()
-        .map(|d| serde_json::to_value(d).unwrap())
-        .collect()
 }
 
 #[test]

@@ -452,3 +452,45 @@ async fn ladder_respects_mandate_limits(backend: Backend) {
     app.cleanup().await;
 }
 both_backends!(ladder_respects_mandate_limits);
+
+/// The per-borrower daily cap holds the rest of a day's notices until the next day, in the
+/// borrower's zone, outside quiet hours.
+async fn daily_cap_holds_extra_notices_until_the_next_day(backend: Backend) {
+    let app = spawn_app(backend, "").await;
+    let loans: Vec<_> = (0..6)
+        .map(|i| {
+            let mut l = loan_json(
+                &format!("CAP{i}"),
+                SH,
+                "test",
+                None,
+                false,
+                &[("bank", &format!("AGR-C{i}"))],
+                &[("2027-01-15", "100.00")],
+            );
+            l["borrower"]["id"] = "B-SAME".into();
+            l
+        })
+        .collect();
+    app.import_json(&serde_json::Value::Array(loans).to_string())
+        .await;
+    app.run(local(SH, 2027, 1, 15, 8, 0)).await;
+    // Six T-1 notices and six paid notices, by sms and email: 24 for one borrower, and the
+    // test policy's cap is 10 a day.
+    let sent = "SELECT COUNT(*) FROM notices WHERE status = 'sent'";
+    assert_eq!(app.scalar_i64(sent).await, 10);
+    let held = app
+        .scalar_i64("SELECT MIN(send_after) FROM notices WHERE status = 'pending'")
+        .await;
+    assert_eq!(
+        held,
+        local(SH, 2027, 1, 16, 8, 0).timestamp_millis(),
+        "held to the next day's window"
+    );
+    app.run(local(SH, 2027, 1, 16, 8, 0)).await;
+    assert_eq!(app.scalar_i64(sent).await, 20);
+    app.run(local(SH, 2027, 1, 17, 8, 0)).await;
+    assert_eq!(app.scalar_i64(sent).await, 24);
+    app.cleanup().await;
+}
+both_backends!(daily_cap_holds_extra_notices_until_the_next_day);

@@ -12,6 +12,7 @@ CREATE TABLE instances (
 );
 
 ALTER TABLE attempts ADD COLUMN lease_owner TEXT;
+ALTER TABLE attempts ADD COLUMN submitted_by TEXT;
 
 CREATE TABLE channel_callbacks (
     id           INTEGER PRIMARY KEY,
@@ -28,3 +29,8 @@ ALTER TABLE notices ADD COLUMN subject TEXT;
 ALTER TABLE notices ADD COLUMN provider_id TEXT;
 ALTER TABLE notices ADD COLUMN delivery_status TEXT;
 ALTER TABLE notices ADD COLUMN error TEXT;
+ALTER TABLE notices ADD COLUMN claimed_at BIGINT;
+
+-- A loan being pursued by an instance: others leave it alone until the lease runs out.
+ALTER TABLE loans ADD COLUMN busy_owner TEXT;
+ALTER TABLE loans ADD COLUMN busy_until BIGINT;

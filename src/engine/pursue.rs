@@ -14,7 +14,7 @@ use crate::domain::{ladder_amounts, local_date, to_minor, LadderInput};
 use crate::notify::{self, NoticeFacts, NoticeKind, NoticeRow};
 use crate::planner::AttemptKind;
 use crate::policy::Policy;
-use crate::store::{alloc_on, Backend, Rows, Val};
+use crate::store::{alloc_on, in_list, Backend, Rows, Val};
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use futures::StreamExt;
 use rust_decimal::Decimal;
@@ -149,6 +149,7 @@ async fn process_batch(
     ids.sort();
     ids.dedup();
     let mut conn = engine.db.pool.acquire().await?;
+    let mine = claim_loans(&mut conn, engine, &ids).await?;
     let since = now.date_naive() - Days::new(2);
     let mut loans = load_loans(&mut conn, &ids, since).await?;
     drop(conn);
@@ -174,14 +175,76 @@ async fn process_batch(
         for a in notice_actions {
             ends.push(action_notice(engine, loan, policy, &a, now, &mut notices));
         }
-        if !attempt_actions.is_empty() {
+        if !mine.contains(&loan_id) {
+            let note = "merged: loan pursued by another instance";
+            ends.extend(attempt_actions.iter().map(|a| end(a.id, "skipped", note)));
+        } else if !attempt_actions.is_empty() {
             let p = start_pursuit(loan, policy, attempt_actions, now, attempted, &mut ends);
             pursuits.extend(p);
         }
     }
     summary.actions_skipped += ends.iter().filter(|e| e.status == "skipped").count() as u64;
     summary.notices_queued += notices.len() as u64;
-    pursue_rounds(engine, &mut loans, pursuits, ends, notices, now, summary).await
+    let result = pursue_rounds(engine, &mut loans, pursuits, ends, notices, now, summary).await;
+    release_loans(engine, &mine).await?;
+    result
+}
+
+/// Take the loans of a batch for this instance. Another instance pursuing one of them at the
+/// same time would compute what is owed from the same state and could debit it twice, so a
+/// loan is pursued by one instance at a time. A hold whose lease ran out is taken over only
+/// when its owner's heartbeat is stale.
+async fn claim_loans(
+    conn: &mut AnyConnection,
+    engine: &Engine,
+    ids: &[String],
+) -> Result<HashSet<String>, sqlx::Error> {
+    let wall = Utc::now().timestamp_millis();
+    let mut mine = HashSet::with_capacity(ids.len());
+    for chunk in ids.chunks(5000) {
+        let n = chunk.len();
+        let sql = format!(
+            "UPDATE loans SET busy_owner = ${owner}, busy_until = ${until} WHERE id IN ({list}) \
+             AND (busy_owner IS NULL OR busy_owner = ${owner} OR (busy_until < ${wall} AND NOT EXISTS ({alive}))) \
+             RETURNING id",
+            list = in_list(conn, 1, n),
+            owner = n + 1,
+            until = n + 2,
+            wall = n + 3,
+            alive = alive_owner("loans.busy_owner", &format!("${}", n + 4)),
+        );
+        let mut q = sqlx::query(&sql);
+        for id in chunk {
+            q = q.bind(id.as_str());
+        }
+        let q = q
+            .bind(engine.cfg.owner.as_str())
+            .bind(wall + engine.cfg.lease_ms)
+            .bind(wall)
+            .bind(wall - engine.cfg.lease_ms);
+        for r in q.fetch_all(&mut *conn).await? {
+            mine.insert(r.get::<String, _>("id"));
+        }
+    }
+    Ok(mine)
+}
+
+async fn release_loans(engine: &Engine, mine: &HashSet<String>) -> Result<(), sqlx::Error> {
+    let mut rows = Rows::new(1);
+    for id in mine {
+        rows.push(vec![id.clone().into()]);
+    }
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut conn = engine.db.pool.acquire().await?;
+    rows.with_values(
+        &mut conn,
+        "id",
+        "UPDATE loans SET busy_owner = NULL, busy_until = NULL FROM v WHERE loans.id = v.id",
+    )
+    .await?;
+    Ok(())
 }
 
 /// Turn a notice action into outbox rows (or skip it when it no longer makes sense).
@@ -518,7 +581,7 @@ async fn insert_attempts(
 ) -> Result<(), sqlx::Error> {
     let wall = Utc::now().timestamp_millis();
     let lease_ms = engine.cfg.lease_ms;
-    let mut rows = Rows::new(17);
+    let mut rows = Rows::new(18);
     for n in next {
         let r = &n.rec;
         rows.push(vec![
@@ -538,13 +601,14 @@ async fn insert_attempts(
             Val::Int(now.timestamp_millis()),
             Val::Int(wall + lease_ms),
             engine.cfg.owner.as_str().into(),
+            engine.cfg.owner.as_str().into(),
             Val::Int(0),
         ]);
     }
     rows.insert(
         conn,
         "INSERT INTO attempts (id, action_id, loan_id, seq, mandate_id, channel, order_no, kind, ladder_step, \
-         amount, status, local_date, created_at, updated_at, lease_until, lease_owner, queries)",
+         amount, status, local_date, created_at, updated_at, lease_until, lease_owner, submitted_by, queries)",
         "",
     )
     .await?;

@@ -148,8 +148,8 @@ pub fn is_sqlite(conn: &AnyConnection) -> bool {
     conn.backend_name() == "SQLite"
 }
 
-/// SQLite gets anonymous `?` (numbered by position, so `start` must follow the statement's
-/// previous parameters); every other form makes SQLite's parameter lookups quadratic.
+/// SQLite gets anonymous `?`, bound to the arguments in order; numbered forms make SQLite's
+/// parameter lookups quadratic.
 fn param(sqlite: bool, n: usize, out: &mut String) {
     if sqlite {
         out.push('?');
@@ -180,15 +180,25 @@ pub fn placeholders(sqlite: bool, rows: usize, width: usize) -> String {
     s
 }
 
-/// `$start,$start+1,…` (or `?,?,…` on SQLite) for an `IN (…)` list of `n` values.
+/// `$start,$start+1,…` for an `IN (…)` list of `n` values.
+///
+/// On SQLite a list starting at 1 is written as anonymous `?`: sqlx binds anonymous
+/// parameters to the arguments in order from the first, so the list's values must be bound
+/// first and other parameters numbered after them (`$n+1`…); their place in the text does not
+/// matter. A list starting later is written `?NNN` (correct, but binding it is quadratic).
 pub fn in_list(conn: &AnyConnection, start: usize, n: usize) -> String {
-    let sqlite = is_sqlite(conn);
+    let anonymous = is_sqlite(conn) && start == 1;
     let mut s = String::with_capacity(n * 7);
     for i in start..start + n {
         if i > start {
             s.push(',');
         }
-        param(sqlite, i, &mut s);
+        if anonymous {
+            s.push('?');
+        } else {
+            s.push(if is_sqlite(conn) { '?' } else { '$' });
+            s.push_str(&i.to_string());
+        }
     }
     s
 }

@@ -3,6 +3,8 @@
 //! scenario, and the engine itself, so runs are driven directly with an explicit clock.
 #![allow(dead_code)]
 
+pub mod procs;
+
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use repayd::app::{load_policies, simulated_engine, Sims};
 use repayd::channel::{Channel, Scenario, Simulator};
@@ -31,7 +33,7 @@ pub struct TestApp {
     pg_database: Option<String>,
 }
 
-async fn create_pg_database() -> (String, String) {
+pub async fn create_pg_database() -> (String, String) {
     sqlx::any::install_default_drivers();
     let server = pg_server();
     let mut admin = sqlx::AnyConnection::connect(&format!("{server}/postgres"))
