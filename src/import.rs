@@ -673,7 +673,7 @@ async fn existing_hashes(
             "SELECT id, content_hash FROM loans WHERE id IN ({})",
             crate::store::in_list(conn, 1, chunk.len())
         );
-        let mut q = sqlx::query(&sql);
+        let mut q = sqlx::query(&sql).persistent(false);
         for l in chunk {
             q = q.bind(l.id.clone());
         }

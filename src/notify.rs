@@ -480,7 +480,7 @@ async fn sent_counts(
              AND borrower_id IN ({}) GROUP BY borrower_id, sent_local_date",
             in_list(conn, 4, chunk.len())
         );
-        let mut q = sqlx::query(&sql);
+        let mut q = sqlx::query(&sql).persistent(false);
         for d in &days {
             q = q.bind(d.to_string());
         }

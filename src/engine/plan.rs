@@ -53,7 +53,7 @@ async fn unplanned(
                 "SELECT id, tz, policy, allow_early FROM loans WHERE planned = 0 AND id IN ({})",
                 in_list(conn, 1, ids.len())
             );
-            let mut q = sqlx::query(&sql);
+            let mut q = sqlx::query(&sql).persistent(false);
             for id in ids {
                 q = q.bind(id.as_str());
             }
@@ -87,7 +87,7 @@ async fn plan_batch(
         "SELECT loan_id, seq, due_date FROM installments WHERE status <> 'paid' AND loan_id IN ({})",
         in_list(conn, 1, loans.len())
     );
-    let mut q = sqlx::query(&sql);
+    let mut q = sqlx::query(&sql).persistent(false);
     for l in loans {
         q = q.bind(l.id.as_str());
     }
@@ -120,7 +120,7 @@ async fn plan_batch(
         "UPDATE loans SET planned = 1 WHERE id IN ({})",
         in_list(conn, 1, loans.len())
     );
-    let mut q = sqlx::query(&sql);
+    let mut q = sqlx::query(&sql).persistent(false);
     for l in loans {
         q = q.bind(l.id.as_str());
     }

@@ -112,7 +112,8 @@ fn bind_ids<'q>(
     sql: &'q str,
     ids: &'q [String],
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
-    let mut q = sqlx::query(sql);
+    // IN lists vary in length: not worth a cached prepared statement each.
+    let mut q = sqlx::query(sql).persistent(false);
     for id in ids {
         q = q.bind(id.as_str());
     }
