@@ -2,20 +2,18 @@
 //! and a due-date run against the zero-latency simulator, with a raw-insert baseline measured
 //! in the same run so figures can be compared across noisy machines.
 
-use crate::app::{load_policies, Sims};
+use crate::app::{load_policies, simulated_engine, AppError};
 use crate::channel::sim::AccountSpec;
 use crate::channel::{builtin_channels, Channel, Scenario};
 use crate::domain::{round_money, PlannedInstallment};
 use crate::engine::{plan, Engine, EngineConfig};
 use crate::import::{store_loans, BorrowerInput, LoanInput, MandateInput};
-use crate::notify::LogSink;
 use crate::policy::parse_policy;
 use crate::store::{backend_of, Backend, Db, Rows, Val};
 use chrono::{Days, Months, NaiveDate, TimeZone, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use sqlx::Connection;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -73,7 +71,7 @@ pub struct BenchReport {
 
 /// Start every repeat from an empty database. Only files or databases that are clearly
 /// benchmark databases are dropped.
-async fn fresh_database(url: &str) -> anyhow::Result<()> {
+async fn fresh_database(url: &str) -> Result<(), AppError> {
     match backend_of(url)? {
         Backend::Sqlite => {
             let path = url
@@ -88,12 +86,13 @@ async fn fresh_database(url: &str) -> anyhow::Result<()> {
         Backend::Postgres => {
             let (base, name) = url
                 .rsplit_once('/')
-                .ok_or_else(|| anyhow::anyhow!("no database name in {url}"))?;
+                .ok_or_else(|| AppError::Config(format!("no database name in {url}")))?;
             let name = name.split('?').next().unwrap_or(name);
-            anyhow::ensure!(
-                name.contains("bench"),
-                "refusing to drop PostgreSQL database `{name}`: the bench database name must contain `bench`"
-            );
+            if !name.contains("bench") {
+                return Err(AppError::Config(format!(
+                    "refusing to drop PostgreSQL database `{name}`: the bench database name must contain `bench`"
+                )));
+            }
             sqlx::any::install_default_drivers();
             let mut admin = sqlx::AnyConnection::connect(&format!("{base}/postgres")).await?;
             sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
@@ -180,7 +179,7 @@ pub fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-async fn baseline(db: &Db, rows: usize) -> anyhow::Result<f64> {
+async fn baseline(db: &Db, rows: usize) -> Result<f64, AppError> {
     let mut conn = db.pool.acquire().await?;
     sqlx::query("CREATE TABLE IF NOT EXISTS bench_baseline (a BIGINT, b TEXT, c BIGINT)")
         .execute(&mut *conn)
@@ -201,7 +200,7 @@ async fn baseline(db: &Db, rows: usize) -> anyhow::Result<f64> {
     Ok(rows as f64 / t.elapsed().as_secs_f64())
 }
 
-async fn one_run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> anyhow::Result<BenchFigures> {
+async fn one_run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchFigures, AppError> {
     fresh_database(&opts.database_url).await?;
     let db = Db::open(&opts.database_url).await?;
     let mut figures = BenchFigures {
@@ -247,29 +246,16 @@ async fn one_run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> anyhow::Result
     Ok(figures)
 }
 
-fn bench_engine(db: Db, loans: usize) -> anyhow::Result<Engine> {
+fn bench_engine(db: Db, loans: usize) -> Result<Engine, AppError> {
     let mut policies = load_policies(std::path::Path::new("policies"))?;
     policies.insert(parse_policy(BENCH_POLICY, "bench policy")?);
-    let configs = builtin_channels();
-    let sims = Sims::load(bench_scenario(loans), &configs, None)?;
-    let channels: HashMap<String, Arc<dyn Channel>> = configs
-        .iter()
-        .zip(&sims.sims)
-        .map(|(c, s)| (c.name.clone(), s.clone() as Arc<dyn Channel>))
-        .collect();
-    Ok(Engine {
-        db,
-        policies: Arc::new(policies),
-        channels,
-        channel_configs: configs.into_iter().map(|c| (c.name.clone(), c)).collect(),
-        sink: Arc::new(LogSink {
-            path: std::env::temp_dir().join("repayd-bench-notices.log"),
-        }),
-        cfg: EngineConfig {
-            batch_size: 5000,
-            ..EngineConfig::default()
-        },
-    })
+    let log = std::env::temp_dir().join("repayd-bench-notices.log");
+    let cfg = EngineConfig {
+        batch_size: 5000,
+        ..EngineConfig::default()
+    };
+    let (engine, _sims) = simulated_engine(db, policies, bench_scenario(loans), None, &log, cfg)?;
+    Ok(engine)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -285,11 +271,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 pub async fn run_bench(
     opts: &BenchOptions,
     progress: &dyn Fn(&str),
-) -> anyhow::Result<BenchReport> {
-    anyhow::ensure!(
-        opts.per_loan > 0 && opts.installments > 0,
-        "--installments and --per-loan must be positive"
-    );
+) -> Result<BenchReport, AppError> {
+    if opts.per_loan == 0 || opts.installments == 0 {
+        return Err(AppError::Config(
+            "--installments and --per-loan must be positive".into(),
+        ));
+    }
     let mut runs = Vec::new();
     for r in 0..opts.repeat.max(1) {
         progress(&format!("repeat {}/{}", r + 1, opts.repeat.max(1)));
@@ -310,6 +297,173 @@ pub async fn run_bench(
         loans: opts.installments.div_ceil(opts.per_loan),
         runs,
         median,
+        peak_rss_mb: peak_rss_mb(),
+    })
+}
+
+/// Options of the networked benchmark: the daemon's engine against the simulator server
+/// over loopback HTTP, with the server's latency and TPS cap.
+#[derive(Debug, Clone)]
+pub struct NetBenchOptions {
+    pub database_url: String,
+    pub installments: usize,
+    pub latency_median_ms: u64,
+    pub tps: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NetBenchReport {
+    pub attempts: u64,
+    pub seconds: f64,
+    pub achieved_tps: f64,
+    pub tps_cap: u32,
+    pub fraction_of_cap: f64,
+    pub http_429s: u64,
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+    pub peak_rss_mb: f64,
+}
+
+/// An HTTP channel that records each submit's latency.
+struct Timed {
+    inner: crate::channel::HttpChannel,
+    latencies: std::sync::Mutex<Vec<f64>>,
+}
+
+#[async_trait::async_trait]
+impl Channel for Timed {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    async fn submit(
+        &self,
+        req: &crate::channel::DebitRequest,
+    ) -> Result<crate::channel::DebitOutcome, crate::channel::ChannelError> {
+        let t = Instant::now();
+        let r = self.inner.submit(req).await;
+        self.latencies
+            .lock()
+            .expect("latencies")
+            .push(t.elapsed().as_secs_f64() * 1000.0);
+        r
+    }
+    async fn query(
+        &self,
+        order_no: &str,
+        at: chrono::DateTime<Utc>,
+    ) -> Result<crate::channel::QueryOutcome, crate::channel::ChannelError> {
+        self.inner.query(order_no, at).await
+    }
+    async fn statement(
+        &self,
+        date: NaiveDate,
+    ) -> Result<Vec<crate::channel::StatementLine>, crate::channel::ChannelError> {
+        self.inner.statement(date).await
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Collect `installments` single-installment loans due the same morning through the `bank`
+/// channel served by the simulator server (log-normal latency, its own TPS cap answering 429),
+/// with the client-side cap set to the same TPS.
+pub async fn run_net_bench(
+    opts: &NetBenchOptions,
+    progress: &dyn Fn(&str),
+) -> Result<NetBenchReport, AppError> {
+    use crate::channel::{serve_simulator, HttpChannel, Latency, Secret, ServerSpec, Simulator};
+    fresh_database(&opts.database_url).await?;
+    let db = Db::open(&opts.database_url).await?;
+    let mut engine = bench_engine(db, 0)?;
+    let mut rule = builtin_channels()
+        .into_iter()
+        .find(|c| c.name == "bank")
+        .expect("built-in bank");
+    rule.tps = Some(opts.tps);
+    rule.concurrency = 256;
+    rule.timeout_ms = 10_000;
+    let spec = ServerSpec {
+        latency_ms: Latency {
+            median: opts.latency_median_ms,
+            p99: Some(opts.latency_median_ms * 3),
+        },
+        tps: Some(opts.tps),
+        ..ServerSpec::default()
+    };
+    let sim = Arc::new(
+        Simulator::new("bank", Scenario::default()).with_order_no_rule(rule.order_no.clone()),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| AppError::io(std::path::Path::new("127.0.0.1:0"), e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| AppError::io(std::path::Path::new("127.0.0.1:0"), e))?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve_simulator(
+        listener,
+        sim,
+        Secret::new("bench"),
+        spec,
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    let http = HttpChannel::new(&rule, format!("http://{addr}"), Secret::new("bench"))
+        .map_err(|e| AppError::Config(e.to_string()))?;
+    let timed = Arc::new(Timed {
+        inner: http,
+        latencies: Default::default(),
+    });
+    engine.channels.insert("bank".into(), timed.clone());
+    engine.channel_configs.insert("bank".into(), rule);
+    engine.cfg.concurrency = 256;
+    let first_due = NaiveDate::from_ymd_opt(2027, 3, 15).expect("date");
+    progress(&format!("importing {} loans", opts.installments));
+    let mut tx = engine.db.pool.begin().await?;
+    for start in (0..opts.installments).step_by(5000) {
+        let chunk: Vec<LoanInput> = (start..(start + 5000).min(opts.installments))
+            .map(|i| {
+                let mut l = bench_loan(i, 1, first_due);
+                l.mandates[0].channel = "bank".into();
+                l
+            })
+            .collect();
+        store_loans(&mut tx, &chunk, 0).await?;
+    }
+    tx.commit().await?;
+    plan::plan_new_loans(&engine, None).await?;
+    let tz = chrono_tz::Asia::Shanghai;
+    let at = |d: NaiveDate, h| {
+        tz.from_local_datetime(&d.and_hms_opt(h, 0, 0).expect("t"))
+            .unwrap()
+            .with_timezone(&Utc)
+    };
+    engine.run_once(at(first_due - Days::new(1), 12)).await?;
+    progress("due-date run over HTTP");
+    let t = Instant::now();
+    let summary = engine.run_once(at(first_due, 8)).await?;
+    let seconds = t.elapsed().as_secs_f64();
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    let mut lat = timed.latencies.lock().expect("latencies").clone();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let attempts = summary.total_attempts();
+    let achieved = attempts as f64 / seconds;
+    Ok(NetBenchReport {
+        attempts,
+        seconds,
+        achieved_tps: achieved,
+        tps_cap: opts.tps,
+        fraction_of_cap: achieved / opts.tps as f64,
+        http_429s: timed.inner.stats().throttled,
+        latency_p50_ms: percentile(&lat, 0.5),
+        latency_p99_ms: percentile(&lat, 0.99),
         peak_rss_mb: peak_rss_mb(),
     })
 }

@@ -187,6 +187,17 @@ enum LedgerCmd {
 
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// The daemon's engine against the simulator server over HTTP: latency and a TPS cap.
+    Net {
+        #[arg(long, default_value_t = 50_000)]
+        installments: usize,
+        #[arg(long, default_value_t = 100)]
+        latency_ms: u64,
+        #[arg(long, default_value_t = 500)]
+        tps: u32,
+        #[arg(long, default_value = "sqlite://repayd-bench.db")]
+        bench_database: String,
+    },
     /// Time import, planning and a due-date run on a generated portfolio.
     Run {
         #[arg(long, default_value_t = 100_000)]
@@ -381,6 +392,26 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 *print_journal,
             )
             .await?
+        }
+        Cmd::Bench(BenchCmd::Net {
+            installments,
+            latency_ms,
+            tps,
+            bench_database,
+        }) => {
+            let opts = bench::NetBenchOptions {
+                database_url: bench_database.clone(),
+                installments: *installments,
+                latency_median_ms: *latency_ms,
+                tps: *tps,
+            };
+            let progress = |m: &str| eprintln!("bench: {m}");
+            let r = bench::run_net_bench(&opts, &progress).await?;
+            println!(
+                "networked due-date run: {} attempts in {:.1}s = {:.1} TPS ({:.3} of the {} TPS cap) | 429s {} | latency p50 {:.0} ms p99 {:.0} ms | peak RSS {:.1} MB",
+                r.attempts, r.seconds, r.achieved_tps, r.fraction_of_cap, r.tps_cap, r.http_429s,
+                r.latency_p50_ms, r.latency_p99_ms, r.peak_rss_mb
+            );
         }
         Cmd::Bench(BenchCmd::Run {
             installments,
