@@ -18,6 +18,8 @@ use std::sync::{Arc, OnceLock};
 #[derive(Clone)]
 pub struct ApiState {
     pub engine: Arc<Engine>,
+    /// Key of the SMS gateway's signed delivery reports (the gateway token).
+    pub sms_secret: Option<Secret>,
     pub daemon: Arc<DaemonState>,
     /// Shared secrets per channel, for callback signatures.
     pub channel_secrets: Arc<HashMap<String, Secret>>,
@@ -32,6 +34,7 @@ impl ApiState {
             .map(|c| (c.name.clone(), c.secret.clone()))
             .collect();
         ApiState {
+            sms_secret: cfg.notices.sms.as_ref().map(|s| s.token.clone()),
             engine,
             daemon,
             channel_secrets: Arc::new(secrets),
@@ -57,6 +60,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/webhooks/channels/{name}", post(channel_callback))
+        .route("/webhooks/sms", post(sms_delivery_report))
         .with_state(state)
 }
 
@@ -135,5 +139,38 @@ async fn channel_callback(
             tracing::error!(error = %e, "recording a callback failed");
             (StatusCode::INTERNAL_SERVER_ERROR, "try again").into_response()
         }
+    }
+}
+
+/// A delivery report from the SMS gateway, signed like channel callbacks with the gateway's
+/// token. Updates the delivery status of the notice it names.
+async fn sms_delivery_report(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(secret) = &s.sms_secret else {
+        return (StatusCode::NOT_FOUND, "no SMS gateway configured").into_response();
+    };
+    let verified = crate::channel::protocol::verify(
+        secret.as_bytes(),
+        header(&headers, "x-repayd-timestamp"),
+        header(&headers, "x-repayd-signature"),
+        &body,
+        chrono::Utc::now().timestamp(),
+        crate::channel::protocol::MAX_SKEW_SECS,
+    );
+    if verified.is_err() {
+        tracing::warn!("SMS delivery report with a bad signature");
+        return (StatusCode::UNAUTHORIZED, "bad signature").into_response();
+    }
+    let mut conn = match s.engine.db.pool.acquire().await {
+        Ok(c) => c,
+        Err(_) => return (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response(),
+    };
+    match crate::notify::record_delivery_report(&mut conn, &body).await {
+        Ok(true) => (StatusCode::OK, "recorded").into_response(),
+        Ok(false) => (StatusCode::NOT_FOUND, "unknown message").into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     }
 }

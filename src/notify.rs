@@ -321,9 +321,6 @@ impl NoticeSink for ProviderSink {
             let span =
                 tracing::info_span!("notice", id = n.id, channel = %n.channel, kind = %n.kind);
             let result = provider.send(&out).instrument(span).await;
-            metrics::counter!("repayd_notice_deliveries_total", "channel" => n.channel.clone(),
-                "result" => if result.is_ok() { "sent" } else { "error" })
-            .increment(1);
             match result {
                 Ok(r) => return Ok(Some(r.provider_id)),
                 Err(ProviderError::Timeout(e)) if tries < self.timeout_retries => {
@@ -551,6 +548,9 @@ async fn deliver(
             }
             Err(DeliveryError::Failed(e)) => ("failed", None, Some(e), now),
         };
+        metrics::counter!("repayd_notice_deliveries_total", "channel" => p.out.channel.clone(),
+            "result" => status)
+        .increment(1);
         done.push(vec![
             Val::Int(p.id),
             status.into(),

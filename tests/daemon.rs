@@ -277,6 +277,39 @@ async fn daemon_collects_over_http_and_sends_email_and_sms() {
     );
     assert!(sms.iter().all(|t| t["to"] == "13812345678"));
 
+    // A signed delivery report updates the notice; a bad signature is refused.
+    let report = br#"{"message_id": "repayd-1", "status": "delivered"}"#;
+    let ts = chrono::Utc::now().timestamp();
+    let sig = repayd::channel::protocol::sign(b"sms-token", ts, report);
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{listen}/webhooks/sms");
+    let ok = client
+        .post(&url)
+        .header("x-repayd-timestamp", ts.to_string())
+        .header("x-repayd-signature", &sig)
+        .body(report.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let bad = client
+        .post(&url)
+        .header("x-repayd-timestamp", ts.to_string())
+        .header("x-repayd-signature", "00")
+        .body(report.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 401);
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT COUNT(*) FROM notices WHERE id = 1 AND delivery_status = 'delivered'"
+        )
+        .await,
+        1
+    );
+
     let health = http_get(listen, "/healthz").await;
     assert!(
         health.contains("\"database\":\"ok\"") && health.contains("last_tick"),
