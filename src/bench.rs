@@ -153,18 +153,8 @@ fn bench_scenario(loans: usize) -> Scenario {
         } else {
             round_money(owed * Decimal::new(60, 2))
         };
-        s.accounts.push(AccountSpec {
-            agreement: format!("BA{i:08}"),
-            balance: Some(balance),
-            income: vec![],
-            fail: None,
-            fail_from: None,
-            unknown_first: 0,
-            unknown_applies: true,
-            unknown_rate: None,
-            per_debit_limit: None,
-            daily_limit: None,
-        });
+        s.accounts
+            .push(AccountSpec::with_balance(format!("BA{i:08}"), balance));
     }
     s
 }

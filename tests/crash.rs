@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::procs::{free_port, repayd, sim_journal, wait_for_port, Proc};
+use common::procs::{daemon_test_policy, free_port, repayd, sim_journal, wait_for_port, Proc};
 use rand::Rng;
 use sqlx::Connection;
 use std::collections::{HashMap, HashSet};
@@ -12,30 +12,15 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-const POLICY: &str = r#"
-name = "crash"
-version = 1
-[notices]
-before_due = [{ days = 1, at = "10:00" }]
-channels = ["sms"]
-on_result = true
-overdue_every_days = 0
-quiet_hours = []
-daily_cap = 10
-[due]
-at = ["08:00", "12:00"]
-[ladder]
-steps = [1, 0.5]
-min_amount = "10.00"
-on_codes = ["INSUFFICIENT_BALANCE"]
-within_slot = true
-"#;
-
 const SECRET: &str = "crash-secret";
 
 fn write_portfolio(d: &Path, n: usize) {
     std::fs::create_dir_all(d.join("policies")).unwrap();
-    std::fs::write(d.join("policies/crash.toml"), POLICY).unwrap();
+    std::fs::write(
+        d.join("policies/crash.toml"),
+        daemon_test_policy("crash", "\"sms\""),
+    )
+    .unwrap();
     let due = (chrono::Utc::now() - chrono::Duration::days(1))
         .format("%Y-%m-%d")
         .to_string();
@@ -368,11 +353,5 @@ async fn three_daemons_share_one_postgres_and_survive_losing_one() {
     );
     check_money(&db, d, &journal).await;
     check_notices_once(d);
-    let mut admin = sqlx::AnyConnection::connect(&format!("{}/postgres", common::pg_server()))
-        .await
-        .unwrap();
-    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    common::drop_pg_database(&name).await;
 }

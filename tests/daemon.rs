@@ -7,7 +7,7 @@ mod common;
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
-use common::procs::{free_port, repayd, sim_journal, wait_for_port, Proc};
+use common::procs::{daemon_test_policy, free_port, repayd, sim_journal, wait_for_port, Proc};
 use sqlx::Connection;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -63,26 +63,6 @@ async fn sms_gateway() -> (u16, Texts) {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (port, seen)
 }
-
-/// A policy without quiet hours, so the test does not depend on the time of day.
-const E2E_POLICY: &str = r#"
-name = "e2e"
-version = 1
-[notices]
-before_due = [{ days = 1, at = "10:00" }]
-channels = ["sms", "email"]
-on_result = true
-overdue_every_days = 0
-quiet_hours = []
-daily_cap = 10
-[due]
-at = ["08:00", "12:00"]
-[ladder]
-steps = [1, 0.5]
-min_amount = "10.00"
-on_codes = ["INSUFFICIENT_BALANCE"]
-within_slot = true
-"#;
 
 fn loans_json(n: usize, due: &str) -> String {
     let loans: Vec<_> = (0..n)
@@ -152,7 +132,11 @@ async fn daemon_collects_over_http_and_sends_email_and_sms() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::create_dir(d.join("policies")).unwrap();
-    std::fs::write(d.join("policies/e2e.toml"), E2E_POLICY).unwrap();
+    std::fs::write(
+        d.join("policies/e2e.toml"),
+        daemon_test_policy("e2e", "\"sms\", \"email\""),
+    )
+    .unwrap();
     let yesterday = (chrono::Utc::now() - chrono::Duration::days(1))
         .format("%Y-%m-%d")
         .to_string();

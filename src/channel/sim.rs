@@ -224,6 +224,24 @@ impl Default for Scenario {
     }
 }
 
+impl AccountSpec {
+    /// An agreement with a balance and nothing scripted.
+    pub fn with_balance(agreement: impl Into<String>, balance: Decimal) -> Self {
+        AccountSpec {
+            agreement: agreement.into(),
+            balance: Some(balance),
+            income: vec![],
+            fail: None,
+            fail_from: None,
+            unknown_first: 0,
+            unknown_applies: true,
+            unknown_rate: None,
+            per_debit_limit: None,
+            daily_limit: None,
+        }
+    }
+}
+
 impl Scenario {
     /// Parse a scenario; `file_name` is only used in error messages.
     pub fn from_toml_str(src: &str, file_name: &str) -> Result<Scenario, SimError> {

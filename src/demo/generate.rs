@@ -137,18 +137,7 @@ fn accounts_for(
     let first = &insts[0];
     let owed = first.principal + first.interest + first.fee;
     let primary = mandates[0].agreement.clone();
-    let spec = |balance: Decimal| AccountSpec {
-        agreement: primary.clone(),
-        balance: Some(balance),
-        income: vec![],
-        fail: None,
-        fail_from: None,
-        unknown_first: 0,
-        unknown_applies: true,
-        unknown_rate: None,
-        per_debit_limit: None,
-        daily_limit: None,
-    };
+    let spec = |balance: Decimal| AccountSpec::with_balance(primary.clone(), balance);
     match profile {
         Profile::Rich => vec![],
         Profile::Short => {

@@ -53,6 +53,17 @@ pub async fn create_pg_database() -> (String, String) {
     (format!("{server}/{name}"), name)
 }
 
+/// Drop a test database made by [`create_pg_database`].
+pub async fn drop_pg_database(name: &str) {
+    let mut admin = sqlx::AnyConnection::connect(&format!("{}/postgres", pg_server()))
+        .await
+        .unwrap();
+    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}
+
 /// A fresh app on `backend` whose simulator follows `scenario` (TOML).
 pub async fn spawn_app(backend: Backend, scenario: &str) -> TestApp {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -245,13 +256,7 @@ impl TestApp {
             return;
         };
         self.engine.db.pool.close().await;
-        let mut admin = sqlx::AnyConnection::connect(&format!("{}/postgres", pg_server()))
-            .await
-            .unwrap();
-        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
+        drop_pg_database(&name).await;
     }
 }
 

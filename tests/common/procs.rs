@@ -84,3 +84,28 @@ pub async fn sim_journal(port: u16, name: &str, secret: &str) -> Vec<repayd::cha
     .unwrap();
     ch.journal().await.unwrap()
 }
+
+/// A policy for daemon tests: no quiet hours (so tests do not depend on the time of day),
+/// two due-date slots, a two-step ladder, notices by `channels` (e.g. `"sms", "email"`).
+pub fn daemon_test_policy(name: &str, channels: &str) -> String {
+    format!(
+        r#"
+name = "{name}"
+version = 1
+[notices]
+before_due = [{{ days = 1, at = "10:00" }}]
+channels = [{channels}]
+on_result = true
+overdue_every_days = 0
+quiet_hours = []
+daily_cap = 10
+[due]
+at = ["08:00", "12:00"]
+[ladder]
+steps = [1, 0.5]
+min_amount = "10.00"
+on_codes = ["INSUFFICIENT_BALANCE"]
+within_slot = true
+"#
+    )
+}
