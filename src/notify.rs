@@ -381,23 +381,29 @@ async fn pending_batch(
     now: DateTime<Utc>,
 ) -> Result<Vec<(Pending, String)>, sqlx::Error> {
     // Claimed atomically, so two daemons never deliver the same notice. A claim left behind
-    // by a crash before delivery started is taken again after a minute.
+    // by a crash before delivery started is given back after a minute.
+    let wall = Utc::now().timestamp_millis();
+    sqlx::query(
+        "UPDATE notices SET status = 'pending' WHERE status = 'claimed' AND claimed_at < $1",
+    )
+    .bind(wall - 60_000)
+    .execute(&mut *conn)
+    .await?;
     let lock = if is_sqlite(conn) {
         ""
     } else {
         "FOR UPDATE SKIP LOCKED"
     };
-    let wall = Utc::now().timestamp_millis();
+    // Straight off the (status, send_after) index, with no sort over the whole outbox.
     let sql = format!(
         "UPDATE notices SET status = 'claimed', claimed_at = $2 WHERE id IN (\
-         SELECT id FROM notices WHERE send_after <= $1 AND (status = 'pending' OR \
-         (status = 'claimed' AND claimed_at < $3)) ORDER BY send_after, id LIMIT 2000 {lock}) \
+         SELECT id FROM notices WHERE status = 'pending' AND send_after <= $1 \
+         ORDER BY send_after LIMIT 2000 {lock}) \
          RETURNING id, loan_id, borrower_id, kind, channel, recipient, tz, subject, body"
     );
     let mut rows = sqlx::query(&sql)
         .bind(now.timestamp_millis())
         .bind(wall)
-        .bind(wall - 60_000)
         .fetch_all(&mut *conn)
         .await?;
     rows.sort_by_key(|r| r.get::<i64, _>("id"));

@@ -125,11 +125,10 @@ impl Rows {
         while done < total_rows {
             let n = rows_per_chunk.min(total_rows - done);
             let sql = sql_for(&placeholders(is_sqlite(conn), n, self.width));
-            // Full chunks always have the same text and are worth keeping prepared; a tail
-            // chunk's text is new nearly every time, and caching it only fills each
-            // connection's statement cache with huge one-off statements (on SQLite each one
-            // holds a compiled program with thousands of parameters in client memory).
-            let mut q = sqlx::query(&sql).persistent(n == rows_per_chunk);
+            // Not kept prepared: on SQLite each of these holds a compiled program with
+            // thousands of parameters in client memory (megabytes each, per connection and
+            // per statement text), while preparing it again costs little next to running it.
+            let mut q = sqlx::query(&sql).persistent(false);
             for v in vals.by_ref().take(n * self.width) {
                 q = bind_val(q, v);
             }
