@@ -285,16 +285,6 @@ impl Scenario {
         }
         Ok(())
     }
-
-    fn account(&self, agreement: &str) -> Option<&AccountSpec> {
-        self.accounts.iter().find(|a| a.agreement == agreement)
-    }
-
-    fn opening_balance(&self, agreement: &str) -> Decimal {
-        self.account(agreement)
-            .and_then(|a| a.balance)
-            .unwrap_or(self.default.balance)
-    }
 }
 
 fn scenario_error(file: &str, line: usize, message: &str) -> SimError {
@@ -370,15 +360,25 @@ struct StateFile<S> {
 pub struct Simulator {
     name: String,
     scenario: Scenario,
+    /// Agreement → its position in `scenario.accounts`: a submit looks its account up in
+    /// constant time, however many accounts the scenario scripts.
+    account_index: HashMap<String, usize>,
     order_rule: Option<OrderNoRule>,
     state: Mutex<State>,
 }
 
 impl Simulator {
     pub fn new(name: &str, scenario: Scenario) -> Self {
+        let account_index = scenario
+            .accounts
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.agreement.clone(), i))
+            .collect();
         Simulator {
             name: name.to_string(),
             scenario,
+            account_index,
             order_rule: None,
             state: Mutex::default(),
         }
@@ -475,14 +475,21 @@ impl Simulator {
     }
 
     fn balance_in(&self, st: &State, agreement: &str) -> Decimal {
-        st.balances
+        st.balances.get(agreement).copied().unwrap_or_else(|| {
+            self.account_spec(agreement)
+                .and_then(|a| a.balance)
+                .unwrap_or(self.scenario.default.balance)
+        })
+    }
+
+    fn account_spec(&self, agreement: &str) -> Option<&AccountSpec> {
+        self.account_index
             .get(agreement)
-            .copied()
-            .unwrap_or_else(|| self.scenario.opening_balance(agreement))
+            .map(|&i| &self.scenario.accounts[i])
     }
 
     fn credit_income(&self, st: &mut State, agreement: &str, date: NaiveDate) {
-        let Some(spec) = self.scenario.account(agreement) else {
+        let Some(spec) = self.account_spec(agreement) else {
             return;
         };
         let mut balance = self.balance_in(st, agreement);
@@ -559,7 +566,7 @@ impl Simulator {
     /// Whether this submit times out: `Some(applies)` if so. The first `unknown_first` submits
     /// of an agreement do; after that a seeded draw per order number against unknown_rate.
     fn inject_unknown(&self, st: &mut State, req: &DebitRequest) -> Option<bool> {
-        let spec = self.scenario.account(&req.agreement);
+        let spec = self.account_spec(&req.agreement);
         let count = st.submits.entry(req.agreement.clone()).or_default();
         *count += 1;
         if let Some(spec) = spec.filter(|s| *count <= s.unknown_first) {
@@ -609,7 +616,7 @@ impl Simulator {
         req: &DebitRequest,
         date: NaiveDate,
     ) -> Option<(&str, &'static str)> {
-        let spec = self.scenario.account(&req.agreement);
+        let spec = self.account_spec(&req.agreement);
         if let Some(spec) = spec {
             if let Some(code) = spec
                 .fail
