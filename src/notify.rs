@@ -359,7 +359,7 @@ struct Pending {
 pub async fn dispatch(
     conn: &mut AnyConnection,
     sink: &dyn NoticeSink,
-    policy_for_loan: &dyn Fn(&str) -> Option<(Vec<QuietWindow>, u32)>,
+    policy_rules: &dyn Fn(&str) -> Option<(Vec<QuietWindow>, u32)>,
     now: DateTime<Utc>,
 ) -> Result<DispatchReport, NotifyError> {
     let mut report = DispatchReport::default();
@@ -368,7 +368,7 @@ pub async fn dispatch(
         if batch.is_empty() {
             return Ok(report);
         }
-        let (send, hold) = decide(conn, batch, policy_for_loan, now, &mut report).await?;
+        let (send, hold) = decide(conn, batch, policy_rules, now, &mut report).await?;
         reschedule(conn, &hold).await?;
         let (sent, retry) = deliver(conn, sink, &send, now).await?;
         report.sent += sent;
@@ -407,6 +407,7 @@ async fn pending_batch(
         .fetch_all(&mut *conn)
         .await?;
     rows.sort_by_key(|r| r.get::<i64, _>("id"));
+    let policy_of = loan_policies(conn, &rows).await?;
     Ok(rows
         .into_iter()
         .map(|r| {
@@ -424,8 +425,38 @@ async fn pending_batch(
                     body: r.get("body"),
                 },
             };
-            (p, r.get::<String, _>("loan_id"))
+            let policy = policy_of
+                .get(&r.get::<String, _>("loan_id"))
+                .cloned()
+                .unwrap_or_default();
+            (p, policy)
         })
+        .collect())
+}
+
+/// The policy of each loan with a notice in the batch (whose quiet hours and cap apply).
+async fn loan_policies(
+    conn: &mut AnyConnection,
+    rows: &[sqlx::any::AnyRow],
+) -> Result<HashMap<String, String>, sqlx::Error> {
+    let mut ids: Vec<String> = rows.iter().map(|r| r.get::<String, _>("loan_id")).collect();
+    ids.sort();
+    ids.dedup();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let sql = format!(
+        "SELECT id, policy FROM loans WHERE id IN ({})",
+        in_list(conn, 1, ids.len())
+    );
+    let mut q = sqlx::query(&sql).persistent(false);
+    for id in &ids {
+        q = q.bind(id.as_str());
+    }
+    let found = q.fetch_all(&mut *conn).await?;
+    Ok(found
+        .into_iter()
+        .map(|r| (r.get("id"), r.get("policy")))
         .collect())
 }
 
@@ -433,15 +464,15 @@ async fn pending_batch(
 async fn decide(
     conn: &mut AnyConnection,
     batch: Vec<(Pending, String)>,
-    policy_for_loan: &dyn Fn(&str) -> Option<(Vec<QuietWindow>, u32)>,
+    policy_rules: &dyn Fn(&str) -> Option<(Vec<QuietWindow>, u32)>,
     now: DateTime<Utc>,
     report: &mut DispatchReport,
 ) -> Result<(Vec<(Pending, NaiveDate)>, Vec<(i64, i64)>), sqlx::Error> {
     let mut sent_today = sent_counts(conn, &batch, now).await?;
     let mut send = Vec::new();
     let mut hold = Vec::new();
-    for (p, loan_id) in batch {
-        let (windows, cap) = policy_for_loan(&loan_id).unwrap_or((Vec::new(), u32::MAX));
+    for (p, policy) in batch {
+        let (windows, cap) = policy_rules(&policy).unwrap_or((Vec::new(), u32::MAX));
         let release = quiet_release(now, p.tz, &windows);
         if release > now {
             report.held_quiet += 1;

@@ -159,9 +159,8 @@ impl Engine {
         summary: &mut RunSummary,
     ) -> Result<(), EngineError> {
         let mut conn = self.db.pool.acquire().await?;
-        let loan_policy = refresh::loan_policies(&mut conn).await?;
-        let lookup = |loan: &str| {
-            let p = self.policies.get(loan_policy.get(loan)?)?;
+        let lookup = |policy: &str| {
+            let p = self.policies.get(policy)?;
             Some((notify::quiet_windows(p), p.notices.daily_cap))
         };
         let r = notify::dispatch(&mut conn, self.sink.as_ref(), &lookup, now).await?;

@@ -189,18 +189,3 @@ async fn hand_to_collections(
         .await?;
     Ok(())
 }
-
-/// Policy name per loan that has pending notices (for dispatch).
-pub async fn loan_policies(
-    conn: &mut AnyConnection,
-) -> Result<HashMap<String, String>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT DISTINCT l.id, l.policy FROM loans l JOIN notices n ON n.loan_id = l.id WHERE n.status = 'pending'",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| (r.get("id"), r.get("policy")))
-        .collect())
-}
