@@ -61,6 +61,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .route("/webhooks/channels/{name}", post(channel_callback))
         .route("/webhooks/sms", post(sms_delivery_report))
+        .merge(crate::web::router())
         .with_state(state)
 }
 

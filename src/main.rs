@@ -10,6 +10,8 @@ use repayd::{bench, demo, import, ledger, policy, report};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod cmd;
+
 #[derive(Parser)]
 #[command(
     name = "repayd",
@@ -114,6 +116,21 @@ enum Cmd {
     /// Configuration.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// API tokens for the collections workspace.
+    #[command(subcommand)]
+    Token(cmd::web::TokenCmd),
+    /// Reconciliation with channel statements.
+    #[command(subcommand)]
+    Recon(cmd::recon::ReconCmd),
+    /// Refund (part of) a successful attempt: a new journal entry linked to the original.
+    Refund(cmd::recon::RefundArgs),
+    /// Write off a loan's remaining balance to the losses account.
+    WriteOff(cmd::recon::WriteOffArgs),
+    /// Check every ledger and loan invariant; exits non-zero with a report on any drift.
+    Verify(cmd::audit::VerifyArgs),
+    /// Reports.
+    #[command(subcommand)]
+    Report(cmd::audit::ReportCmd),
     /// The channel simulator as an HTTP server speaking repayd's signed JSON protocol.
     ChannelSim {
         #[arg(long, default_value = "127.0.0.1:9100")]
@@ -177,6 +194,8 @@ enum AttemptsCmd {
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
+    /// Stream attempts as they happen, like `tail -f` (from the daemon's live feed).
+    Watch(cmd::web::WatchArgs),
 }
 
 #[derive(Subcommand)]
@@ -221,6 +240,13 @@ fn settings(g: &Global) -> Settings {
         sim_state: Some(g.sim_state.clone()),
         notice_log: g.notice_log.clone(),
         ..Settings::default()
+    }
+}
+
+fn ctx(g: &Global) -> cmd::Ctx {
+    cmd::Ctx {
+        settings: settings(g),
+        json: g.json,
     }
 }
 
@@ -375,6 +401,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             repayd::daemon::serve(cfg, engine, sims, shutdown_signal()).await?;
         }
         Cmd::Config(ConfigCmd::Default) => print!("{}", repayd::config::DEFAULT_CONFIG),
+        Cmd::Token(c) => return cmd::web::token(c, &ctx(g)).await,
+        Cmd::Attempts(AttemptsCmd::Watch(a)) => return cmd::web::watch(a, &ctx(g)).await,
+        Cmd::Recon(c) => return cmd::recon::recon(c, &ctx(g)).await,
+        Cmd::Refund(a) => return cmd::recon::refund(a, &ctx(g)).await,
+        Cmd::WriteOff(a) => return cmd::recon::write_off(a, &ctx(g)).await,
+        Cmd::Verify(a) => return cmd::audit::verify(a, &ctx(g)).await,
+        Cmd::Report(c) => return cmd::audit::report(c, &ctx(g)).await,
         Cmd::ChannelSim {
             listen,
             scenario,

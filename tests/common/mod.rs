@@ -3,7 +3,9 @@
 //! scenario, and the engine itself, so runs are driven directly with an explicit clock.
 #![allow(dead_code)]
 
+pub mod money;
 pub mod procs;
+pub mod web;
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use repayd::app::{load_policies, simulated_engine, Sims};

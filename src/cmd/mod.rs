@@ -1,0 +1,11 @@
+//! Subcommands kept in their own files; `main.rs` parses and dispatches.
+
+pub mod audit;
+pub mod recon;
+pub mod web;
+
+/// What every subcommand here gets from the global flags.
+pub struct Ctx {
+    pub settings: repayd::app::Settings,
+    pub json: bool,
+}

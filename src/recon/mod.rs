@@ -1,0 +1,2 @@
+//! Money you can audit: statement reconciliation, settlement, refunds and reversals,
+//! write-offs.

@@ -1,0 +1,1 @@
+//! `repayd verify`: streams the database and checks every ledger and loan invariant.

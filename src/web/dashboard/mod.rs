@@ -1,0 +1,8 @@
+//! The dashboard: server-rendered HTML behind a token login.
+
+use crate::api::ApiState;
+use axum::Router;
+
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+}

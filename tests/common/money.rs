@@ -1,0 +1,1 @@
+//! Helpers for the reconciliation, refund and write-off tests.

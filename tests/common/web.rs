@@ -1,0 +1,1 @@
+//! Helpers for the collections workspace tests: the API served on a random port.
