@@ -1003,3 +1003,67 @@ async fn live_feed_streams_attempts(backend: Backend) {
     app.cleanup().await;
 }
 both_backends!(live_feed_streams_attempts);
+
+/// `repayd attempts watch` follows the feed and prints one row per attempt.
+async fn watch_prints_attempts(backend: Backend) {
+    use std::io::{BufRead, BufReader};
+    let app = app_with_loan(backend).await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_repayd"))
+        .args(["attempts", "watch", "--url", &app.base, "--kind", "manual"])
+        .env("REPAYD_TOKEN", &app.viewer)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    let header = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(
+        header.contains("loan") && header.contains("status"),
+        "{header}"
+    );
+    // The feed starts from "now" once connected: attempt until a row shows up.
+    let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+    let mut orders = Vec::new();
+    let mut row = None;
+    for _ in 0..5 {
+        let r = app
+            .post(
+                "/api/v1/loans/L1/manual-attempt",
+                Some(&app.collections),
+                &json!({ "amount": "120.00", "reason": "call" }),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        orders.push(r.json["order_no"].as_str().unwrap().to_string());
+        let rx = rx.clone();
+        let got = tokio::task::spawn_blocking(move || {
+            rx.lock().unwrap().recv_timeout(Duration::from_secs(3))
+        })
+        .await
+        .unwrap();
+        if let Ok(line) = got {
+            row = Some(line);
+            break;
+        }
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    let row = row.expect("a row for an attempt");
+    for part in ["L1", "manual", "120.00", "succeeded", "6222 **** **** 7890"] {
+        assert!(row.contains(part), "{part} in {row}");
+    }
+    assert!(
+        orders.iter().any(|o| row.ends_with(o.as_str())),
+        "{row} vs {orders:?}"
+    );
+    app.cleanup().await;
+}
+both_backends!(watch_prints_attempts);
