@@ -673,7 +673,39 @@ async fn loan_list_pages_and_filters(backend: Backend) {
             )
         })
         .collect();
-    app.import(&Value::Array(loans)).await;
+    app.import(&Value::Array(loans[..6].to_vec())).await;
+    // JSON Lines by Content-Type; loans already there with the same content are skipped.
+    let jsonl = format!("{}\n{}\n", loans[5], loans[6]);
+    let r = app
+        .send(
+            app.client
+                .post(app.url("/api/v1/loans"))
+                .bearer_auth(&app.admin)
+                .header("content-type", "application/x-ndjson")
+                .body(jsonl),
+            "POST loans",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(
+        (
+            r.json["loans_added"].as_u64(),
+            r.json["loans_unchanged"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    assert!(r.json["actions_planned"].as_u64().unwrap() > 0);
+    let r = app
+        .send(
+            app.client
+                .post(app.url("/api/v1/loans"))
+                .bearer_auth(&app.admin)
+                .header("content-type", "application/xml")
+                .body("<loans/>"),
+            "POST loans",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{}", r.text);
     let mut seen = Vec::new();
     let mut url = "/api/v1/loans?limit=3".to_string();
     loop {

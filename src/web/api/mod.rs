@@ -74,14 +74,20 @@ pub fn routes() -> Router<ApiState> {
     let (router, mut doc) = api();
     add_openapi_path(&mut doc);
     let doc = Arc::new(doc);
-    router.route(
-        "/openapi.json",
-        get(move |p: Principal| {
-            let doc = doc.clone();
-            async move { openapi(p, &doc) }
-        }),
-    )
+    router
+        .route(
+            "/openapi.json",
+            get(move |p: Principal| {
+                let doc = doc.clone();
+                async move { openapi(p, &doc) }
+            }),
+        )
+        // Loan imports can be large files.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
 }
+
+/// The largest request body (a loan import file).
+pub const MAX_BODY: usize = 32 * 1024 * 1024;
 
 fn openapi(p: Principal, doc: &utoipa::openapi::OpenApi) -> Response {
     match p.require(Role::Viewer) {
