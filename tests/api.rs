@@ -271,9 +271,10 @@ async fn idempotent_posts(backend: Backend) {
     };
     sqlx::query(
         "INSERT INTO idempotency_keys (actor, key, method, path, request_hash, created_at) \
-         VALUES ('carol-collections', 'k-busy', 'POST', '/api/v1/loans/L1/resume', $1, 0)",
+         VALUES ('carol-collections', 'k-busy', 'POST', '/api/v1/loans/L1/resume', $1, $2)",
     )
     .bind(hash)
+    .bind(chrono::Utc::now().timestamp_millis())
     .execute(&app.engine.db.pool)
     .await
     .unwrap();
@@ -1076,12 +1077,22 @@ async fn watch_prints_attempts(backend: Backend) {
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
         orders.push(r.json["order_no"].as_str().unwrap().to_string());
         let rx = rx.clone();
+        // The attempt shows as `submitted`, then with its result.
         let got = tokio::task::spawn_blocking(move || {
-            rx.lock().unwrap().recv_timeout(Duration::from_secs(3))
+            let rx = rx.lock().unwrap();
+            let mut seen = Vec::new();
+            while let Ok(line) = rx.recv_timeout(Duration::from_secs(3)) {
+                let done = line.contains("succeeded");
+                seen.push(line);
+                if done {
+                    break;
+                }
+            }
+            seen
         })
         .await
         .unwrap();
-        if let Ok(line) = got {
+        if let Some(line) = got.into_iter().find(|l| l.contains("succeeded")) {
             row = Some(line);
             break;
         }

@@ -176,7 +176,13 @@ struct Feed {
 }
 
 /// Live attempts as Server-Sent Events. Starts after `Last-Event-ID` (or `after`) when
-/// given, otherwise with changes from now on; polls every 500 ms.
+/// given, otherwise with changes from now on; polls every 500 ms. The first event, `ready`,
+/// carries the starting position as its id.
+///
+/// Changes are ordered by `(updated_at, id)`. `updated_at` is the instant of the run that
+/// wrote the change, so a change committed later than another with a newer `updated_at`
+/// (a manual attempt during a long run, or two daemons) can be passed over; the attempts
+/// list is the complete record.
 #[utoipa::path(get, path = "/api/v1/attempts/stream", tag = "attempts", params(AttemptQuery,
         ("Last-Event-ID" = Option<String>, Header, description = "resume after this event")),
     responses((status = 200, description = "`event: attempt` with `id:` a cursor and `data:` JSON",

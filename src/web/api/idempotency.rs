@@ -5,7 +5,7 @@
 //! response; the same key with a different request is refused with 422; a repeat while the
 //! first is still running gets 409. A 5xx answer frees the key so the client may retry; a
 //! request that never finished (the server died mid-way) keeps the key reserved (409), since
-//! its effect may have happened.
+//! its effect may have happened. Keys are kept for a day.
 
 use super::error::ApiError;
 use crate::api::ApiState;
@@ -20,6 +20,9 @@ use sqlx::Row;
 
 pub const HEADER: &str = "idempotency-key";
 use super::MAX_BODY;
+
+/// How long a key and its answer are kept.
+const KEEP_MS: i64 = 24 * 3600 * 1000;
 
 pub async fn layer(State(s): State<ApiState>, req: Request, next: Next) -> Response {
     if req.method() != Method::POST {
@@ -74,6 +77,13 @@ async fn run_once(
     let hash = request_hash(&method, &path, &bytes);
     let now = chrono::Utc::now().timestamp_millis();
     let pool = &s.engine.db.pool;
+    // Keys are kept a day, like Stripe's; after that the key may be used afresh.
+    sqlx::query("DELETE FROM idempotency_keys WHERE actor = $1 AND key = $2 AND created_at < $3")
+        .bind(actor.as_str())
+        .bind(key.as_str())
+        .bind(now - KEEP_MS)
+        .execute(pool)
+        .await?;
     let reserved = sqlx::query(
         "INSERT INTO idempotency_keys (actor, key, method, path, request_hash, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (actor, key) DO NOTHING",
