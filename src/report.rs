@@ -458,6 +458,47 @@ pub async fn attempts_changed_after(
     Ok(rows.iter().map(attempt_view).collect())
 }
 
+/// Attempts by id (for the feed to follow attempts it saw open).
+pub async fn attempts_by_ids(
+    conn: &mut AnyConnection,
+    ids: &[i64],
+) -> Result<Vec<AttemptView>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT {ATTEMPT_COLS} FROM attempts a JOIN mandates m ON m.id = a.mandate_id \
+         WHERE a.id IN ({}) ORDER BY a.id",
+        crate::store::in_list(conn, 1, ids.len())
+    );
+    let mut q = sqlx::query(&sql).persistent(false);
+    for id in ids {
+        q = q.bind(*id);
+    }
+    let rows = q.fetch_all(&mut *conn).await?;
+    Ok(rows.iter().map(attempt_view).collect())
+}
+
+/// Attempts still open (submitted or unknown) that changed since `since_ms`.
+pub async fn open_attempts_since(
+    conn: &mut AnyConnection,
+    f: &AttemptFilter,
+    since_ms: i64,
+) -> Result<Vec<AttemptView>, sqlx::Error> {
+    let mut w = attempt_where(f);
+    w.push(
+        "a.status IN ('submitted', 'unknown') AND a.updated_at >= ?",
+        Arg::Int(since_ms),
+    );
+    let sql = format!(
+        "SELECT {ATTEMPT_COLS} FROM attempts a JOIN mandates m ON m.id = a.mandate_id \
+         WHERE {} ORDER BY a.id DESC LIMIT 2000",
+        w.sql()
+    );
+    let rows = w.bind(sqlx::query(&sql)).fetch_all(&mut *conn).await?;
+    Ok(rows.iter().map(attempt_view).collect())
+}
+
 /// The newest `(updated_at, id)` of any attempt: where a live feed starts.
 pub async fn attempts_feed_head(conn: &mut AnyConnection) -> Result<(i64, i64), sqlx::Error> {
     let row = sqlx::query(

@@ -13,7 +13,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use futures::Stream;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -170,19 +170,65 @@ fn parse_event_id(s: &str) -> Option<(i64, i64)> {
 struct Feed {
     state: ApiState,
     filter: AttemptFilter,
+    /// The newest `(updated_at, id)` sent.
     pos: (i64, i64),
     queue: VecDeque<AttemptView>,
     first: bool,
+    /// Attempts sent while open (submitted, unknown) → the status sent. A result written by
+    /// the same run keeps the attempt's `updated_at`, so it is not past `pos`: these are
+    /// looked up by id instead.
+    open: BTreeMap<i64, String>,
+}
+
+/// How far back an open attempt is followed when a feed starts.
+const OPEN_LOOKBACK_MS: i64 = 3600 * 1000;
+/// Open attempts followed at most (the newest).
+const OPEN_MAX: usize = 2000;
+
+impl Feed {
+    fn note(&mut self, a: &AttemptView) {
+        if matches!(a.status.as_str(), "submitted" | "unknown") {
+            self.open.insert(a.id, a.status.clone());
+            while self.open.len() > OPEN_MAX {
+                self.open.pop_first();
+            }
+        } else {
+            self.open.remove(&a.id);
+        }
+    }
+
+    /// Changes past `pos`, then results of attempts sent while open.
+    async fn poll(&mut self) -> Result<(), sqlx::Error> {
+        let mut conn = self.state.engine.db.pool.acquire().await?;
+        let rows = report::attempts_changed_after(&mut conn, &self.filter, self.pos, 500).await?;
+        if !rows.is_empty() {
+            self.queue.extend(rows);
+            return Ok(());
+        }
+        let ids: Vec<i64> = self.open.keys().copied().collect();
+        for a in report::attempts_by_ids(&mut conn, &ids).await? {
+            if self.open.get(&a.id) == Some(&a.status) {
+                continue;
+            }
+            if self.filter.status.as_ref().is_some_and(|s| *s != a.status) {
+                self.note(&a);
+            } else {
+                self.queue.push_back(a);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Live attempts as Server-Sent Events. Starts after `Last-Event-ID` (or `after`) when
 /// given, otherwise with changes from now on; polls every 500 ms. The first event, `ready`,
 /// carries the starting position as its id.
 ///
-/// Changes are ordered by `(updated_at, id)`. `updated_at` is the instant of the run that
-/// wrote the change, so a change committed later than another with a newer `updated_at`
-/// (a manual attempt during a long run, or two daemons) can be passed over; the attempts
-/// list is the complete record.
+/// Changes are ordered by `(updated_at, id)`; attempts sent while open are also followed by
+/// id, since a run writes a result with the same `updated_at` as the attempt it settles.
+/// `updated_at` is the instant of the run, so a new attempt committed after a change with a
+/// newer `updated_at` (a manual attempt during a long run, or two daemons) can be passed
+/// over; the attempts list is the complete record.
 #[utoipa::path(get, path = "/api/v1/attempts/stream", tag = "attempts", params(AttemptQuery,
         ("Last-Event-ID" = Option<String>, Header, description = "resume after this event")),
     responses((status = 200, description = "`event: attempt` with `id:` a cursor and `data:` JSON",
@@ -209,13 +255,24 @@ pub async fn stream_attempts(
             report::attempts_feed_head(&mut conn).await?
         }
     };
-    let feed = Feed {
+    let mut feed = Feed {
         state: s,
         filter,
         pos,
         queue: VecDeque::new(),
         first: true,
+        open: BTreeMap::new(),
     };
+    let mut conn = feed.state.engine.db.pool.acquire().await?;
+    let open =
+        report::open_attempts_since(&mut conn, &feed.filter, pos.0 - OPEN_LOOKBACK_MS).await?;
+    drop(conn);
+    for a in open
+        .iter()
+        .filter(|a| (a.updated_at.timestamp_millis(), a.id) <= pos)
+    {
+        feed.note(a);
+    }
     let stream = futures::stream::unfold(feed, next_event);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
@@ -223,7 +280,8 @@ pub async fn stream_attempts(
 async fn next_event(mut f: Feed) -> Option<(Result<Event, Infallible>, Feed)> {
     loop {
         if let Some(a) = f.queue.pop_front() {
-            f.pos = (a.updated_at.timestamp_millis(), a.id);
+            f.pos = f.pos.max((a.updated_at.timestamp_millis(), a.id));
+            f.note(&a);
             let data = serde_json::to_string(&AttemptEvent::from(&a)).expect("serialisable");
             let ev = Event::default()
                 .event("attempt")
@@ -243,13 +301,9 @@ async fn next_event(mut f: Feed) -> Option<(Result<Event, Infallible>, Feed)> {
                 .data("{}");
             return Some((Ok(ev), f));
         }
-        let rows = match f.state.engine.db.pool.acquire().await {
-            Ok(mut conn) => report::attempts_changed_after(&mut conn, &f.filter, f.pos, 500).await,
-            Err(e) => Err(e),
-        };
-        match rows {
-            Ok(rows) if !rows.is_empty() => f.queue.extend(rows),
-            Ok(_) => tokio::time::sleep(POLL).await,
+        match f.poll().await {
+            Ok(()) if !f.queue.is_empty() => {}
+            Ok(()) => tokio::time::sleep(POLL).await,
             Err(e) => {
                 tracing::warn!(error = %e, "attempt feed query failed; retrying");
                 tokio::time::sleep(POLL * 4).await;
