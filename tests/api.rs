@@ -736,6 +736,57 @@ async fn loan_list_pages_and_filters(backend: Backend) {
     assert_eq!(r.json["buckets"][0]["bucket"], "M1", "{}", r.text);
     let r = app.get("/api/v1/delinquency", Some(&app.viewer)).await;
     assert_eq!(r.json["loans"], 0);
+
+    // A loan 40 days past due today: in bucket M2 of the standard policy.
+    let due = (chrono::Utc::now().date_naive() - chrono::Days::new(40)).to_string();
+    let late = loan_json(
+        "Q1",
+        SH,
+        "standard",
+        None,
+        false,
+        &[("unionpay", "AGR-9")],
+        &[(&due, "300.00")],
+    );
+    app.import(&json!([late])).await;
+    let ids = |r: &Resp| -> Vec<String> {
+        r.json["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let r = app.get("/api/v1/loans?bucket=M2", Some(&app.viewer)).await;
+    assert_eq!(ids(&r), ["Q1"], "{}", r.text);
+    let dpd = r.json["items"][0]["days_past_due"].as_u64().unwrap();
+    assert!((40..=41).contains(&dpd), "{dpd}");
+    assert_eq!(r.json["items"][0]["outstanding"], "300.00");
+    let r = app
+        .get("/api/v1/loans?dpd_min=35&dpd_max=45", Some(&app.viewer))
+        .await;
+    assert_eq!(ids(&r), ["Q1"]);
+    let r = app
+        .get("/api/v1/loans?dpd_max=0&limit=500", Some(&app.viewer))
+        .await;
+    assert_eq!(ids(&r).len(), 7);
+    let r = app
+        .get(
+            "/api/v1/loans?q=q&channel=unionpay&status=active",
+            Some(&app.viewer),
+        )
+        .await;
+    assert_eq!(ids(&r), ["Q1"]);
+    let r = app.get("/api/v1/delinquency", Some(&app.viewer)).await;
+    assert_eq!(
+        (
+            r.json["loans"].as_i64(),
+            r.json["buckets"][0]["bucket"].as_str()
+        ),
+        (Some(1), Some("M2")),
+        "{}",
+        r.text
+    );
     assert_no_pii(&app);
     app.cleanup().await;
 }
