@@ -238,6 +238,19 @@ async fn idempotent_posts(backend: Backend) {
     assert_eq!(reused.json["error"], "idempotency_key_reused");
     assert_eq!(app.scalar_i64("SELECT COUNT(*) FROM attempts").await, 1);
 
+    // A refusal is not kept: the corrected request may use the same key.
+    let bad = json!({ "amount": "-1", "reason": "x" });
+    let r = app
+        .post_keyed(path, Some(&app.collections), &bad, Some("k-2"))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let fixed = json!({ "amount": "50.00", "reason": "x" });
+    let r = app
+        .post_keyed(path, Some(&app.collections), &fixed, Some("k-2"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(app.scalar_i64("SELECT COUNT(*) FROM attempts").await, 2);
+
     // Keys are per actor: the admin's "k-1" is a different key.
     let pause = json!({ "until": "2099-01-01", "reason": "dispute" });
     let r = app

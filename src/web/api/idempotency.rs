@@ -3,9 +3,11 @@
 //! The first request with a key (per actor, i.e. token name) reserves it, runs, and stores
 //! its status and body. A repeat with the same method, path and body gets the stored
 //! response; the same key with a different request is refused with 422; a repeat while the
-//! first is still running gets 409. A 5xx answer frees the key so the client may retry; a
-//! request that never finished (the server died mid-way) keeps the key reserved (409), since
-//! its effect may have happened. Keys are kept for a day.
+//! first is still running gets 409. A refusal (4xx) frees the key, since nothing took effect:
+//! the client may fix the request and retry with the same key. A 5xx is kept like a success,
+//! and a request that never finished (the server died mid-way) keeps the key reserved (409):
+//! in both the effect (say, a debit) may have happened, so it is never redone under that
+//! key. Keys are kept for a day.
 
 use super::error::ApiError;
 use crate::api::ApiState;
@@ -168,7 +170,7 @@ fn in_flight() -> ApiError {
     .with_field("Idempotency-Key")
 }
 
-/// Store the answer (or free the key on a server error) and pass the response on.
+/// Store the answer (or free the key on an error) and pass the response on.
 async fn remember(
     s: &ApiState,
     actor: &str,
@@ -178,7 +180,9 @@ async fn remember(
     let (parts, body) = resp.into_parts();
     let bytes = to_bytes(body, MAX_BODY).await.map_err(ApiError::internal)?;
     let pool = &s.engine.db.pool;
-    if parts.status.is_server_error() {
+    // Handlers refuse (4xx) before they change anything, so a refusal is not kept. A 5xx is
+    // kept: the failure may have come after the effect (a debit), so it is never redone.
+    if parts.status.is_client_error() {
         sqlx::query("DELETE FROM idempotency_keys WHERE actor = $1 AND key = $2")
             .bind(actor)
             .bind(key)
