@@ -660,6 +660,30 @@ async fn sql_metacharacters_change_nothing(backend: Backend) {
         )
         .await;
     assert_eq!(r.json["items"].as_array().unwrap().len(), 1);
+    let count = |r: &Resp| r.json["items"].as_array().map_or(0, |a| a.len());
+    let r = app
+        .get(
+            "/api/v1/attempts?from=2027-01-15&to=2027-01-16&outcome=succeeded",
+            Some(&app.viewer),
+        )
+        .await;
+    assert_eq!(count(&r), 1, "{}", r.text);
+    let r = app
+        .get(
+            "/api/v1/attempts?from=2027-01-15T05:00:00Z",
+            Some(&app.viewer),
+        )
+        .await;
+    assert_eq!(
+        count(&r),
+        0,
+        "made at 04:00 UTC (12:00 in Shanghai): {}",
+        r.text
+    );
+    let r = app
+        .get("/api/v1/attempts?from=yesterday", Some(&app.viewer))
+        .await;
+    assert_eq!((r.status, field(&r)), (StatusCode::BAD_REQUEST, "from"));
     assert_eq!(app.scalar_i64("SELECT COUNT(*) FROM loans").await, loans);
     assert_eq!(
         app.scalar_i64("SELECT COUNT(*) FROM attempts").await,
