@@ -250,6 +250,25 @@ async fn idempotent_posts(backend: Backend) {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(app.scalar_i64("SELECT COUNT(*) FROM attempts").await, 2);
+    // Attempt pages, newest first.
+    let p1 = app.get("/api/v1/attempts?limit=1", Some(&app.viewer)).await;
+    let cursor = p1.json["next_cursor"]
+        .as_str()
+        .expect("a second page")
+        .to_string();
+    let p2 = app
+        .get(
+            &format!("/api/v1/attempts?limit=1&cursor={cursor}"),
+            Some(&app.viewer),
+        )
+        .await;
+    assert_eq!(p2.json["next_cursor"], Value::Null);
+    let (a, b) = (
+        p1.json["items"][0]["id"].as_i64().unwrap(),
+        p2.json["items"][0]["id"].as_i64().unwrap(),
+    );
+    assert!(a > b, "{a} then {b}");
+    assert_eq!(p1.json["items"][0]["amount"], "50.00");
 
     // Keys are per actor: the admin's "k-1" is a different key.
     let pause = json!({ "until": "2099-01-01", "reason": "dispute" });
