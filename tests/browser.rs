@@ -1,0 +1,522 @@
+//! The dashboard in a real headless Chromium, driven over WebDriver (chromedriver) with
+//! fantoccini, against the daemon's router served on loopback with a fresh SQLite database.
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them); without them
+//! the test fails and says so.
+
+mod common;
+
+use chrono::{Datelike, Days, NaiveDate, Utc};
+use common::{loan_json, local, spawn_app, Backend, TestApp};
+use fantoccini::{Client, ClientBuilder, Locator};
+use futures::FutureExt;
+use repayd::api::{router, ApiState};
+use repayd::daemon::DaemonState;
+use repayd::engine::Engine;
+use repayd::web::auth::{create_token, Role};
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SH: &str = "Asia/Shanghai";
+/// The fixtures' full phone and account numbers: no page may show them.
+const PHONE: &str = "13812345678";
+const ACCOUNT: &str = "6222021234567890";
+const WAIT: Duration = Duration::from_secs(20);
+
+/// chromedriver on a free port, killed when dropped.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+async fn start_chromedriver() -> Driver {
+    let port = free_port();
+    let child = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start chromedriver ({e}). The browser test needs Debian's Chromium and its \
+                 driver: `apt-get install -y chromium chromium-driver` (.ci/run installs them)"
+            )
+        });
+    let driver = Driver {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let start = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            start.elapsed() < WAIT,
+            "chromedriver did not listen on port {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    driver
+}
+
+async fn browser(driver: &Driver) -> Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000",
+                     "--disable-dev-shm-usage", "--lang=en-US"],
+        }),
+    );
+    ClientBuilder::rustls()
+        .expect("TLS roots for the WebDriver client")
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .unwrap_or_else(|e| panic!("chromedriver could not start Chromium: {e}"))
+}
+
+/// The app under test: the daemon's router on a random loopback port, and its engine.
+struct Site {
+    base: String,
+    engine: Arc<Engine>,
+    due: NaiveDate,
+    _dir: tempfile::TempDir,
+}
+
+impl Site {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+const SCENARIO: &str = r#"timezone = "Asia/Shanghai"
+[[accounts]]
+agreement = "AGR-1"
+balance = "5000.00"
+[[accounts]]
+agreement = "AGR-2"
+balance = "760.00"
+[[accounts]]
+agreement = "AGR-3"
+fail = "CARD_FROZEN"
+[[accounts]]
+agreement = "AGR-4"
+balance = "0.00"
+"#;
+
+/// Four loans due in the future (so every instant the engine writes is later than the real
+/// clock): L1 is paid in full, L2 in steps, L3's card is frozen, L4 was due ten days earlier
+/// and cannot pay.
+async fn start_site() -> Site {
+    let due = Utc::now().date_naive() + Days::new(30);
+    let earlier = due - Days::new(10);
+    let app = spawn_app(Backend::Sqlite, SCENARIO).await;
+    let (d, e) = (due.to_string(), earlier.to_string());
+    let loans = serde_json::json!([
+        loan_json(
+            "L1",
+            SH,
+            "standard",
+            None,
+            false,
+            &[("unionpay", "AGR-1")],
+            &[(&d, "1000.00")]
+        ),
+        loan_json(
+            "L2",
+            SH,
+            "standard",
+            None,
+            false,
+            &[("unionpay", "AGR-2")],
+            &[(&d, "1000.00")]
+        ),
+        loan_json(
+            "L3",
+            SH,
+            "standard",
+            None,
+            false,
+            &[("unionpay", "AGR-3")],
+            &[(&d, "500.00")]
+        ),
+        loan_json(
+            "L4",
+            SH,
+            "standard",
+            None,
+            false,
+            &[("unionpay", "AGR-4")],
+            &[(&e, "800.00")]
+        ),
+    ]);
+    app.import_json(&loans.to_string()).await;
+    let TestApp { engine, dir, .. } = app;
+    let engine = Arc::new(engine);
+    let state = ApiState::new(
+        engine.clone(),
+        Arc::new(DaemonState::default()),
+        &repayd::config::Config::default(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    Site {
+        base,
+        engine,
+        due,
+        _dir: dir,
+    }
+}
+
+async fn token(site: &Site, name: &str, role: Role) -> String {
+    let mut conn = site.engine.db.pool.acquire().await.unwrap();
+    create_token(&mut conn, name, role, Utc::now().timestamp_millis())
+        .await
+        .expect("token")
+        .1
+}
+
+/// Wait until `check` returns true; panics after [`WAIT`] with `what`.
+async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn text_of(c: &Client, css: &str) -> String {
+    match c.find(Locator::Css(css)).await {
+        Ok(e) => e.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+async fn login(c: &Client, site: &Site, token: &str) {
+    c.goto(&site.url("/")).await.unwrap();
+    assert_eq!(
+        c.current_url().await.unwrap().path(),
+        "/login",
+        "a page without a session sends the browser to the login form"
+    );
+    c.find(Locator::Id("token"))
+        .await
+        .unwrap()
+        .send_keys(token)
+        .await
+        .unwrap();
+    c.find(Locator::Id("login-submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Id("feed"))
+        .await
+        .expect("the dashboard after login");
+    assert_eq!(c.current_url().await.unwrap().path(), "/");
+}
+
+fn assert_masked(page: &str, html: &str) {
+    for full in [PHONE, ACCOUNT, "t@example.com"] {
+        assert!(!html.contains(full), "{page} shows an unmasked {full}");
+    }
+}
+
+fn artifacts() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/artifacts");
+    std::fs::create_dir_all(&dir).expect("target/artifacts");
+    dir
+}
+
+/// A bad token is refused on the form, and stays on the login page.
+async fn bad_token_is_refused(c: &Client, site: &Site) {
+    c.goto(&site.url("/login")).await.unwrap();
+    c.find(Locator::Id("token"))
+        .await
+        .unwrap()
+        .send_keys("rpd_not_a_token")
+        .await
+        .unwrap();
+    c.find(Locator::Id("login-submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let err = c
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Id("login-error"))
+        .await
+        .expect("an error on the login form");
+    assert!(err.text().await.unwrap().contains("not valid"));
+    assert!(c.find(Locator::Id("feed")).await.is_err());
+    c.goto(&site.url("/")).await.unwrap();
+    assert_eq!(c.current_url().await.unwrap().path(), "/login");
+}
+
+/// The feed shows an attempt the engine makes while the page is open.
+async fn feed_updates_live(c: &Client, site: &Site) {
+    let rows = c
+        .find_all(Locator::Css("#feed-rows tr[data-id]"))
+        .await
+        .unwrap();
+    assert!(rows.is_empty(), "no attempt before the engine runs");
+    wait_until("the event stream to connect", || async {
+        c.find(Locator::Css("#feed-status[data-state=live]"))
+            .await
+            .is_ok()
+    })
+    .await;
+    let d = site.due;
+    let now = local(SH, d.year(), d.month(), d.day(), 8, 5);
+    let summary = site.engine.run_once(now).await.expect("engine run");
+    assert!(summary.total_attempts() >= 4, "attempts made: {summary:?}");
+    wait_until("L1's successful attempt in the feed", || async {
+        let t = text_of(c, "#feed-rows").await;
+        t.lines()
+            .any(|l| l.contains("L1") && l.contains("succeeded") && l.contains("1000.00"))
+    })
+    .await;
+    wait_until("L3's hard failure in the feed", || async {
+        let t = text_of(c, "#feed-rows").await;
+        t.lines()
+            .any(|l| l.contains("L3") && l.contains("failed") && l.contains("CARD_FROZEN"))
+    })
+    .await;
+    let feed = text_of(c, "#feed-rows").await;
+    assert!(
+        feed.contains("6222 **** **** 7890"),
+        "masked account in the feed: {feed}"
+    );
+    assert_masked("the live feed", &c.source().await.unwrap());
+}
+
+/// Today's tiles, buckets, rates and the re-binding list for the due date.
+async fn dashboard_figures(c: &Client, site: &Site) {
+    c.goto(&site.url(&format!("/?date={}", site.due)))
+        .await
+        .unwrap();
+    let tile =
+        |key: &'static str| async move { text_of(c, &format!("#tiles .tile-{key} .n")).await };
+    assert_eq!(tile("due").await, "3", "L1, L2 and L3 fall due");
+    assert_eq!(tile("full").await, "1", "L1 in full");
+    assert_eq!(tile("steps").await, "1", "L2 in steps");
+    assert_eq!(tile("hard").await, "1", "L3's frozen card");
+    let soft: i64 = tile("soft").await.parse().unwrap();
+    assert!(soft >= 2, "L2's full amount and L4's attempts failed soft");
+    let rebind = text_of(c, "#rebind").await;
+    assert!(
+        rebind.contains("L3") && rebind.contains("CARD_FROZEN"),
+        "{rebind}"
+    );
+    let buckets = text_of(c, "#buckets").await;
+    // L4's 800.00 plus the penalty accrued since it fell due.
+    assert!(
+        buckets.contains("M1") && buckets.contains("CNY 80") && buckets.contains("· 1 loan"),
+        "{buckets}"
+    );
+    let rates = text_of(c, "#rates").await;
+    assert!(rates.contains("unionpay"), "{rates}");
+    let png = c.screenshot().await.expect("screenshot");
+    std::fs::write(artifacts().join("dashboard.png"), png).expect("write screenshot");
+}
+
+/// A collections user pauses L4 from its page; the action lands in the audit log, on the
+/// page and in the table.
+async fn pause_from_loan_page(c: &Client, site: &Site) {
+    c.goto(&site.url("/loans/L4")).await.unwrap();
+    let until = (site.due + Days::new(20)).to_string();
+    // Date inputs take typed text in the browser's locale format; set the value directly.
+    c.execute(
+        "document.getElementById('pause-until').value = arguments[0];",
+        vec![serde_json::json!(until)],
+    )
+    .await
+    .unwrap();
+    c.find(Locator::Id("pause-reason"))
+        .await
+        .unwrap()
+        .send_keys("promise to pay on the 20th")
+        .await
+        .unwrap();
+    c.find(Locator::Id("pause-submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let banner = match c
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Id("pause-banner"))
+        .await
+    {
+        Ok(b) => b,
+        Err(e) => panic!(
+            "no pause banner ({e}); the page says: {}",
+            text_of(c, "#action-error").await
+        ),
+    };
+    let banner = banner.text().await.unwrap();
+    assert!(banner.contains(&until), "{banner}");
+    assert!(banner.contains("promise to pay"), "{banner}");
+    let audit = text_of(c, "#audit").await;
+    assert!(audit.contains("pause"), "audit on the page: {audit}");
+    assert!(audit.contains("ops-collections") && audit.contains("promise to pay on the 20th"));
+    let (actor, role, action, reason): (String, String, String, Option<String>) = sqlx::query_as(
+        "SELECT actor, role, action, reason FROM audit_log WHERE loan_id = 'L4' ORDER BY id DESC",
+    )
+    .fetch_one(&site.engine.db.pool)
+    .await
+    .expect("an audit row for L4");
+    assert_eq!(
+        (actor.as_str(), role.as_str()),
+        ("ops-collections", "collections")
+    );
+    assert!(action.contains("pause"), "action {action}");
+    assert_eq!(reason.as_deref(), Some("promise to pay on the 20th"));
+    assert_masked("the loan page", &c.source().await.unwrap());
+}
+
+/// A viewer reads the loan page but gets no action buttons.
+async fn viewer_sees_no_actions(c: &Client, site: &Site, token: &str) {
+    login(c, site, token).await;
+    c.goto(&site.url("/loans/L1")).await.unwrap();
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Id("schedule"))
+        .await
+        .expect("the loan page");
+    for id in ["actions", "pause-submit", "resume-submit", "manual-submit"] {
+        assert!(
+            c.find(Locator::Id(id)).await.is_err(),
+            "a viewer must not see #{id}"
+        );
+    }
+    assert!(!c.source().await.unwrap().contains("Attempt now"));
+}
+
+/// Pages fetched as plain HTTP: redirects without a session, no unmasked number anywhere.
+async fn pages_over_http(site: &Site, token: &str) {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = http.get(site.url("/loans/L1")).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/login?next=%2Floans%2FL1");
+    let r = http
+        .post(site.url("/login"))
+        .form(&[("token", "rpd_wrong")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http
+        .post(site.url("/login"))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    for attr in ["repayd_token=", "HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(attr), "cookie {cookie} lacks {attr}");
+    }
+    let session = cookie.split(';').next().unwrap().to_string();
+    let due = format!("/?date={}", site.due);
+    for page in [
+        "/",
+        due.as_str(),
+        "/loans",
+        "/loans?q=l",
+        "/loans/L1",
+        "/loans/L3",
+        "/loans/L4",
+    ] {
+        let r = http
+            .get(site.url(page))
+            .header("cookie", &session)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{page}");
+        assert!(r.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("script-src 'self'"));
+        let html = r.text().await.unwrap();
+        assert_masked(page, &html);
+        if page.starts_with("/loans/") {
+            assert!(
+                html.contains("138****5678"),
+                "{page} shows the masked phone"
+            );
+        }
+    }
+    let r = http
+        .get(site.url("/loans/NOPE"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_in_a_real_browser() {
+    let driver = start_chromedriver().await;
+    let site = start_site().await;
+    let ops = token(&site, "ops-collections", Role::Collections).await;
+    let viewer = token(&site, "auditor-viewer", Role::Viewer).await;
+    let c = browser(&driver).await;
+    let v = browser(&driver).await;
+    let run = AssertUnwindSafe(async {
+        bad_token_is_refused(&c, &site).await;
+        login(&c, &site, &ops).await;
+        feed_updates_live(&c, &site).await;
+        dashboard_figures(&c, &site).await;
+        pause_from_loan_page(&c, &site).await;
+        viewer_sees_no_actions(&v, &site, &viewer).await;
+        pages_over_http(&site, &ops).await;
+    })
+    .catch_unwind()
+    .await;
+    let _ = c.close().await;
+    let _ = v.close().await;
+    drop(driver);
+    if let Err(panic) = run {
+        std::panic::resume_unwind(panic);
+    }
+}
