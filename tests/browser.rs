@@ -11,8 +11,11 @@ use common::{loan_json, local, spawn_app, Backend, TestApp};
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures::FutureExt;
 use repayd::api::{router, ApiState};
+use repayd::app::simulated_engine;
+use repayd::channel::Scenario;
 use repayd::daemon::DaemonState;
 use repayd::engine::Engine;
+use repayd::engine::EngineConfig;
 use repayd::web::auth::{create_token, Role};
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
@@ -95,17 +98,21 @@ async fn browser(driver: &Driver) -> Client {
         .unwrap_or_else(|e| panic!("chromedriver could not start Chromium: {e}"))
 }
 
-/// The app under test: the daemon's router on a random loopback port, and its engine.
+/// The app under test: the daemon's router on a random loopback port over the test
+/// app's database. The test drives runs with the test app's engine and clock.
 struct Site {
     base: String,
-    engine: Arc<Engine>,
+    app: TestApp,
     due: NaiveDate,
-    _dir: tempfile::TempDir,
 }
 
 impl Site {
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    fn pool(&self) -> &sqlx::AnyPool {
+        &self.app.engine.db.pool
     }
 }
 
@@ -124,13 +131,29 @@ agreement = "AGR-4"
 balance = "0.00"
 "#;
 
+/// The engine behind the served API: the same database and policies as the test app's.
+fn served_engine(app: &TestApp) -> Arc<Engine> {
+    let scenario = Scenario::from_toml_str(SCENARIO, "browser scenario").expect("scenario");
+    let log = app.dir.path().join("api-notices.log");
+    let (engine, _sims) = simulated_engine(
+        app.engine.db.clone(),
+        (*app.engine.policies).clone(),
+        scenario,
+        None,
+        &log,
+        EngineConfig::default(),
+    )
+    .expect("engine");
+    Arc::new(engine)
+}
+
 /// Four loans due in the future (so every instant the engine writes is later than the real
 /// clock): L1 is paid in full, L2 in steps, L3's card is frozen, L4 was due ten days earlier
 /// and cannot pay.
-async fn start_site() -> Site {
+async fn start_site(backend: Backend) -> Site {
     let due = Utc::now().date_naive() + Days::new(30);
     let earlier = due - Days::new(10);
-    let app = spawn_app(Backend::Sqlite, SCENARIO).await;
+    let app = spawn_app(backend, SCENARIO).await;
     let (d, e) = (due.to_string(), earlier.to_string());
     let loans = serde_json::json!([
         loan_json(
@@ -171,10 +194,8 @@ async fn start_site() -> Site {
         ),
     ]);
     app.import_json(&loans.to_string()).await;
-    let TestApp { engine, dir, .. } = app;
-    let engine = Arc::new(engine);
     let state = ApiState::new(
-        engine.clone(),
+        served_engine(&app),
         Arc::new(DaemonState::default()),
         &repayd::config::Config::default(),
     );
@@ -183,16 +204,17 @@ async fn start_site() -> Site {
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router(state)).await });
-    Site {
-        base,
-        engine,
-        due,
-        _dir: dir,
-    }
+    Site { base, app, due }
+}
+
+/// The due date's 08:05 in Shanghai, when the due slot runs.
+fn due_slot(site: &Site) -> chrono::DateTime<Utc> {
+    let d = site.due;
+    local(SH, d.year(), d.month(), d.day(), 8, 5)
 }
 
 async fn token(site: &Site, name: &str, role: Role) -> String {
-    let mut conn = site.engine.db.pool.acquire().await.unwrap();
+    let mut conn = site.pool().acquire().await.unwrap();
     create_token(&mut conn, name, role, Utc::now().timestamp_millis())
         .await
         .expect("token")
@@ -298,9 +320,7 @@ async fn feed_updates_live(c: &Client, site: &Site) {
             .is_ok()
     })
     .await;
-    let d = site.due;
-    let now = local(SH, d.year(), d.month(), d.day(), 8, 5);
-    let summary = site.engine.run_once(now).await.expect("engine run");
+    let summary = site.app.run(due_slot(site)).await;
     assert!(summary.total_attempts() >= 4, "attempts made: {summary:?}");
     wait_until("L1's successful attempt in the feed", || async {
         let t = text_of(c, "#feed-rows").await;
@@ -397,7 +417,7 @@ async fn pause_from_loan_page(c: &Client, site: &Site) {
     let (actor, role, action, reason): (String, String, String, Option<String>) = sqlx::query_as(
         "SELECT actor, role, action, reason FROM audit_log WHERE loan_id = 'L4' ORDER BY id DESC",
     )
-    .fetch_one(&site.engine.db.pool)
+    .fetch_one(site.pool())
     .await
     .expect("an audit row for L4");
     assert_eq!(
@@ -407,6 +427,8 @@ async fn pause_from_loan_page(c: &Client, site: &Site) {
     assert!(action.contains("pause"), "action {action}");
     assert_eq!(reason.as_deref(), Some("promise to pay on the 20th"));
     assert_masked("the loan page", &c.source().await.unwrap());
+    let png = c.screenshot().await.expect("screenshot");
+    std::fs::write(artifacts().join("loan.png"), png).expect("write screenshot");
 }
 
 /// A viewer reads the loan page but gets no action buttons.
@@ -425,6 +447,17 @@ async fn viewer_sees_no_actions(c: &Client, site: &Site, token: &str) {
         );
     }
     assert!(!c.source().await.unwrap().contains("Attempt now"));
+}
+
+/// The count on a tile of the dashboard's HTML.
+fn tile_count(html: &str, key: &str) -> i64 {
+    let at = html
+        .find(&format!("tile-{key}"))
+        .unwrap_or_else(|| panic!("no {key} tile"));
+    let rest = &html[at..];
+    let start = rest.find("class=\"n\">").expect("count") + "class=\"n\">".len();
+    let end = rest[start..].find('<').expect("end of count");
+    rest[start..start + end].trim().parse().expect("a number")
 }
 
 /// Pages fetched as plain HTTP: redirects without a session, no unmasked number anywhere.
@@ -478,6 +511,14 @@ async fn pages_over_http(site: &Site, token: &str) {
             .contains("script-src 'self'"));
         let html = r.text().await.unwrap();
         assert_masked(page, &html);
+        if page == due {
+            let tiles: Vec<i64> = ["due", "full", "steps", "hard"]
+                .iter()
+                .map(|k| tile_count(&html, k))
+                .collect();
+            assert_eq!(tiles, vec![3, 1, 1, 1], "due, in full, in steps, hard");
+            assert!(html.contains("Overdue by bucket (CNY)") && html.contains("step 1"));
+        }
         if page.starts_with("/loans/") {
             assert!(
                 html.contains("138****5678"),
@@ -497,7 +538,7 @@ async fn pages_over_http(site: &Site, token: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_in_a_real_browser() {
     let driver = start_chromedriver().await;
-    let site = start_site().await;
+    let site = start_site(Backend::Sqlite).await;
     let ops = token(&site, "ops-collections", Role::Collections).await;
     let viewer = token(&site, "auditor-viewer", Role::Viewer).await;
     let c = browser(&driver).await;
@@ -520,3 +561,14 @@ async fn dashboard_in_a_real_browser() {
         std::panic::resume_unwind(panic);
     }
 }
+
+/// Every page renders on SQLite and PostgreSQL after a run, over plain HTTP.
+async fn pages_render(backend: Backend) {
+    let site = start_site(backend).await;
+    site.app.run(due_slot(&site)).await;
+    let ops = token(&site, "ops-collections", Role::Collections).await;
+    pages_over_http(&site, &ops).await;
+    site.app.cleanup().await;
+}
+
+both_backends!(pages_render);

@@ -129,7 +129,11 @@ mod tests {
         assert_eq!(w, vec![BAR_MAX_W / 2, BAR_MAX_W, 2]);
         assert_eq!(c.bars[1].y, ROW_H + 4);
         let r = bar_chart("r", vec![rate_row("x".into(), 1, 4)], Some(Decimal::ONE));
-        assert_eq!(r.bars[0].w, (BAR_MAX_W + 2) / 4, "rounded to the nearest pixel");
+        assert_eq!(
+            r.bars[0].w,
+            (BAR_MAX_W + 2) / 4,
+            "rounded to the nearest pixel"
+        );
         assert_eq!(r.bars[0].text, "25.0% (1/4)");
         assert_eq!(r.bars[0].tone, "bad");
         assert!(bar_chart("e", vec![], None).bars.is_empty());
