@@ -27,6 +27,8 @@ const SH: &str = "Asia/Shanghai";
 /// The fixtures' full phone and account numbers: no page may show them.
 const PHONE: &str = "13812345678";
 const ACCOUNT: &str = "6222021234567890";
+/// A borrower name that is markup: pages must show it as text.
+const HOSTILE_NAME: &str = "<img src=x onerror=alert(1)> Ann & \"Co\"";
 const WAIT: Duration = Duration::from_secs(20);
 
 /// chromedriver on a free port, killed when dropped.
@@ -154,44 +156,19 @@ async fn start_site(backend: Backend) -> Site {
     let due = Utc::now().date_naive() + Days::new(30);
     let earlier = due - Days::new(10);
     let app = spawn_app(backend, SCENARIO).await;
-    let (d, e) = (due.to_string(), earlier.to_string());
+    let loan = |id: &str, agreement: &str, due: &NaiveDate, principal: &str| {
+        let mandates = [("unionpay", agreement)];
+        let installments = [(due.to_string(), principal)];
+        let inst: Vec<(&str, &str)> = installments.iter().map(|(d, p)| (d.as_str(), *p)).collect();
+        loan_json(id, SH, "standard", None, false, &mandates, &inst)
+    };
+    let mut l4 = loan("L4", "AGR-4", &earlier, "800.00");
+    l4["borrower"]["name"] = serde_json::json!(HOSTILE_NAME);
     let loans = serde_json::json!([
-        loan_json(
-            "L1",
-            SH,
-            "standard",
-            None,
-            false,
-            &[("unionpay", "AGR-1")],
-            &[(&d, "1000.00")]
-        ),
-        loan_json(
-            "L2",
-            SH,
-            "standard",
-            None,
-            false,
-            &[("unionpay", "AGR-2")],
-            &[(&d, "1000.00")]
-        ),
-        loan_json(
-            "L3",
-            SH,
-            "standard",
-            None,
-            false,
-            &[("unionpay", "AGR-3")],
-            &[(&d, "500.00")]
-        ),
-        loan_json(
-            "L4",
-            SH,
-            "standard",
-            None,
-            false,
-            &[("unionpay", "AGR-4")],
-            &[(&e, "800.00")]
-        ),
+        loan("L1", "AGR-1", &due, "1000.00"),
+        loan("L2", "AGR-2", &due, "1000.00"),
+        loan("L3", "AGR-3", &due, "500.00"),
+        l4,
     ]);
     app.import_json(&loans.to_string()).await;
     let state = ApiState::new(
@@ -518,6 +495,13 @@ async fn pages_over_http(site: &Site, token: &str) {
                 .collect();
             assert_eq!(tiles, vec![3, 1, 1, 1], "due, in full, in steps, hard");
             assert!(html.contains("Overdue by bucket (CNY)") && html.contains("step 1"));
+        }
+        if page == "/loans" || page == "/loans/L4" {
+            assert!(!html.contains("<img src=x"), "{page} lets markup through");
+            assert!(
+                html.contains("&lt;img src=x onerror=alert(1)&gt; Ann &amp; &quot;Co&quot;"),
+                "{page} shows the name escaped"
+            );
         }
         if page.starts_with("/loans/") {
             assert!(
