@@ -81,6 +81,7 @@
     section.querySelectorAll("form.api-action").forEach((form) => {
       form.addEventListener("submit", async (ev) => {
         ev.preventDefault();
+        if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) return;
         const button = form.querySelector("button[type=submit]");
         const body = {};
         new FormData(form).forEach((v, k) => { body[k] = String(v).trim(); });
