@@ -1,9 +1,10 @@
 //! The daemon's HTTP surface: health, Prometheus metrics, and the channel and SMS webhooks.
-//! Webhooks authenticate by signature, not by token.
+//! Webhooks authenticate by signature, not by token; `/metrics` needs a viewer token.
 
 use crate::config::{Config, Secret};
 use crate::daemon::DaemonState;
 use crate::engine::{callbacks, Engine};
+use crate::web::auth::{AuthError, Principal, Role};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -41,6 +42,17 @@ impl ApiState {
             metrics: metrics_handle(),
         }
     }
+
+    /// State for an engine without a daemon around it (tests, tools): no webhook secrets.
+    pub fn for_engine(engine: Arc<Engine>) -> Self {
+        ApiState {
+            engine,
+            sms_secret: None,
+            daemon: Arc::new(DaemonState::default()),
+            channel_secrets: Arc::new(HashMap::new()),
+            metrics: metrics_handle(),
+        }
+    }
 }
 
 /// The process-wide Prometheus recorder (installed once).
@@ -62,6 +74,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/webhooks/channels/{name}", post(channel_callback))
         .route("/webhooks/sms", post(sms_delivery_report))
         .merge(crate::web::router())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::web::api::idempotency::layer,
+        ))
         .with_state(state)
 }
 
@@ -86,7 +102,11 @@ async fn healthz(State(s): State<ApiState>) -> Response {
     (status, Json(body)).into_response()
 }
 
-async fn metrics(State(s): State<ApiState>) -> Response {
+/// Prometheus metrics; needs a viewer token like the rest of the API.
+async fn metrics(p: Result<Principal, AuthError>, State(s): State<ApiState>) -> Response {
+    if let Err(e) = p.and_then(|p| p.require(Role::Viewer)) {
+        return e.into_response();
+    }
     let lag = callbacks::due_lag_seconds(&s.engine, chrono::Utc::now())
         .await
         .unwrap_or(0.0);

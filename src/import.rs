@@ -289,7 +289,7 @@ fn problem(origin: &Origin, field: &str, message: impl Into<String>) -> ImportPr
     }
 }
 
-fn parse_json(text: &str, file: &str) -> Result<Vec<(LoanRecord, Origin)>, ImportError> {
+pub fn parse_json(text: &str, file: &str) -> Result<Vec<(LoanRecord, Origin)>, ImportError> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Top {
@@ -317,7 +317,7 @@ fn parse_json(text: &str, file: &str) -> Result<Vec<(LoanRecord, Origin)>, Impor
         .collect())
 }
 
-fn parse_jsonl(text: &str, file: &str) -> Result<Vec<(LoanRecord, Origin)>, ImportError> {
+pub fn parse_jsonl(text: &str, file: &str) -> Result<Vec<(LoanRecord, Origin)>, ImportError> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {

@@ -42,6 +42,10 @@ pub enum EngineError {
     OrderNo { channel: String, message: String },
     #[error("{0} not found")]
     NotFound(String),
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// Tunables of the engine.

@@ -151,3 +151,40 @@ pub async fn insert_actions(conn: &mut AnyConnection, rows: Rows) -> Result<u64,
     )
     .await
 }
+
+/// Move a loan to another policy and re-plan its future: pending actions are dropped and the
+/// new policy's agenda is written in the same transaction; overdue installments get the new
+/// policy's overdue plan on the next run. Actions already done or in flight stay as they
+/// are, so a slot that already ran is not planned again.
+pub async fn change_policy(
+    engine: &Engine,
+    conn: &mut AnyConnection,
+    loan_id: &str,
+    policy: &str,
+) -> Result<u64, EngineError> {
+    engine
+        .policies
+        .get(policy)
+        .ok_or_else(|| EngineError::UnknownPolicy {
+            loan: loan_id.into(),
+            policy: policy.into(),
+        })?;
+    sqlx::query("DELETE FROM actions WHERE loan_id = $1 AND status = 'pending'")
+        .bind(loan_id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("UPDATE loans SET policy = $1, planned = 0 WHERE id = $2")
+        .bind(policy)
+        .bind(loan_id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "UPDATE installments SET overdue_planned = 0 WHERE loan_id = $1 AND status <> 'paid'",
+    )
+    .bind(loan_id)
+    .execute(&mut *conn)
+    .await?;
+    let ids = [loan_id.to_string()];
+    let loans = unplanned(conn, Some(&ids)).await?;
+    plan_batch(engine, conn, &loans).await
+}

@@ -84,10 +84,12 @@ pub async fn claim_due_actions(
         Backend::Sqlite => "",
     };
     // Pending rows in due order straight off the (status, due_at) index: no sort, so a claim
-    // costs the same on a million-row agenda as on a small one.
+    // costs the same on a million-row agenda as on a small one. Paused loans' actions stay
+    // pending; after the pause they are claimed late and merge into one catch-up attempt.
     let sql = format!(
         "UPDATE actions SET status = 'claimed', lease_owner = $1, lease_until = $2 \
          WHERE id IN (SELECT id FROM actions WHERE status = 'pending' AND due_at <= $3 \
+         AND NOT EXISTS (SELECT 1 FROM loans p WHERE p.id = actions.loan_id AND p.paused_until > $3) \
          ORDER BY due_at LIMIT $4 {lock}) \
          RETURNING id, loan_id, seq, kind, slot"
     );
@@ -155,6 +157,8 @@ struct NextAttempt {
     rec: AttemptRec,
     agreement: String,
     currency: String,
+    /// Who asked for a manual attempt (none for planned ones).
+    requested_by: Option<String>,
 }
 
 async fn process_batch(
@@ -466,38 +470,52 @@ async fn pursue_rounds(
             return Ok(());
         }
         let next = record_submitted(engine, loans, next, &ends, &notices, now).await?;
-        let verdicts = submit_all(engine, loans, &next, now).await;
-        let mut w = Writes::default();
-        for (n, v) in next.iter().zip(verdicts) {
-            let loan = loans.get_mut(&n.rec.loan_id).expect("loaded");
-            let policy = engine.policy(&loan.policy)?;
-            apply::apply_verdict(
-                loan,
-                policy,
-                &n.rec,
-                &v,
-                now,
-                &apply::ApplyCtx::of(&engine.cfg),
-                &mut w,
-            );
-            summary.count_attempt(&n.rec.kind, v.outcome_name());
-            advance(
-                &mut pursuits[n.pursuit],
-                loan,
-                policy,
-                &n.rec,
-                &v,
-                now,
-                &engine.cfg.render,
-                &mut w,
-            );
-        }
-        summary.collected_minor += to_minor(w.collected);
-        summary.notices_queued += w.notices.len() as u64;
-        let mut tx = engine.db.pool.begin().await?;
-        apply::flush(&mut tx, loans, w, now).await?;
-        tx.commit().await?;
+        apply_round(engine, loans, &mut pursuits, &next, now, summary).await?;
     }
+}
+
+/// Call the channels for recorded attempts, then write every verdict with its ledger entry,
+/// installment updates and notices in one transaction.
+async fn apply_round(
+    engine: &Engine,
+    loans: &mut HashMap<String, LoanState>,
+    pursuits: &mut [Pursuit],
+    next: &[NextAttempt],
+    now: DateTime<Utc>,
+    summary: &mut RunSummary,
+) -> Result<(), EngineError> {
+    let verdicts = submit_all(engine, loans, next, now).await;
+    let mut w = Writes::default();
+    for (n, v) in next.iter().zip(verdicts) {
+        let loan = loans.get_mut(&n.rec.loan_id).expect("loaded");
+        let policy = engine.policy(&loan.policy)?;
+        apply::apply_verdict(
+            loan,
+            policy,
+            &n.rec,
+            &v,
+            now,
+            &apply::ApplyCtx::of(&engine.cfg),
+            &mut w,
+        );
+        summary.count_attempt(&n.rec.kind, v.outcome_name());
+        advance(
+            &mut pursuits[n.pursuit],
+            loan,
+            policy,
+            &n.rec,
+            &v,
+            now,
+            &engine.cfg.render,
+            &mut w,
+        );
+    }
+    summary.collected_minor += to_minor(w.collected);
+    summary.notices_queued += w.notices.len() as u64;
+    let mut tx = engine.db.pool.begin().await?;
+    apply::flush(&mut tx, loans, w, now).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// The attempt each live pursuit makes next.
@@ -532,6 +550,7 @@ fn next_attempts(
             },
             agreement: m.agreement.clone(),
             currency: loan.currency.clone(),
+            requested_by: None,
         });
     }
     out
@@ -600,12 +619,12 @@ async fn insert_attempts(
 ) -> Result<(), sqlx::Error> {
     let wall = Utc::now().timestamp_millis();
     let lease_ms = engine.cfg.lease_ms;
-    let mut rows = Rows::new(18);
+    let mut rows = Rows::new(19);
     for n in next {
         let r = &n.rec;
         rows.push(vec![
             Val::Int(r.id),
-            Val::Int(n.action_id),
+            Val::OptInt((n.action_id != 0).then_some(n.action_id)),
             r.loan_id.clone().into(),
             r.seq.into(),
             Val::Int(r.mandate_id),
@@ -622,12 +641,13 @@ async fn insert_attempts(
             engine.cfg.owner.as_str().into(),
             engine.cfg.owner.as_str().into(),
             Val::Int(0),
+            n.requested_by.clone().into(),
         ]);
     }
     rows.insert(
         conn,
         "INSERT INTO attempts (id, action_id, loan_id, seq, mandate_id, channel, order_no, kind, ladder_step, \
-         amount, status, local_date, created_at, updated_at, lease_until, lease_owner, submitted_by, queries)",
+         amount, status, local_date, created_at, updated_at, lease_until, lease_owner, submitted_by, queries, requested_by)",
         "",
     )
     .await?;
@@ -662,30 +682,35 @@ async fn submit_all(
     next: &[NextAttempt],
     now: DateTime<Utc>,
 ) -> Vec<Verdict> {
-    let calls = next.iter().map(|n| {
-        let ch = engine.channels.get(&n.rec.channel).cloned();
-        let req = DebitRequest {
-            order_no: n.rec.order_no.clone(),
-            agreement: n.agreement.clone(),
-            amount: n.rec.amount,
-            currency: n.currency.clone(),
-            at: now,
-        };
-        let policy = engine.policies.get(&loans[&n.rec.loan_id].policy);
-        let channel = n.rec.channel.clone();
-        async move {
-            let (Some(ch), Some(policy)) = (ch, policy) else {
-                return Verdict::Unknown {
-                    code: "NO_CHANNEL".into(),
-                };
+    // Collected first: a lazy iterator of borrowing futures would make the whole future's
+    // Send-ness higher-ranked, which handlers (that must be Send) cannot prove.
+    let calls: Vec<_> = next
+        .iter()
+        .map(|n| {
+            let ch = engine.channels.get(&n.rec.channel).cloned();
+            let req = DebitRequest {
+                order_no: n.rec.order_no.clone(),
+                agreement: n.agreement.clone(),
+                amount: n.rec.amount,
+                currency: n.currency.clone(),
+                at: now,
             };
-            let started = std::time::Instant::now();
-            let result = ch.submit(&req).await;
-            metrics::histogram!("repayd_channel_latency_seconds", "channel" => channel.clone())
-                .record(started.elapsed().as_secs_f64());
-            apply::verdict_of_submit(policy, &channel, result)
-        }
-    });
+            let policy = engine.policies.get(&loans[&n.rec.loan_id].policy);
+            let channel = n.rec.channel.clone();
+            async move {
+                let (Some(ch), Some(policy)) = (ch, policy) else {
+                    return Verdict::Unknown {
+                        code: "NO_CHANNEL".into(),
+                    };
+                };
+                let started = std::time::Instant::now();
+                let result = ch.submit(&req).await;
+                metrics::histogram!("repayd_channel_latency_seconds", "channel" => channel.clone())
+                    .record(started.elapsed().as_secs_f64());
+                apply::verdict_of_submit(policy, &channel, result)
+            }
+        })
+        .collect();
     futures::stream::iter(calls)
         .buffered(engine.cfg.concurrency.max(1))
         .collect()
@@ -818,4 +843,156 @@ fn result_notice(
     w.notices.extend(notify::notice_rows(
         kind, key, loan, policy, &facts, render, now,
     ));
+}
+
+/// A manual attempt for `amount`, asked for by a person (`requested_by`). It takes the same
+/// path as planned attempts: the loan is held by this instance, the attempt is recorded as
+/// `submitted` with its order number before the channel is called, the mandate's limits
+/// apply, and the result, ledger entry and notices are written in one transaction.
+/// Returns the attempt's id.
+pub async fn manual_attempt(
+    engine: &Engine,
+    loan_id: &str,
+    amount: Decimal,
+    requested_by: &str,
+    now: DateTime<Utc>,
+) -> Result<i64, EngineError> {
+    let ids = vec![loan_id.to_string()];
+    let mut conn = engine.db.pool.acquire().await?;
+    let mine = claim_loans(&mut conn, engine, &ids).await?;
+    if !mine.contains(loan_id) {
+        let exists: Option<String> = sqlx::query_scalar("SELECT id FROM loans WHERE id = $1")
+            .bind(loan_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        return Err(match exists {
+            None => EngineError::NotFound(format!("loan {loan_id}")),
+            Some(_) => EngineError::Conflict(
+                "the loan is being pursued right now; try again shortly".into(),
+            ),
+        });
+    }
+    let since = now.date_naive() - Days::new(2);
+    let loaded = load_loans(&mut conn, &ids, since).await;
+    drop(conn);
+    let result = match loaded {
+        Ok(mut loans) => {
+            manual_in_hold(engine, &mut loans, loan_id, amount, requested_by, now).await
+        }
+        Err(e) => Err(e.into()),
+    };
+    release_loans(engine, &mine).await?;
+    result
+}
+
+async fn manual_in_hold(
+    engine: &Engine,
+    loans: &mut HashMap<String, LoanState>,
+    loan_id: &str,
+    amount: Decimal,
+    requested_by: &str,
+    now: DateTime<Utc>,
+) -> Result<i64, EngineError> {
+    let loan = loans
+        .get(loan_id)
+        .ok_or_else(|| EngineError::NotFound(format!("loan {loan_id}")))?;
+    let (seq, idx) = manual_target(loan, amount, now)?;
+    let m = &loan.mandates[idx];
+    let today = local_date(now, loan.tz);
+    let next = vec![NextAttempt {
+        pursuit: 0,
+        action_id: 0,
+        rec: AttemptRec {
+            id: 0,
+            loan_id: loan.id.clone(),
+            seq,
+            mandate_id: m.id,
+            channel: m.channel.clone(),
+            order_no: String::new(),
+            kind: "manual".into(),
+            ladder_step: 0,
+            amount,
+            local_date: today,
+            queries: 0,
+        },
+        agreement: m.agreement.clone(),
+        currency: loan.currency.clone(),
+        requested_by: Some(requested_by.to_string()),
+    }];
+    let mut pursuits = vec![Pursuit {
+        loan_id: loan.id.clone(),
+        kind: AttemptKind::Due,
+        action_id: 0,
+        early_seq: None,
+        mandate_idx: idx,
+        amounts: vec![amount],
+        step: 0,
+        done: false,
+    }];
+    let next = record_submitted(engine, loans, next, &[], &[], now).await?;
+    let mut summary = RunSummary::default();
+    apply_round(engine, loans, &mut pursuits, &next, now, &mut summary).await?;
+    Ok(next[0].rec.id)
+}
+
+/// The installment a manual attempt counts against and the mandate it uses: the oldest
+/// owed installment, and the first active mandate whose limits allow the amount.
+fn manual_target(
+    loan: &LoanState,
+    amount: Decimal,
+    now: DateTime<Utc>,
+) -> Result<(u32, usize), EngineError> {
+    let invalid = |message: String| EngineError::Invalid {
+        field: "amount".into(),
+        message,
+    };
+    if amount <= Decimal::ZERO {
+        return Err(invalid("must be more than zero".into()));
+    }
+    let outstanding: Decimal = loan.insts.iter().map(|i| i.owed()).sum();
+    if outstanding <= Decimal::ZERO {
+        return Err(EngineError::Conflict("nothing is owed on this loan".into()));
+    }
+    if amount > outstanding {
+        return Err(invalid(format!(
+            "{amount} is more than the outstanding {outstanding}"
+        )));
+    }
+    if loan.open_attempt {
+        return Err(EngineError::Conflict(
+            "an earlier attempt is unresolved; it is being queried".into(),
+        ));
+    }
+    let seq = loan
+        .insts
+        .iter()
+        .find(|i| i.owed() > Decimal::ZERO)
+        .map(|i| i.seq)
+        .expect("something is owed");
+    let today = local_date(now, loan.tz);
+    let usable: Vec<(usize, &super::state::MandateState)> = loan
+        .mandates
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.usable())
+        .collect();
+    if usable.is_empty() {
+        return Err(EngineError::Conflict(
+            "the loan has no active mandate".into(),
+        ));
+    }
+    let fits = |m: &super::state::MandateState| {
+        m.per_debit_limit.is_none_or(|l| amount <= l)
+            && m.daily_limit
+                .is_none_or(|l| amount <= l - loan.used_on(m.id, today))
+    };
+    usable
+        .iter()
+        .find(|(_, m)| fits(m))
+        .map(|(i, _)| (seq, *i))
+        .ok_or_else(|| {
+            invalid(format!(
+                "{amount} is over the per-debit or remaining daily limit of every active mandate"
+            ))
+        })
 }

@@ -1,8 +1,138 @@
-//! The JSON API under `/api/v1`, described by `/openapi.json`.
+//! The JSON API under `/api/v1`, described by `/openapi.json` (generated from the handlers'
+//! annotations, so the document and the routes cannot drift apart).
+//!
+//! Every route needs a token (`Authorization: Bearer` or the dashboard's cookie): viewers
+//! read, collections also act on loans, admins also import loans, change policies and manage
+//! tokens. Errors are `{"error", "message", "field"?}`. Every POST takes `Idempotency-Key`
+//! ([`idempotency`], layered over the whole router in [`crate::api::router`]).
+
+pub mod actions;
+pub mod admin;
+pub mod attempts;
+pub mod error;
+pub mod idempotency;
+pub mod loans;
 
 use crate::api::ApiState;
-use axum::Router;
+use crate::web::auth::{Principal, Role};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use error::ApiError;
+use std::sync::Arc;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "repayd collections API", description = "Loans, attempts, delinquency and collections actions."),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    components(schemas(error::ErrorBody))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let c = doc.components.get_or_insert_with(Default::default);
+        c.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+/// The API's routes and their OpenAPI document.
+pub fn api() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(loans::list_loans, loans::import_loans))
+        .routes(routes!(loans::get_loan))
+        .routes(routes!(loans::get_contact))
+        .routes(routes!(loans::put_policy, loans::post_policy))
+        .routes(routes!(actions::pause))
+        .routes(routes!(actions::resume))
+        .routes(routes!(actions::manual_attempt))
+        .routes(routes!(actions::add_mandate))
+        .routes(routes!(actions::revoke_mandate))
+        .routes(routes!(actions::audit))
+        .routes(routes!(attempts::list_attempts))
+        .routes(routes!(attempts::stream_attempts))
+        .routes(routes!(admin::delinquency))
+        .routes(routes!(admin::list_policies))
+        .routes(routes!(admin::get_policy))
+        .routes(routes!(admin::validate_policy))
+        .routes(routes!(admin::create_token, admin::list_tokens))
+        .routes(routes!(admin::revoke_token))
+        .split_for_parts()
+}
 
 pub fn routes() -> Router<ApiState> {
-    Router::new()
+    let (router, mut doc) = api();
+    add_openapi_path(&mut doc);
+    let doc = Arc::new(doc);
+    router.route(
+        "/openapi.json",
+        get(move |p: Principal| {
+            let doc = doc.clone();
+            async move { openapi(p, &doc) }
+        }),
+    )
+}
+
+fn openapi(p: Principal, doc: &utoipa::openapi::OpenApi) -> Response {
+    match p.require(Role::Viewer) {
+        Ok(()) => Json(doc).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// `/openapi.json` itself, so the document lists every route the API serves.
+fn add_openapi_path(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItem};
+    use utoipa::openapi::ResponseBuilder;
+    let op = OperationBuilder::new()
+        .tag("meta")
+        .summary(Some("This document"))
+        .response(
+            "200",
+            ResponseBuilder::new().description("the OpenAPI document"),
+        )
+        .build();
+    doc.paths
+        .paths
+        .insert("/openapi.json".into(), PathItem::new(HttpMethod::Get, op));
+}
+
+/// The wall clock: API actions happen now.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
+}
+
+/// Page size from `limit`: 1 to 500, default 50.
+pub fn limit_of(v: &Option<String>) -> Result<i64, ApiError> {
+    match v.as_deref().filter(|s| !s.is_empty()) {
+        None => Ok(50),
+        Some(s) => s
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=500).contains(n))
+            .ok_or_else(|| ApiError::bad("limit", "a number from 1 to 500")),
+    }
+}
+
+/// Cursors are opaque to clients: the position, hex-encoded.
+pub fn cursor_out(position: &str) -> String {
+    hex::encode(position)
+}
+
+pub fn cursor_in(cursor: &str) -> Result<String, ApiError> {
+    hex::decode(cursor.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| ApiError::bad("cursor", "not a cursor this API gave"))
 }

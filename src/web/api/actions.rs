@@ -1,0 +1,197 @@
+//! Collections actions (role collections or admin), each written to the audit log, and the
+//! audit log itself.
+
+use super::error::{ApiError, ApiJson, ErrorBody};
+use super::{cursor_in, cursor_out, limit_of, now};
+use crate::api::ApiState;
+use crate::collections::{self, AuditItem, MandateOut, NewMandate, PauseState};
+use crate::report::{self, AttemptView};
+use crate::web::auth::{Principal, Role};
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PauseRequest {
+    /// YYYY-MM-DD: auto-debit resumes at the start of this day in the loan's zone.
+    pub until: String,
+    /// "dispute", "promise to pay", or any text.
+    pub reason: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonRequest {
+    pub reason: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ManualAttemptRequest {
+    /// A decimal string, more than zero and at most what is outstanding, e.g. "123.45".
+    pub amount: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddMandateRequest {
+    pub channel: String,
+    pub agreement: String,
+    /// The card or account number; only its masked form is stored.
+    pub account: String,
+    pub per_debit_limit: Option<String>,
+    pub daily_limit: Option<String>,
+    pub reason: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/loans/{id}/pause", tag = "collections",
+    params(("id" = String, Path, description = "loan id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key")),
+    request_body = PauseRequest,
+    responses((status = 200, body = PauseState), (status = "4XX", body = ErrorBody)))]
+pub async fn pause(
+    p: Principal,
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<PauseRequest>,
+) -> Result<Json<PauseState>, ApiError> {
+    p.require(Role::Collections)?;
+    let until = NaiveDate::parse_from_str(b.until.trim(), "%Y-%m-%d")
+        .map_err(|_| ApiError::invalid("until", "a date, YYYY-MM-DD"))?;
+    Ok(Json(
+        collections::pause(&s.engine, &p, &id, until, &b.reason, now()).await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/loans/{id}/resume", tag = "collections",
+    params(("id" = String, Path, description = "loan id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key")),
+    request_body = ReasonRequest,
+    responses((status = 200, body = PauseState), (status = "4XX", body = ErrorBody)))]
+pub async fn resume(
+    p: Principal,
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<ReasonRequest>,
+) -> Result<Json<PauseState>, ApiError> {
+    p.require(Role::Collections)?;
+    Ok(Json(
+        collections::resume(&s.engine, &p, &id, &b.reason, now()).await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/loans/{id}/manual-attempt", tag = "collections",
+    description = "Debit now through the engine (recorded before the channel is called, within the mandate's limits, posted to the ledger). Returns the attempt.",
+    params(("id" = String, Path, description = "loan id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key")),
+    request_body = ManualAttemptRequest,
+    responses((status = 200, body = AttemptView), (status = "4XX", body = ErrorBody)))]
+pub async fn manual_attempt(
+    p: Principal,
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<ManualAttemptRequest>,
+) -> Result<Json<AttemptView>, ApiError> {
+    p.require(Role::Collections)?;
+    let attempt =
+        collections::manual_attempt(&s.engine, &p, &id, &b.amount, &b.reason, now()).await?;
+    let mut conn = s.engine.db.pool.acquire().await?;
+    let filter = report::AttemptFilter {
+        loan_id: Some(id.clone()),
+        ..Default::default()
+    };
+    let view = report::attempts_page(&mut conn, &filter, Some(attempt + 1), 1)
+        .await?
+        .into_iter()
+        .find(|a| a.id == attempt)
+        .ok_or_else(|| ApiError::internal(format!("attempt {attempt} vanished")))?;
+    Ok(Json(view))
+}
+
+#[utoipa::path(post, path = "/api/v1/loans/{id}/mandates/{mandate_id}/revoke", tag = "collections",
+    params(("id" = String, Path, description = "loan id"),
+        ("mandate_id" = i64, Path, description = "mandate id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key")),
+    request_body = ReasonRequest,
+    responses((status = 200, body = MandateOut), (status = "4XX", body = ErrorBody)))]
+pub async fn revoke_mandate(
+    p: Principal,
+    State(s): State<ApiState>,
+    Path((id, mandate_id)): Path<(String, i64)>,
+    ApiJson(b): ApiJson<ReasonRequest>,
+) -> Result<Json<MandateOut>, ApiError> {
+    p.require(Role::Collections)?;
+    let m = collections::revoke_mandate(&s.engine, &p, &id, mandate_id, &b.reason, now()).await?;
+    Ok(Json(m))
+}
+
+#[utoipa::path(post, path = "/api/v1/loans/{id}/mandates", tag = "collections",
+    description = "Add a mandate after the borrower re-bound a card or account.",
+    params(("id" = String, Path, description = "loan id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key")),
+    request_body = AddMandateRequest,
+    responses((status = 201, body = MandateOut), (status = "4XX", body = ErrorBody)))]
+pub async fn add_mandate(
+    p: Principal,
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<AddMandateRequest>,
+) -> Result<(axum::http::StatusCode, Json<MandateOut>), ApiError> {
+    p.require(Role::Collections)?;
+    let m = NewMandate {
+        channel: b.channel,
+        agreement: b.agreement,
+        account: b.account,
+        per_debit_limit: b.per_debit_limit,
+        daily_limit: b.daily_limit,
+    };
+    let out = collections::add_mandate(&s.engine, &p, &id, &m, &b.reason, now()).await?;
+    Ok((axum::http::StatusCode::CREATED, Json(out)))
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    pub loan_id: Option<String>,
+    pub cursor: Option<String>,
+    /// 1 to 500 (default 50).
+    pub limit: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    pub items: Vec<AuditItem>,
+    pub next_cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/audit", tag = "collections", params(AuditQuery),
+    responses((status = 200, body = AuditPage), (status = "4XX", body = ErrorBody)))]
+pub async fn audit(
+    p: Principal,
+    State(s): State<ApiState>,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<AuditPage>, ApiError> {
+    p.require(Role::Viewer)?;
+    let limit = limit_of(&q.limit)?;
+    let before = match q.cursor.as_deref() {
+        Some(c) => Some(
+            cursor_in(c)?
+                .parse::<i64>()
+                .map_err(|_| ApiError::bad("cursor", "not a cursor this API gave"))?,
+        ),
+        None => None,
+    };
+    let loan = q.loan_id.as_deref().filter(|l| !l.is_empty());
+    let mut conn = s.engine.db.pool.acquire().await?;
+    let mut items = collections::audit_page(&mut conn, loan, before, limit + 1).await?;
+    let more = items.len() as i64 > limit;
+    items.truncate(limit as usize);
+    let next_cursor = more
+        .then(|| items.last().map(|a| cursor_out(&a.id.to_string())))
+        .flatten();
+    Ok(Json(AuditPage { items, next_cursor }))
+}

@@ -1,0 +1,291 @@
+//! Tokens (admin), policies, and the delinquency report.
+
+use super::error::{ApiError, ApiJson, ErrorBody};
+use super::now;
+use crate::api::ApiState;
+use crate::collections::{self, action};
+use crate::report::{self, DelinquencyReport};
+use crate::web::auth::{self, Principal, Role};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use utoipa::{IntoParams, ToSchema};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    pub name: String,
+    /// admin, collections or viewer
+    pub role: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenCreated {
+    pub id: i64,
+    pub name: String,
+    pub role: String,
+    /// Shown once; only its hash is kept.
+    pub token: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenInfo {
+    pub id: i64,
+    pub name: String,
+    pub role: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenList {
+    pub items: Vec<TokenInfo>,
+}
+
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens",
+    params(("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key")),
+    request_body = TokenRequest,
+    responses((status = 201, body = TokenCreated), (status = "4XX", body = ErrorBody)))]
+pub async fn create_token(
+    p: Principal,
+    State(s): State<ApiState>,
+    ApiJson(b): ApiJson<TokenRequest>,
+) -> Result<(StatusCode, Json<TokenCreated>), ApiError> {
+    p.require(Role::Admin)?;
+    let role: Role = b
+        .role
+        .parse()
+        .map_err(|e: String| ApiError::invalid("role", e))?;
+    let name = b.name.trim();
+    if name.is_empty() || name.len() > 100 {
+        return Err(ApiError::invalid("name", "1 to 100 characters"));
+    }
+    let now = now();
+    let mut tx = s.engine.db.pool.begin().await?;
+    let (id, token) = create_named(&mut tx, name, role, now.timestamp_millis()).await?;
+    let detail = serde_json::json!({ "token_id": id, "name": name, "role": role.as_str() });
+    collections::audit(
+        &mut tx,
+        &p,
+        action::CREATE_TOKEN,
+        None,
+        None,
+        &detail,
+        now.timestamp_millis(),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(TokenCreated {
+            id,
+            name: name.into(),
+            role: role.as_str().into(),
+            token,
+        }),
+    ))
+}
+
+/// Create a token whose name no active token has (names are what the audit log shows).
+pub async fn create_named(
+    conn: &mut sqlx::AnyConnection,
+    name: &str,
+    role: Role,
+    now_ms: i64,
+) -> Result<(i64, String), ApiError> {
+    let taken: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM api_tokens WHERE name = $1 AND revoked_at IS NULL",
+    )
+    .bind(name)
+    .fetch_one(&mut *conn)
+    .await?;
+    if taken > 0 {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("an active token is already named `{name}`"),
+        )
+        .with_field("name"));
+    }
+    Ok(auth::create_token(conn, name, role, now_ms).await?)
+}
+
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens",
+    responses((status = 200, body = TokenList), (status = "4XX", body = ErrorBody)))]
+pub async fn list_tokens(
+    p: Principal,
+    State(s): State<ApiState>,
+) -> Result<Json<TokenList>, ApiError> {
+    p.require(Role::Admin)?;
+    let rows =
+        sqlx::query("SELECT id, name, role, created_at, revoked_at FROM api_tokens ORDER BY id")
+            .fetch_all(&s.engine.db.pool)
+            .await?;
+    let ms = |v: i64| DateTime::from_timestamp_millis(v).unwrap_or_default();
+    let items = rows
+        .into_iter()
+        .map(|r| TokenInfo {
+            id: r.get("id"),
+            name: r.get("name"),
+            role: r.get("role"),
+            created_at: ms(r.get("created_at")),
+            revoked_at: r.get::<Option<i64>, _>("revoked_at").map(ms),
+        })
+        .collect();
+    Ok(Json(TokenList { items }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenRevoked {
+    pub name: String,
+    pub revoked: u64,
+}
+
+#[utoipa::path(post, path = "/api/v1/tokens/{name}/revoke", tag = "tokens",
+    params(("name" = String, Path, description = "token name"),
+        ("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key")),
+    responses((status = 200, body = TokenRevoked), (status = "4XX", body = ErrorBody)))]
+pub async fn revoke_token(
+    p: Principal,
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<TokenRevoked>, ApiError> {
+    p.require(Role::Admin)?;
+    let now = now().timestamp_millis();
+    let mut tx = s.engine.db.pool.begin().await?;
+    let revoked = auth::revoke_token(&mut tx, &name, now).await?;
+    if revoked == 0 {
+        return Err(ApiError::not_found(format!("active token `{name}`")));
+    }
+    let detail = serde_json::json!({ "name": name, "revoked": revoked });
+    collections::audit(&mut tx, &p, action::REVOKE_TOKEN, None, None, &detail, now).await?;
+    tx.commit().await?;
+    Ok(Json(TokenRevoked { name, revoked }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicySummary {
+    pub name: String,
+    pub version: u32,
+    pub description: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyList {
+    pub items: Vec<PolicySummary>,
+}
+
+#[utoipa::path(get, path = "/api/v1/policies", tag = "policies",
+    responses((status = 200, body = PolicyList), (status = "4XX", body = ErrorBody)))]
+pub async fn list_policies(
+    p: Principal,
+    State(s): State<ApiState>,
+) -> Result<Json<PolicyList>, ApiError> {
+    p.require(Role::Viewer)?;
+    let items = s
+        .engine
+        .policies
+        .names()
+        .into_iter()
+        .filter_map(|n| s.engine.policies.get(n))
+        .map(|p| PolicySummary {
+            name: p.name.clone(),
+            version: p.version,
+            description: p.description.clone(),
+        })
+        .collect();
+    Ok(Json(PolicyList { items }))
+}
+
+#[utoipa::path(get, path = "/api/v1/policies/{name}", tag = "policies",
+    params(("name" = String, Path, description = "policy name")),
+    responses((status = 200, description = "the policy, as its TOML reads, in JSON", body = Object),
+        (status = "4XX", body = ErrorBody)))]
+pub async fn get_policy(
+    p: Principal,
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    p.require(Role::Viewer)?;
+    let policy = s
+        .engine
+        .policies
+        .get(&name)
+        .ok_or_else(|| ApiError::not_found(format!("policy `{name}`")))?;
+    Ok(Json(
+        serde_json::to_value(policy).map_err(ApiError::internal)?,
+    ))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyValid {
+    pub valid: bool,
+    pub name: String,
+    pub version: u32,
+}
+
+/// Check a policy (TOML body) exactly as `repayd policy check` does. Problems come back as
+/// 422 with `problems: [{line, column, field, message}]`, the message one `LINE:COLUMN: FIELD:
+/// MESSAGE` per line.
+#[utoipa::path(post, path = "/api/v1/policies/validate", tag = "policies",
+    request_body(content = String, content_type = "application/toml"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key")),
+    responses((status = 200, body = PolicyValid), (status = "4XX", body = ErrorBody)))]
+pub async fn validate_policy(p: Principal, body: Bytes) -> Result<Json<PolicyValid>, ApiError> {
+    p.require(Role::Admin)?;
+    let src = std::str::from_utf8(&body).map_err(|_| ApiError::bad("(body)", "not UTF-8"))?;
+    match crate::policy::parse_policy(src, "policy") {
+        Ok(p) => Ok(Json(PolicyValid {
+            valid: true,
+            name: p.name,
+            version: p.version,
+        })),
+        Err(errs) => {
+            let problems: Vec<serde_json::Value> = errs
+                .0
+                .iter()
+                .map(|p| serde_json::json!({ "line": p.line, "column": p.column, "field": p.field, "message": p.message }))
+                .collect();
+            let mut e = ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_policy",
+                errs.to_string(),
+            );
+            e.body.field = errs.0.first().map(|p| p.field.clone());
+            e.body.problems = Some(serde_json::Value::Array(problems));
+            Err(e)
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DelinquencyQuery {
+    /// YYYY-MM-DD; today (each loan's local date) when absent.
+    pub as_of: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/delinquency", tag = "loans", params(DelinquencyQuery),
+    responses((status = 200, body = DelinquencyReport), (status = "4XX", body = ErrorBody)))]
+pub async fn delinquency(
+    p: Principal,
+    State(s): State<ApiState>,
+    Query(q): Query<DelinquencyQuery>,
+) -> Result<Json<DelinquencyReport>, ApiError> {
+    p.require(Role::Viewer)?;
+    let as_of = match q.as_of.as_deref().filter(|v| !v.is_empty()) {
+        Some(v) => Some(
+            NaiveDate::parse_from_str(v, "%Y-%m-%d")
+                .map_err(|_| ApiError::bad("as_of", "a date, YYYY-MM-DD"))?,
+        ),
+        None => None,
+    };
+    let mut conn = s.engine.db.pool.acquire().await?;
+    Ok(Json(
+        report::delinquency(&mut conn, &s.engine.policies, as_of, now()).await?,
+    ))
+}
