@@ -408,6 +408,57 @@ async fn pause_from_loan_page(c: &Client, site: &Site) {
     std::fs::write(artifacts().join("loan.png"), png).expect("write screenshot");
 }
 
+/// Resume L4 and make a manual attempt on L2 from their pages; both are audited.
+async fn resume_and_manual_attempt(c: &Client, site: &Site) {
+    c.goto(&site.url("/loans/L4")).await.unwrap();
+    fill(c, "resume-reason", "borrower paid at the branch").await;
+    click(c, "resume-submit").await;
+    wait_until("the pause to end", || async {
+        c.find(Locator::Id("pause-banner")).await.is_err()
+            && text_of(c, "#audit").await.contains("resume")
+    })
+    .await;
+    c.goto(&site.url("/loans/L2")).await.unwrap();
+    fill(c, "manual-amount", "100.00").await;
+    fill(c, "manual-reason", "borrower asked on the phone").await;
+    click(c, "manual-submit").await;
+    c.accept_alert().await.expect("the confirmation dialog");
+    wait_until("the manual attempt on the page", || async {
+        text_of(c, "#audit").await.contains("manual_attempt")
+    })
+    .await;
+    let attempts = text_of(c, "#attempts").await;
+    assert!(attempts.contains("100.00"), "{attempts}");
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM attempts WHERE loan_id = 'L2' AND requested_by = 'ops-collections'",
+    )
+    .fetch_one(site.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        n, 1,
+        "one manual attempt, requested by the collections user"
+    );
+}
+
+async fn fill(c: &Client, id: &str, text: &str) {
+    c.find(Locator::Id(id))
+        .await
+        .unwrap()
+        .send_keys(text)
+        .await
+        .unwrap();
+}
+
+async fn click(c: &Client, id: &str) {
+    c.find(Locator::Id(id))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
 /// A viewer reads the loan page but gets no action buttons.
 async fn viewer_sees_no_actions(c: &Client, site: &Site, token: &str) {
     login(c, site, token).await;
@@ -424,6 +475,18 @@ async fn viewer_sees_no_actions(c: &Client, site: &Site, token: &str) {
         );
     }
     assert!(!c.source().await.unwrap().contains("Attempt now"));
+    click(c, "logout").await;
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Id("login-form"))
+        .await
+        .expect("the login form after logging out");
+    c.goto(&site.url("/loans/L1")).await.unwrap();
+    assert_eq!(
+        c.current_url().await.unwrap().path(),
+        "/login",
+        "logged out"
+    );
 }
 
 /// The count on a tile of the dashboard's HTML.
@@ -533,6 +596,7 @@ async fn dashboard_in_a_real_browser() {
         feed_updates_live(&c, &site).await;
         dashboard_figures(&c, &site).await;
         pause_from_loan_page(&c, &site).await;
+        resume_and_manual_attempt(&c, &site).await;
         viewer_sees_no_actions(&v, &site, &viewer).await;
         pages_over_http(&site, &ops).await;
     })

@@ -204,14 +204,16 @@ pub async fn import_loans(
             import::parse_jsonl(text, file)
         }
         "application/json" => import::parse_json(text, file),
-        other => return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "bad_request",
-            format!(
+        other => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "bad_request",
+                format!(
                 "Content-Type `{other}`: use application/json, application/x-ndjson or text/csv"
             ),
-        )
-        .with_field("Content-Type")),
+            )
+            .with_field("Content-Type"))
+        }
     }
     .map_err(import_error)?;
     let mut channels: Vec<String> = s.engine.channel_configs.keys().cloned().collect();

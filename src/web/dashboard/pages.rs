@@ -14,9 +14,9 @@ use serde::Deserialize;
 /// Attempts shown in the feed when the page loads; newer ones arrive over the stream.
 const FEED_ROWS: i64 = 50;
 
-/// The daemon's clock.
+/// The clock pages are computed with: the API's, so pages and actions agree.
 fn clock(_s: &ApiState) -> DateTime<Utc> {
-    Utc::now()
+    crate::web::api::now()
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,12 +77,15 @@ pub async fn home(
             .collect();
         rate_charts.push(bar_chart(title, rows, Some(rust_decimal::Decimal::ONE)));
     }
+    // The stream starts where the rendered rows end, so nothing falls in between.
+    let head = report::attempts_feed_head(&mut conn).await?;
     let feed = report::attempts(&mut conn, None, FEED_ROWS).await?;
     let rebind = queries::needs_rebinding(&mut conn).await?;
     let ctx = minijinja::context! {
         user => session.user(),
         date => fixed.map(|d| d.to_string()),
         now => now.timestamp_millis(),
+        feed_after => format!("{}-{}", head.0, head.1),
         tiles, bucket_charts, rate_charts, feed, rebind,
     };
     page("home.html", ctx)
