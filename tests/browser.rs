@@ -1,5 +1,6 @@
 //! The dashboard in a real headless Chromium, driven over WebDriver (chromedriver) with
-//! fantoccini, against the daemon's router served on loopback with a fresh SQLite database.
+//! fantoccini, against the daemon's router served on loopback with a fresh SQLite database;
+//! and every page over plain HTTP on SQLite and PostgreSQL.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them); without them
 //! the test fails and says so.
@@ -14,8 +15,7 @@ use repayd::api::{router, ApiState};
 use repayd::app::simulated_engine;
 use repayd::channel::Scenario;
 use repayd::daemon::DaemonState;
-use repayd::engine::Engine;
-use repayd::engine::EngineConfig;
+use repayd::engine::{Engine, EngineConfig};
 use repayd::web::auth::{create_token, Role};
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
