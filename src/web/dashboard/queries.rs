@@ -8,6 +8,7 @@ use crate::policy::PolicySet;
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
+use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use std::collections::BTreeMap;
 
@@ -71,6 +72,39 @@ impl Tile {
     }
 }
 
+/// A query of one zone's day: `$1` is the zone, `$2` the local date.
+async fn zone_rows(
+    conn: &mut AnyConnection,
+    sql: &str,
+    tz: &str,
+    date: &str,
+) -> Result<Vec<AnyRow>, sqlx::Error> {
+    sqlx::query(sql)
+        .bind(tz)
+        .bind(date)
+        .fetch_all(&mut *conn)
+        .await
+}
+
+const DUE_SQL: &str = "SELECT l.currency, COUNT(*) AS n, \
+     CAST(SUM(i.principal + i.interest + i.fee + i.penalty) AS BIGINT) AS amt \
+     FROM installments i JOIN loans l ON l.id = i.loan_id \
+     WHERE l.tz = $1 AND i.due_date = $2 GROUP BY l.currency";
+
+/// Per installment collected that day, the largest ladder step that succeeded.
+const COLLECTED_SQL: &str = "SELECT l.currency, MAX(a.ladder_step) AS step, \
+     CAST(SUM(a.amount) AS BIGINT) AS amt, i.status \
+     FROM attempts a JOIN loans l ON l.id = a.loan_id \
+     JOIN installments i ON i.loan_id = a.loan_id AND i.seq = a.seq \
+     WHERE a.status = 'succeeded' AND l.tz = $1 AND a.local_date = $2 \
+     GROUP BY l.currency, a.loan_id, a.seq, i.status";
+
+const FAILED_SQL: &str = "SELECT l.currency, a.status, a.class, COUNT(*) AS n, \
+     CAST(SUM(a.amount) AS BIGINT) AS amt \
+     FROM attempts a JOIN loans l ON l.id = a.loan_id \
+     WHERE a.status IN ('failed', 'unknown') AND l.tz = $1 AND a.local_date = $2 \
+     GROUP BY l.currency, a.status, a.class";
+
 /// Today's work: installments due, collected in full or in steps, and attempts that failed
 /// soft, failed hard or are unknown. Attempts count on their loan's local date.
 pub async fn today_tiles(conn: &mut AnyConnection, today: Today) -> Result<Vec<Tile>, sqlx::Error> {
@@ -80,60 +114,29 @@ pub async fn today_tiles(conn: &mut AnyConnection, today: Today) -> Result<Vec<T
     let mut soft = Tile::new("soft", "Failed soft");
     let mut hard = Tile::new("hard", "Failed hard");
     let mut unknown = Tile::new("unknown", "Unknown");
+    let currency = |r: &AnyRow| r.get::<String, _>("currency");
     for (tz, date) in zone_dates(conn, today).await? {
-        let rows = sqlx::query(
-            "SELECT l.currency, COUNT(*) AS n, \
-             CAST(SUM(i.principal + i.interest + i.fee + i.penalty) AS BIGINT) AS amt \
-             FROM installments i JOIN loans l ON l.id = i.loan_id \
-             WHERE l.tz = $1 AND i.due_date = $2 GROUP BY l.currency",
-        )
-        .bind(&tz)
-        .bind(&date)
-        .fetch_all(&mut *conn)
-        .await?;
-        for r in rows {
-            due.add(&r.get::<String, _>("currency"), r.get("n"), r.get("amt"));
+        for r in zone_rows(conn, DUE_SQL, &tz, &date).await? {
+            due.add(&currency(&r), r.get("n"), r.get("amt"));
         }
-        // Per installment collected today: in full when one full-amount attempt paid it,
-        // in steps when a smaller ladder step succeeded or it is only partly paid.
-        let rows = sqlx::query(
-            "SELECT l.currency, MAX(a.ladder_step) AS step, CAST(SUM(a.amount) AS BIGINT) AS amt, \
-             i.status FROM attempts a JOIN loans l ON l.id = a.loan_id \
-             JOIN installments i ON i.loan_id = a.loan_id AND i.seq = a.seq \
-             WHERE a.status = 'succeeded' AND l.tz = $1 AND a.local_date = $2 \
-             GROUP BY l.currency, a.loan_id, a.seq, i.status",
-        )
-        .bind(&tz)
-        .bind(&date)
-        .fetch_all(&mut *conn)
-        .await?;
-        for r in rows {
+        // In full: paid by full-amount attempts; in steps: a smaller step, or partly paid.
+        for r in zone_rows(conn, COLLECTED_SQL, &tz, &date).await? {
             let paid = r.get::<String, _>("status") == "paid";
             let tile = if paid && r.get::<i64, _>("step") == 0 {
                 &mut full
             } else {
                 &mut steps
             };
-            tile.add(&r.get::<String, _>("currency"), 1, r.get("amt"));
+            tile.add(&currency(&r), 1, r.get("amt"));
         }
-        let rows = sqlx::query(
-            "SELECT l.currency, a.status, a.class, COUNT(*) AS n, CAST(SUM(a.amount) AS BIGINT) AS amt \
-             FROM attempts a JOIN loans l ON l.id = a.loan_id \
-             WHERE a.status IN ('failed', 'unknown') AND l.tz = $1 AND a.local_date = $2 \
-             GROUP BY l.currency, a.status, a.class",
-        )
-        .bind(&tz)
-        .bind(&date)
-        .fetch_all(&mut *conn)
-        .await?;
-        for r in rows {
+        for r in zone_rows(conn, FAILED_SQL, &tz, &date).await? {
             let class: Option<String> = r.get("class");
             let tile = match (r.get::<String, _>("status").as_str(), class.as_deref()) {
                 ("unknown", _) => &mut unknown,
                 (_, Some("hard")) => &mut hard,
                 _ => &mut soft,
             };
-            tile.add(&r.get::<String, _>("currency"), r.get("n"), r.get("amt"));
+            tile.add(&currency(&r), r.get("n"), r.get("amt"));
         }
     }
     Ok(vec![due, full, steps, soft, hard, unknown])
@@ -165,6 +168,14 @@ fn policy_buckets(policies: &PolicySet, policy: &str) -> Vec<Bucket> {
         .unwrap_or_default()
 }
 
+/// Per loan of a zone, the oldest unpaid due date before the day and what is owed on them.
+const OVERDUE_SQL: &str = "SELECT l.policy, l.currency, MIN(i.due_date) AS oldest, \
+     CAST(SUM(i.principal + i.interest + i.fee + i.penalty - i.paid_principal - i.paid_interest \
+     - i.paid_fee - i.paid_penalty - i.wo_principal - i.wo_interest - i.wo_fee - i.wo_penalty) AS BIGINT) AS owed \
+     FROM installments i JOIN loans l ON l.id = i.loan_id \
+     WHERE i.status <> 'paid' AND l.tz = $1 AND i.due_date < $2 \
+     GROUP BY i.loan_id, l.policy, l.currency";
+
 /// Overdue loans and amounts per delinquency bucket (each loan's policy's buckets), per
 /// currency, buckets in order of days past due.
 pub async fn delinquency(
@@ -174,18 +185,7 @@ pub async fn delinquency(
 ) -> Result<BTreeMap<String, Vec<BucketTotal>>, sqlx::Error> {
     let mut out: BTreeMap<String, BTreeMap<String, BucketTotal>> = BTreeMap::new();
     for (tz, date) in zone_dates(conn, today).await? {
-        let rows = sqlx::query(
-            "SELECT l.policy, l.currency, MIN(i.due_date) AS oldest, \
-             CAST(SUM(i.principal + i.interest + i.fee + i.penalty - i.paid_principal - i.paid_interest \
-             - i.paid_fee - i.paid_penalty - i.wo_principal - i.wo_interest - i.wo_fee - i.wo_penalty) AS BIGINT) AS owed \
-             FROM installments i JOIN loans l ON l.id = i.loan_id \
-             WHERE i.status <> 'paid' AND l.tz = $1 AND i.due_date < $2 \
-             GROUP BY i.loan_id, l.policy, l.currency",
-        )
-        .bind(&tz)
-        .bind(&date)
-        .fetch_all(&mut *conn)
-        .await?;
+        let rows = zone_rows(conn, OVERDUE_SQL, &tz, &date).await?;
         let day = NaiveDate::parse_from_str(&date, "%Y-%m-%d").unwrap_or_default();
         for r in rows {
             let owed: i64 = r.get("owed");
