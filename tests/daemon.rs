@@ -192,6 +192,30 @@ async fn daemon_collects_over_http_and_sends_email_and_sms() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // A viewer token for /metrics, made with the CLI (printed once on stdout).
+    let out = repayd(
+        d,
+        &[
+            "--database",
+            &db,
+            "token",
+            "create",
+            "--role",
+            "viewer",
+            "--name",
+            "scraper",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(token.starts_with("rpd_"), "{token}");
+
     let daemon = Proc(
         repayd(d, &["serve", "--config", "repayd.toml"])
             .stderr(std::fs::File::create(d.join("daemon.log")).unwrap())
@@ -299,7 +323,19 @@ async fn daemon_collects_over_http_and_sends_email_and_sms() {
         health.contains("\"database\":\"ok\"") && health.contains("last_tick"),
         "{health}"
     );
-    let metrics = http_get(listen, "/metrics").await;
+    let anonymous = reqwest::get(format!("http://127.0.0.1:{listen}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401, "/metrics needs a token");
+    let metrics = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{listen}/metrics"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("repayd_attempts_total"), "{metrics}");
     assert!(
         metrics.contains("repayd_channel_latency_seconds"),

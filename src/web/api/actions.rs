@@ -3,10 +3,10 @@
 
 use super::error::{ApiError, ApiJson, ErrorBody};
 use super::{cursor_in, cursor_out, limit_of, now};
+use super::{Collections, Viewer};
 use crate::api::ApiState;
 use crate::collections::{self, AuditItem, MandateOut, NewMandate, PauseState};
 use crate::report::{self, AttemptView};
-use crate::web::auth::{Principal, Role};
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use chrono::NaiveDate;
@@ -54,12 +54,11 @@ pub struct AddMandateRequest {
     request_body = PauseRequest,
     responses((status = 200, body = PauseState), (status = "4XX", body = ErrorBody)))]
 pub async fn pause(
-    p: Principal,
+    Collections(p): Collections,
     State(s): State<ApiState>,
     Path(id): Path<String>,
     ApiJson(b): ApiJson<PauseRequest>,
 ) -> Result<Json<PauseState>, ApiError> {
-    p.require(Role::Collections)?;
     let until = NaiveDate::parse_from_str(b.until.trim(), "%Y-%m-%d")
         .map_err(|_| ApiError::invalid("until", "a date, YYYY-MM-DD"))?;
     Ok(Json(
@@ -73,12 +72,11 @@ pub async fn pause(
     request_body = ReasonRequest,
     responses((status = 200, body = PauseState), (status = "4XX", body = ErrorBody)))]
 pub async fn resume(
-    p: Principal,
+    Collections(p): Collections,
     State(s): State<ApiState>,
     Path(id): Path<String>,
     ApiJson(b): ApiJson<ReasonRequest>,
 ) -> Result<Json<PauseState>, ApiError> {
-    p.require(Role::Collections)?;
     Ok(Json(
         collections::resume(&s.engine, &p, &id, &b.reason, now()).await?,
     ))
@@ -91,12 +89,11 @@ pub async fn resume(
     request_body = ManualAttemptRequest,
     responses((status = 200, body = AttemptView), (status = "4XX", body = ErrorBody)))]
 pub async fn manual_attempt(
-    p: Principal,
+    Collections(p): Collections,
     State(s): State<ApiState>,
     Path(id): Path<String>,
     ApiJson(b): ApiJson<ManualAttemptRequest>,
 ) -> Result<Json<AttemptView>, ApiError> {
-    p.require(Role::Collections)?;
     let attempt =
         collections::manual_attempt(&s.engine, &p, &id, &b.amount, &b.reason, now()).await?;
     let mut conn = s.engine.db.pool.acquire().await?;
@@ -119,12 +116,11 @@ pub async fn manual_attempt(
     request_body = ReasonRequest,
     responses((status = 200, body = MandateOut), (status = "4XX", body = ErrorBody)))]
 pub async fn revoke_mandate(
-    p: Principal,
+    Collections(p): Collections,
     State(s): State<ApiState>,
     Path((id, mandate_id)): Path<(String, i64)>,
     ApiJson(b): ApiJson<ReasonRequest>,
 ) -> Result<Json<MandateOut>, ApiError> {
-    p.require(Role::Collections)?;
     let m = collections::revoke_mandate(&s.engine, &p, &id, mandate_id, &b.reason, now()).await?;
     Ok(Json(m))
 }
@@ -136,12 +132,11 @@ pub async fn revoke_mandate(
     request_body = AddMandateRequest,
     responses((status = 201, body = MandateOut), (status = "4XX", body = ErrorBody)))]
 pub async fn add_mandate(
-    p: Principal,
+    Collections(p): Collections,
     State(s): State<ApiState>,
     Path(id): Path<String>,
     ApiJson(b): ApiJson<AddMandateRequest>,
 ) -> Result<(axum::http::StatusCode, Json<MandateOut>), ApiError> {
-    p.require(Role::Collections)?;
     let m = NewMandate {
         channel: b.channel,
         agreement: b.agreement,
@@ -171,11 +166,10 @@ pub struct AuditPage {
 #[utoipa::path(get, path = "/api/v1/audit", tag = "collections", params(AuditQuery),
     responses((status = 200, body = AuditPage), (status = "4XX", body = ErrorBody)))]
 pub async fn audit(
-    p: Principal,
+    Viewer(_who): Viewer,
     State(s): State<ApiState>,
     Query(q): Query<AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
-    p.require(Role::Viewer)?;
     let limit = limit_of(&q.limit)?;
     let before = match q.cursor.as_deref() {
         Some(c) => Some(

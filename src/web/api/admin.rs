@@ -2,10 +2,11 @@
 
 use super::error::{ApiError, ApiJson, ErrorBody};
 use super::now;
+use super::{Admin, Viewer};
 use crate::api::ApiState;
 use crate::collections::{self, action};
 use crate::report::{self, DelinquencyReport};
-use crate::web::auth::{self, Principal, Role};
+use crate::web::auth::{self, Role};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -51,11 +52,10 @@ pub struct TokenList {
     request_body = TokenRequest,
     responses((status = 201, body = TokenCreated), (status = "4XX", body = ErrorBody)))]
 pub async fn create_token(
-    p: Principal,
+    Admin(p): Admin,
     State(s): State<ApiState>,
     ApiJson(b): ApiJson<TokenRequest>,
 ) -> Result<(StatusCode, Json<TokenCreated>), ApiError> {
-    p.require(Role::Admin)?;
     let role: Role = b
         .role
         .parse()
@@ -117,10 +117,9 @@ pub async fn create_named(
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens",
     responses((status = 200, body = TokenList), (status = "4XX", body = ErrorBody)))]
 pub async fn list_tokens(
-    p: Principal,
+    Admin(_who): Admin,
     State(s): State<ApiState>,
 ) -> Result<Json<TokenList>, ApiError> {
-    p.require(Role::Admin)?;
     let rows =
         sqlx::query("SELECT id, name, role, created_at, revoked_at FROM api_tokens ORDER BY id")
             .fetch_all(&s.engine.db.pool)
@@ -150,11 +149,10 @@ pub struct TokenRevoked {
         ("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key")),
     responses((status = 200, body = TokenRevoked), (status = "4XX", body = ErrorBody)))]
 pub async fn revoke_token(
-    p: Principal,
+    Admin(p): Admin,
     State(s): State<ApiState>,
     Path(name): Path<String>,
 ) -> Result<Json<TokenRevoked>, ApiError> {
-    p.require(Role::Admin)?;
     let now = now().timestamp_millis();
     let mut tx = s.engine.db.pool.begin().await?;
     let revoked = auth::revoke_token(&mut tx, &name, now).await?;
@@ -182,10 +180,9 @@ pub struct PolicyList {
 #[utoipa::path(get, path = "/api/v1/policies", tag = "policies",
     responses((status = 200, body = PolicyList), (status = "4XX", body = ErrorBody)))]
 pub async fn list_policies(
-    p: Principal,
+    Viewer(_who): Viewer,
     State(s): State<ApiState>,
 ) -> Result<Json<PolicyList>, ApiError> {
-    p.require(Role::Viewer)?;
     let items = s
         .engine
         .policies
@@ -206,11 +203,10 @@ pub async fn list_policies(
     responses((status = 200, description = "the policy, as its TOML reads, in JSON", body = Object),
         (status = "4XX", body = ErrorBody)))]
 pub async fn get_policy(
-    p: Principal,
+    Viewer(_who): Viewer,
     State(s): State<ApiState>,
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    p.require(Role::Viewer)?;
     let policy = s
         .engine
         .policies
@@ -235,8 +231,7 @@ pub struct PolicyValid {
     request_body(content = String, content_type = "application/toml"),
     params(("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key")),
     responses((status = 200, body = PolicyValid), (status = "4XX", body = ErrorBody)))]
-pub async fn validate_policy(p: Principal, body: Bytes) -> Result<Json<PolicyValid>, ApiError> {
-    p.require(Role::Admin)?;
+pub async fn validate_policy(Admin(_p): Admin, body: Bytes) -> Result<Json<PolicyValid>, ApiError> {
     let src = std::str::from_utf8(&body).map_err(|_| ApiError::bad("(body)", "not UTF-8"))?;
     match crate::policy::parse_policy(src, "policy") {
         Ok(p) => Ok(Json(PolicyValid {
@@ -272,11 +267,10 @@ pub struct DelinquencyQuery {
 #[utoipa::path(get, path = "/api/v1/delinquency", tag = "loans", params(DelinquencyQuery),
     responses((status = 200, body = DelinquencyReport), (status = "4XX", body = ErrorBody)))]
 pub async fn delinquency(
-    p: Principal,
+    Viewer(_who): Viewer,
     State(s): State<ApiState>,
     Query(q): Query<DelinquencyQuery>,
 ) -> Result<Json<DelinquencyReport>, ApiError> {
-    p.require(Role::Viewer)?;
     let as_of = match q.as_of.as_deref().filter(|v| !v.is_empty()) {
         Some(v) => Some(
             NaiveDate::parse_from_str(v, "%Y-%m-%d")

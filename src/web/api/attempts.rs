@@ -1,10 +1,10 @@
 //! Attempts: a filtered, paged list and the live feed (Server-Sent Events).
 
 use super::error::{ApiError, ErrorBody};
+use super::Viewer;
 use super::{cursor_in, cursor_out, limit_of};
 use crate::api::ApiState;
 use crate::report::{self, AttemptFilter, AttemptView};
-use crate::web::auth::{Principal, Role};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -94,11 +94,10 @@ pub struct AttemptPage {
 #[utoipa::path(get, path = "/api/v1/attempts", tag = "attempts", params(AttemptQuery),
     responses((status = 200, body = AttemptPage), (status = "4XX", body = ErrorBody)))]
 pub async fn list_attempts(
-    p: Principal,
+    Viewer(_who): Viewer,
     State(s): State<ApiState>,
     Query(q): Query<AttemptQuery>,
 ) -> Result<Json<AttemptPage>, ApiError> {
-    p.require(Role::Viewer)?;
     let filter = q.filter()?;
     let limit = limit_of(&q.limit)?;
     let before = match q.cursor.as_deref() {
@@ -184,12 +183,11 @@ struct Feed {
         content_type = "text/event-stream", body = AttemptEvent),
         (status = "4XX", body = ErrorBody)))]
 pub async fn stream_attempts(
-    p: Principal,
+    Viewer(_who): Viewer,
     State(s): State<ApiState>,
     headers: HeaderMap,
     Query(q): Query<AttemptQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    p.require(Role::Viewer)?;
     let filter = q.filter()?;
     let given = headers
         .get("last-event-id")

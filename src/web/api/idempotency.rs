@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 pub const HEADER: &str = "idempotency-key";
-const MAX_BODY: usize = 32 * 1024 * 1024;
+use super::MAX_BODY;
 
 pub async fn layer(State(s): State<ApiState>, req: Request, next: Next) -> Response {
     if req.method() != Method::POST {

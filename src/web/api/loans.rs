@@ -2,12 +2,13 @@
 
 use super::error::{ApiError, ApiJson, ErrorBody};
 use super::{cursor_in, cursor_out, limit_of, now};
+use super::{Admin, Viewer};
 use crate::api::ApiState;
 use crate::collections::{self, action, Contact};
 use crate::engine::plan;
 use crate::import::{self, ImportError};
 use crate::report::{self, ActionView, AttemptView, LoanSummary, LoanView, NoticeView};
-use crate::web::auth::{Principal, Role};
+use crate::web::auth::Principal;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -61,11 +62,10 @@ fn nonempty(v: &Option<String>) -> Option<String> {
 #[utoipa::path(get, path = "/api/v1/loans", tag = "loans", params(LoanQuery),
     responses((status = 200, body = LoanPage), (status = "4XX", body = ErrorBody)))]
 pub async fn list_loans(
-    p: Principal,
+    Viewer(_who): Viewer,
     State(s): State<ApiState>,
     Query(q): Query<LoanQuery>,
 ) -> Result<Json<LoanPage>, ApiError> {
-    p.require(Role::Viewer)?;
     let filter = report::LoanFilter {
         status: nonempty(&q.status),
         bucket: nonempty(&q.bucket),
@@ -115,11 +115,10 @@ pub struct LoanDetail {
     params(("id" = String, Path, description = "loan id")),
     responses((status = 200, body = LoanDetail), (status = "4XX", body = ErrorBody)))]
 pub async fn get_loan(
-    p: Principal,
+    Viewer(_who): Viewer,
     State(s): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<LoanDetail>, ApiError> {
-    p.require(Role::Viewer)?;
     let now = now();
     let mut conn = s.engine.db.pool.acquire().await?;
     let loan = report::loan_view(&mut conn, &s.engine.policies, &id, now)
@@ -181,12 +180,11 @@ pub struct ImportResult {
     params(("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key")),
     responses((status = 201, body = ImportResult), (status = "4XX", body = ErrorBody)))]
 pub async fn import_loans(
-    p: Principal,
+    Admin(p): Admin,
     State(s): State<ApiState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<ImportResult>), ApiError> {
-    p.require(Role::Admin)?;
     let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad("(body)", "not UTF-8"))?;
     let ctype = headers
         .get(axum::http::header::CONTENT_TYPE)
@@ -280,11 +278,10 @@ fn e_text(p: &[import::ImportProblem]) -> String {
     params(("id" = String, Path, description = "loan id")),
     responses((status = 200, body = Contact), (status = "4XX", body = ErrorBody)))]
 pub async fn get_contact(
-    p: Principal,
+    Admin(p): Admin,
     State(s): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<Contact>, ApiError> {
-    p.require(Role::Admin)?;
     Ok(Json(
         collections::read_contact(&s.engine, &p, &id, now()).await?,
     ))
@@ -312,7 +309,7 @@ pub struct PolicyChanged {
     request_body = PolicyChange,
     responses((status = 200, body = PolicyChanged), (status = "4XX", body = ErrorBody)))]
 pub async fn put_policy(
-    p: Principal,
+    Admin(p): Admin,
     State(s): State<ApiState>,
     Path(id): Path<String>,
     ApiJson(b): ApiJson<PolicyChange>,
@@ -327,7 +324,7 @@ pub async fn put_policy(
     request_body = PolicyChange,
     responses((status = 200, body = PolicyChanged), (status = "4XX", body = ErrorBody)))]
 pub async fn post_policy(
-    p: Principal,
+    Admin(p): Admin,
     State(s): State<ApiState>,
     Path(id): Path<String>,
     ApiJson(b): ApiJson<PolicyChange>,
@@ -341,7 +338,6 @@ async fn change_policy(
     id: String,
     b: PolicyChange,
 ) -> Result<Json<PolicyChanged>, ApiError> {
-    p.require(Role::Admin)?;
     let planned =
         collections::change_policy(&s.engine, &p, &id, &b.policy, &b.reason, now()).await?;
     Ok(Json(PolicyChanged {

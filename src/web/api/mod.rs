@@ -74,14 +74,20 @@ pub fn routes() -> Router<ApiState> {
     let (router, mut doc) = api();
     add_openapi_path(&mut doc);
     let doc = Arc::new(doc);
-    router.route(
-        "/openapi.json",
-        get(move |p: Principal| {
-            let doc = doc.clone();
-            async move { openapi(p, &doc) }
-        }),
-    )
+    router
+        .route(
+            "/openapi.json",
+            get(move |p: Principal| {
+                let doc = doc.clone();
+                async move { openapi(p, &doc) }
+            }),
+        )
+        // Loan imports can be large files.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
 }
+
+/// The largest request body (a loan import file).
+pub const MAX_BODY: usize = 32 * 1024 * 1024;
 
 fn openapi(p: Principal, doc: &utoipa::openapi::OpenApi) -> Response {
     match p.require(Role::Viewer) {
@@ -106,6 +112,31 @@ fn add_openapi_path(doc: &mut utoipa::openapi::OpenApi) {
         .paths
         .insert("/openapi.json".into(), PathItem::new(HttpMethod::Get, op));
 }
+
+/// Callers with at least a role, established before the body is read (so a caller without
+/// the role gets 403 whatever the body).
+macro_rules! role_extractor {
+    ($name:ident, $role:expr) => {
+        pub struct $name(pub Principal);
+
+        impl axum::extract::FromRequestParts<ApiState> for $name {
+            type Rejection = ApiError;
+
+            async fn from_request_parts(
+                parts: &mut axum::http::request::Parts,
+                s: &ApiState,
+            ) -> Result<Self, ApiError> {
+                let p = Principal::from_request_parts(parts, s).await?;
+                p.require($role)?;
+                Ok($name(p))
+            }
+        }
+    };
+}
+
+role_extractor!(Viewer, Role::Viewer);
+role_extractor!(Collections, Role::Collections);
+role_extractor!(Admin, Role::Admin);
 
 /// The wall clock: API actions happen now.
 pub fn now() -> chrono::DateTime<chrono::Utc> {

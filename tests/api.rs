@@ -1,0 +1,1101 @@
+//! The JSON API over real HTTP on loopback, on SQLite and PostgreSQL: auth per role and
+//! endpoint, idempotency, manual attempts through the ledger, pause/resume against engine
+//! runs, field-named errors, SQL metacharacters, the OpenAPI document, the live feed, and a
+//! scan of every response for unmasked account and phone numbers.
+
+mod common;
+
+use common::web::{spawn_web, Resp, WebApp};
+use common::{loan_json, local, Backend};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const SH: &str = "Asia/Shanghai";
+/// The fixture's full numbers (see `common::loan_json`), which no response may show.
+const ACCOUNT: &str = "6222021234567890";
+const PHONE: &str = "13812345678";
+const NEW_ACCOUNT: &str = "6222029999998888";
+
+const RICH: &str = r#"timezone = "Asia/Shanghai"
+[[accounts]]
+agreement = "AGR-1"
+balance = "5000.00"
+"#;
+
+async fn app_with_loan(backend: Backend) -> WebApp {
+    let app = spawn_web(backend, RICH).await;
+    let loan = loan_json(
+        "L1",
+        SH,
+        "test",
+        None,
+        false,
+        &[("unionpay", "AGR-1")],
+        &[("2027-01-15", "1000.00"), ("2027-02-15", "1000.00")],
+    );
+    app.import(&json!([loan])).await;
+    app
+}
+
+/// No response except the admin contact read shows a full account or phone number.
+fn assert_no_pii(app: &WebApp) {
+    let bodies = app.bodies.lock().unwrap();
+    assert!(!bodies.is_empty());
+    for (what, body) in bodies.iter() {
+        if what.starts_with("GET") && what.ends_with("/contact") {
+            continue;
+        }
+        for secret in [ACCOUNT, PHONE, NEW_ACCOUNT] {
+            assert!(!body.contains(secret), "{what} shows {secret}: {body}");
+        }
+    }
+}
+
+fn field(r: &Resp) -> &str {
+    r.json["field"].as_str().unwrap_or("")
+}
+
+async fn request(
+    app: &WebApp,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    token: Option<&str>,
+) -> Resp {
+    let url = app.url(path);
+    let mut req = match method {
+        "GET" => app.client.get(url),
+        "PUT" => app.client.put(url),
+        _ => app.client.post(url),
+    };
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    app.send(req, &format!("{method} {path}")).await
+}
+
+/// Every endpoint × role: no token or a wrong one is 401, a role below the endpoint's is 403,
+/// and the endpoint's own role gets past auth.
+async fn roles_per_endpoint(backend: Backend) {
+    let app = app_with_loan(backend).await;
+    let reason = json!({ "reason": "test" });
+    #[rustfmt::skip]
+    let table: Vec<(&str, &str, Option<Value>, &str)> = vec![
+        ("GET", "/api/v1/loans", None, "viewer"),
+        ("POST", "/api/v1/loans", Some(json!([])), "admin"),
+        ("GET", "/api/v1/loans/L1", None, "viewer"),
+        ("GET", "/api/v1/loans/L1/contact", None, "admin"),
+        ("PUT", "/api/v1/loans/L1/policy", Some(json!({ "policy": "test", "reason": "r" })), "admin"),
+        ("POST", "/api/v1/loans/L1/policy", Some(json!({ "policy": "test", "reason": "r" })), "admin"),
+        ("POST", "/api/v1/loans/L1/pause", Some(json!({ "until": "2099-01-01", "reason": "dispute" })), "collections"),
+        ("POST", "/api/v1/loans/L1/resume", Some(reason.clone()), "collections"),
+        ("POST", "/api/v1/loans/L1/manual-attempt", Some(json!({ "amount": "0", "reason": "r" })), "collections"),
+        ("POST", "/api/v1/loans/L1/mandates", Some(json!({})), "collections"),
+        ("POST", "/api/v1/loans/L1/mandates/999/revoke", Some(reason.clone()), "collections"),
+        ("GET", "/api/v1/audit", None, "viewer"),
+        ("GET", "/api/v1/attempts", None, "viewer"),
+        ("GET", "/api/v1/attempts/stream", None, "viewer"),
+        ("GET", "/api/v1/delinquency", None, "viewer"),
+        ("GET", "/api/v1/policies", None, "viewer"),
+        ("GET", "/api/v1/policies/standard", None, "viewer"),
+        ("POST", "/api/v1/policies/validate", Some(json!("name = 1")), "admin"),
+        ("POST", "/api/v1/tokens", Some(json!({})), "admin"),
+        ("GET", "/api/v1/tokens", None, "admin"),
+        ("POST", "/api/v1/tokens/nobody/revoke", None, "admin"),
+        ("GET", "/openapi.json", None, "viewer"),
+        ("GET", "/metrics", None, "viewer"),
+    ];
+    let rank = |r: &str| {
+        ["viewer", "collections", "admin"]
+            .iter()
+            .position(|x| *x == r)
+            .unwrap()
+    };
+    let tokens = [
+        ("viewer", app.viewer.clone()),
+        ("collections", app.collections.clone()),
+        ("admin", app.admin.clone()),
+    ];
+    for (method, path, body, need) in &table {
+        for bad in [None, Some("rpd_not-a-token")] {
+            let r = request(&app, method, path, body.as_ref(), bad).await;
+            assert_eq!(
+                r.status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} with {bad:?}: {}",
+                r.text
+            );
+            if *path != "/metrics" {
+                assert_eq!(r.json["error"], "unauthorized", "{method} {path}");
+            }
+        }
+        for (role, token) in &tokens {
+            let allowed = rank(role) >= rank(need);
+            if *path == "/api/v1/attempts/stream" {
+                // A live stream: look at the status only.
+                let r = app
+                    .client
+                    .get(app.url(path))
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .unwrap();
+                let want = if allowed {
+                    StatusCode::OK
+                } else {
+                    StatusCode::FORBIDDEN
+                };
+                assert_eq!(r.status(), want, "{path} as {role}");
+                continue;
+            }
+            let r = request(&app, method, path, body.as_ref(), Some(token)).await;
+            if allowed {
+                assert!(
+                    r.status != StatusCode::UNAUTHORIZED && r.status != StatusCode::FORBIDDEN,
+                    "{method} {path} as {role}: {} {}",
+                    r.status,
+                    r.text
+                );
+            } else {
+                assert_eq!(
+                    r.status,
+                    StatusCode::FORBIDDEN,
+                    "{method} {path} as {role}: {}",
+                    r.text
+                );
+                assert_eq!(r.json["error"], "forbidden");
+            }
+        }
+    }
+    let health = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK, "/healthz needs no token");
+    // A revoked token is refused.
+    let r = app
+        .post(
+            "/api/v1/tokens/victor-viewer/revoke",
+            Some(&app.admin),
+            &json!(null),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = app.get("/api/v1/loans", Some(&app.viewer)).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // Cookie auth (the dashboard's) works like the bearer header.
+    let r = app
+        .client
+        .get(app.url("/api/v1/loans/L1"))
+        .header("cookie", format!("repayd_token={}", app.collections))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_no_pii(&app);
+    app.cleanup().await;
+}
+both_backends!(roles_per_endpoint);
+
+async fn audit_count(app: &WebApp, action: &str) -> i64 {
+    sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM audit_log WHERE action = $1")
+        .bind(action)
+        .fetch_one(&app.engine.db.pool)
+        .await
+        .unwrap()
+}
+
+/// Same key and body: the first response again, one effect. Same key, other body: 422.
+/// A request still in flight with the key: 409.
+async fn idempotent_posts(backend: Backend) {
+    let app = app_with_loan(backend).await;
+    let path = "/api/v1/loans/L1/manual-attempt";
+    let body = json!({ "amount": "100.00", "reason": "promise to pay" });
+    let first = app
+        .post_keyed(path, Some(&app.collections), &body, Some("k-1"))
+        .await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+    let again = app
+        .post_keyed(path, Some(&app.collections), &body, Some("k-1"))
+        .await;
+    assert_eq!(again.status, first.status);
+    assert_eq!(again.json, first.json);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(
+        app.scalar_i64("SELECT COUNT(*) FROM attempts").await,
+        1,
+        "one attempt"
+    );
+    assert_eq!(app.sim_debits(), 1, "one debit");
+    assert_eq!(audit_count(&app, "manual_attempt").await, 1);
+
+    let other = json!({ "amount": "200.00", "reason": "promise to pay" });
+    let reused = app
+        .post_keyed(path, Some(&app.collections), &other, Some("k-1"))
+        .await;
+    assert_eq!(reused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(reused.json["error"], "idempotency_key_reused");
+    assert_eq!(app.scalar_i64("SELECT COUNT(*) FROM attempts").await, 1);
+
+    // Keys are per actor: the admin's "k-1" is a different key.
+    let pause = json!({ "until": "2099-01-01", "reason": "dispute" });
+    let r = app
+        .post_keyed(
+            "/api/v1/loans/L1/pause",
+            Some(&app.admin),
+            &pause,
+            Some("k-1"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r2 = app
+        .post_keyed(
+            "/api/v1/loans/L1/pause",
+            Some(&app.admin),
+            &pause,
+            Some("k-1"),
+        )
+        .await;
+    assert_eq!((r2.status, &r2.json), (r.status, &r.json));
+    assert_eq!(audit_count(&app, "pause").await, 1, "one pause recorded");
+
+    // In flight: the key is reserved but has no answer yet.
+    let resume = json!({ "reason": "paid" });
+    let hash = {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"POST\n/api/v1/loans/L1/resume\n");
+        h.update(serde_json::to_vec(&resume).unwrap());
+        hex::encode(h.finalize())
+    };
+    sqlx::query(
+        "INSERT INTO idempotency_keys (actor, key, method, path, request_hash, created_at) \
+         VALUES ('carol-collections', 'k-busy', 'POST', '/api/v1/loans/L1/resume', $1, 0)",
+    )
+    .bind(hash)
+    .execute(&app.engine.db.pool)
+    .await
+    .unwrap();
+    let busy = app
+        .post_keyed(
+            "/api/v1/loans/L1/resume",
+            Some(&app.collections),
+            &resume,
+            Some("k-busy"),
+        )
+        .await;
+    assert_eq!(busy.status, StatusCode::CONFLICT, "{}", busy.text);
+    assert_eq!(busy.json["error"], "idempotency_key_in_flight");
+    assert_eq!(audit_count(&app, "resume").await, 0);
+    assert_no_pii(&app);
+    app.cleanup().await;
+}
+both_backends!(idempotent_posts);
+
+/// A manual attempt is recorded, sent and posted like a planned one: one journal entry,
+/// the trial balance at zero, one debit in the simulator's journal, and an audit record.
+async fn manual_attempt_goes_through_the_ledger(backend: Backend) {
+    let app = app_with_loan(backend).await;
+    let path = "/api/v1/loans/L1/manual-attempt";
+    let r = app
+        .post(
+            path,
+            Some(&app.collections),
+            &json!({ "amount": "300.00", "reason": "promise to pay" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let a = &r.json;
+    assert_eq!(a["kind"], "manual");
+    assert_eq!(a["status"], "succeeded");
+    assert_eq!(a["amount"], "300.00");
+    assert_eq!(a["requested_by"], "carol-collections");
+    assert_eq!(a["account"], "6222 **** **** 7890");
+    let id = a["id"].as_i64().unwrap();
+    let entries = sqlx::query_scalar::<_, i64>(
+        "SELECT COUNT(*) FROM journal_entries WHERE attempt_id = $1 AND kind = 'repayment'",
+    )
+    .bind(id)
+    .fetch_one(&app.engine.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(entries, 1);
+    assert_eq!(
+        app.trial_balance_difference().await,
+        rust_decimal::Decimal::ZERO
+    );
+    assert_eq!(app.sim_debits(), 1);
+    let stored: Option<String> =
+        sqlx::query_scalar("SELECT requested_by FROM attempts WHERE id = $1")
+            .bind(id)
+            .fetch_one(&app.engine.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored.as_deref(), Some("carol-collections"));
+
+    let detail = app.get("/api/v1/loans/L1", Some(&app.viewer)).await;
+    assert_eq!(detail.status, StatusCode::OK);
+    assert_eq!(detail.json["outstanding"], "1700.00");
+    assert_eq!(detail.json["attempts"][0]["id"].as_i64(), Some(id));
+    assert!(detail.json["ledger"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l["kind"] == "repayment"));
+
+    let audit = app.get("/api/v1/audit?loan_id=L1", Some(&app.viewer)).await;
+    let item = &audit.json["items"][0];
+    assert_eq!(item["action"], "manual_attempt");
+    assert_eq!(item["actor"], "carol-collections");
+    assert_eq!(item["role"], "collections");
+    assert_eq!(item["reason"], "promise to pay");
+    assert_eq!(item["detail"]["attempt_id"].as_i64(), Some(id));
+
+    // More than is outstanding, or nothing: refused, naming the amount; nothing is sent.
+    for amount in ["1700.01", "0", "-5", "abc"] {
+        let r = app
+            .post(
+                path,
+                Some(&app.collections),
+                &json!({ "amount": amount, "reason": "x" }),
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{amount}: {}",
+            r.text
+        );
+        assert_eq!(field(&r), "amount", "{amount}");
+    }
+    assert_eq!(app.sim_debits(), 1);
+    let r = app
+        .post(
+            "/api/v1/loans/NOPE/manual-attempt",
+            Some(&app.collections),
+            &json!({ "amount": "1", "reason": "x" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_no_pii(&app);
+    app.cleanup().await;
+}
+both_backends!(manual_attempt_goes_through_the_ledger);
+
+/// A paused loan is not attempted when its due date passes; after resume the missed slot is
+/// caught up.
+async fn pause_stops_attempts_and_resume_brings_them_back(backend: Backend) {
+    let app = app_with_loan(backend).await;
+    let pause = json!({ "until": "2027-02-01", "reason": "dispute" });
+    let r = app
+        .post("/api/v1/loans/L1/pause", Some(&app.collections), &pause)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["pause_reason"], "dispute");
+    assert_eq!(
+        r.json["paused_until"], "2027-01-31T16:00:00Z",
+        "local midnight in Shanghai"
+    );
+
+    app.run(local(SH, 2027, 1, 15, 12, 0)).await;
+    assert_eq!(
+        app.scalar_i64("SELECT COUNT(*) FROM attempts").await,
+        0,
+        "paused: no attempt"
+    );
+    let detail = app.get("/api/v1/loans/L1", Some(&app.viewer)).await;
+    assert_eq!(detail.json["pause_reason"], "dispute");
+
+    let r = app
+        .post(
+            "/api/v1/loans/L1/resume",
+            Some(&app.collections),
+            &json!({ "reason": "dispute settled" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["paused_until"], Value::Null);
+    app.run(local(SH, 2027, 1, 15, 13, 0)).await;
+    let attempts = app
+        .get("/api/v1/attempts?loan_id=L1", Some(&app.viewer))
+        .await;
+    let items = attempts.json["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "caught up once: {items:?}");
+    assert_eq!(items[0]["kind"], "due");
+    assert_eq!(items[0]["status"], "succeeded");
+
+    let r = app
+        .post(
+            "/api/v1/loans/L1/resume",
+            Some(&app.collections),
+            &json!({ "reason": "again" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "not paused any more");
+    let audit = app.get("/api/v1/audit?loan_id=L1", Some(&app.viewer)).await;
+    let actions: Vec<&str> = audit.json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["resume", "pause"], "newest first");
+    assert_no_pii(&app);
+    app.cleanup().await;
+}
+both_backends!(pause_stops_attempts_and_resume_brings_them_back);
+
+/// Bad bodies get 4xx naming the field.
+async fn bad_bodies_name_the_field(backend: Backend) {
+    let app = app_with_loan(backend).await;
+    let c = Some(app.collections.as_str());
+    let pause = "/api/v1/loans/L1/pause";
+    let cases: Vec<(&str, Value, StatusCode, &str)> = vec![
+        (
+            pause,
+            json!({ "until": 5, "reason": "x" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "until",
+        ),
+        (
+            pause,
+            json!({ "until": "2099-01-01" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "reason",
+        ),
+        (
+            pause,
+            json!({ "until": "2099-13-01", "reason": "x" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "until",
+        ),
+        (
+            pause,
+            json!({ "until": "2001-01-01", "reason": "x" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "until",
+        ),
+        (
+            pause,
+            json!({ "until": "2099-01-01", "reason": "  " }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "reason",
+        ),
+        (
+            pause,
+            json!({ "until": "2099-01-01", "reason": "x", "extra": 1 }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "extra",
+        ),
+        (
+            "/api/v1/loans/L1/mandates",
+            json!({ "channel": "nochannel", "agreement": "A", "account": NEW_ACCOUNT, "reason": "rebound" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "channel",
+        ),
+        (
+            "/api/v1/loans/L1/mandates",
+            json!({ "channel": "unionpay", "agreement": "A", "account": NEW_ACCOUNT, "daily_limit": "-1", "reason": "rebound" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "daily_limit",
+        ),
+    ];
+    for (path, body, status, f) in &cases {
+        let r = app.post(path, c, body).await;
+        assert_eq!(r.status, *status, "{path} {body}: {}", r.text);
+        assert_eq!(field(&r), *f, "{path} {body}: {}", r.text);
+        assert!(
+            r.json["message"].as_str().unwrap().contains(f),
+            "{}",
+            r.text
+        );
+    }
+    let r = app
+        .send(
+            app.client
+                .post(app.url(pause))
+                .bearer_auth(&app.collections)
+                .body("{not json"),
+            "POST pause",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.json["error"], "bad_request");
+    let r = app
+        .post(
+            "/api/v1/tokens",
+            Some(&app.admin),
+            &json!({ "name": "x", "role": "root" }),
+        )
+        .await;
+    assert_eq!(
+        (r.status, field(&r)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "role")
+    );
+    let r = app
+        .get("/api/v1/loans?dpd_min=many", Some(&app.viewer))
+        .await;
+    assert_eq!((r.status, field(&r)), (StatusCode::BAD_REQUEST, "dpd_min"));
+    let r = app
+        .get("/api/v1/attempts?cursor=zz", Some(&app.viewer))
+        .await;
+    assert_eq!((r.status, field(&r)), (StatusCode::BAD_REQUEST, "cursor"));
+    // Import problems name the record's field.
+    let mut bad = loan_json(
+        "L2",
+        SH,
+        "test",
+        None,
+        false,
+        &[("unionpay", "AGR-2")],
+        &[("2027-01-15", "1000.00")],
+    );
+    bad["currency"] = json!("");
+    let r = app
+        .post("/api/v1/loans", Some(&app.admin), &json!([bad]))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(r.json["error"], "invalid_import");
+    assert_eq!(field(&r), "currency", "{}", r.text);
+    // Policy validation: the same problems as `repayd policy check`.
+    let r = app
+        .send(
+            app.client
+                .post(app.url("/api/v1/policies/validate"))
+                .bearer_auth(&app.admin)
+                .body("name = \"p\"\nversion = 1\n[ladder]\nsteps = [1, 2]\n"),
+            "POST validate",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(r.json["error"], "invalid_policy");
+    let expected = repayd::policy::parse_policy(
+        "name = \"p\"\nversion = 1\n[ladder]\nsteps = [1, 2]\n",
+        "policy",
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(r.json["message"], expected);
+    let ok = std::fs::read_to_string("policies/standard.toml").unwrap();
+    let r = app
+        .send(
+            app.client
+                .post(app.url("/api/v1/policies/validate"))
+                .bearer_auth(&app.admin)
+                .body(ok),
+            "POST validate",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["name"], "standard");
+    // Nothing was paused by the refused requests.
+    assert_eq!(audit_count(&app, "pause").await, 0);
+    assert_no_pii(&app);
+    app.cleanup().await;
+}
+both_backends!(bad_bodies_name_the_field);
+
+/// SQL metacharacters in filters are just text: 200, nothing found, tables intact.
+async fn sql_metacharacters_change_nothing(backend: Backend) {
+    let app = app_with_loan(backend).await;
+    app.run(local(SH, 2027, 1, 15, 12, 0)).await;
+    let loans = app.scalar_i64("SELECT COUNT(*) FROM loans").await;
+    let attempts = app.scalar_i64("SELECT COUNT(*) FROM attempts").await;
+    assert_eq!((loans, attempts), (1, 1));
+    let nasty = [
+        "' OR 1=1 --",
+        "%",
+        "_",
+        "\"; DROP TABLE loans; --",
+        "L1' --",
+        "\\",
+    ];
+    let lists = [
+        (
+            "/api/v1/loans",
+            ["q", "status", "policy", "channel", "bucket"].as_slice(),
+        ),
+        (
+            "/api/v1/attempts",
+            ["loan_id", "channel", "kind", "status", "code"].as_slice(),
+        ),
+        ("/api/v1/audit", ["loan_id"].as_slice()),
+    ];
+    for (path, params) in lists {
+        for p in params {
+            for v in nasty {
+                let url = format!("{path}?{}", serde_urlencoded::to_string([(p, v)]).unwrap());
+                let r = app.get(&url, Some(&app.viewer)).await;
+                assert_eq!(r.status, StatusCode::OK, "{url}: {}", r.text);
+                assert_eq!(r.json["items"], json!([]), "{url}: {}", r.text);
+            }
+        }
+    }
+    let r = app
+        .get("/api/v1/loans/%27%20OR%201=1%20--", Some(&app.viewer))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // The real values still match.
+    let r = app.get("/api/v1/loans?q=l1", Some(&app.viewer)).await;
+    assert_eq!(r.json["items"][0]["id"], "L1");
+    let r = app
+        .get(
+            "/api/v1/attempts?channel=unionpay&kind=due",
+            Some(&app.viewer),
+        )
+        .await;
+    assert_eq!(r.json["items"].as_array().unwrap().len(), 1);
+    assert_eq!(app.scalar_i64("SELECT COUNT(*) FROM loans").await, loans);
+    assert_eq!(
+        app.scalar_i64("SELECT COUNT(*) FROM attempts").await,
+        attempts
+    );
+    assert_no_pii(&app);
+    app.cleanup().await;
+}
+both_backends!(sql_metacharacters_change_nothing);
+
+/// Loan list: filters and cursor pages that together visit every loan once.
+async fn loan_list_pages_and_filters(backend: Backend) {
+    let app = spawn_web(backend, RICH).await;
+    let loans: Vec<Value> = (1..=7)
+        .map(|i| {
+            let policy = if i % 2 == 0 { "standard" } else { "test" };
+            loan_json(
+                &format!("P{i}"),
+                SH,
+                policy,
+                None,
+                false,
+                &[("unionpay", "AGR-1")],
+                &[("2027-01-15", "100.00")],
+            )
+        })
+        .collect();
+    app.import(&Value::Array(loans[..6].to_vec())).await;
+    // JSON Lines by Content-Type; loans already there with the same content are skipped.
+    let jsonl = format!("{}\n{}\n", loans[5], loans[6]);
+    let r = app
+        .send(
+            app.client
+                .post(app.url("/api/v1/loans"))
+                .bearer_auth(&app.admin)
+                .header("content-type", "application/x-ndjson")
+                .body(jsonl),
+            "POST loans",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(
+        (
+            r.json["loans_added"].as_u64(),
+            r.json["loans_unchanged"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    assert!(r.json["actions_planned"].as_u64().unwrap() > 0);
+    let r = app
+        .send(
+            app.client
+                .post(app.url("/api/v1/loans"))
+                .bearer_auth(&app.admin)
+                .header("content-type", "application/xml")
+                .body("<loans/>"),
+            "POST loans",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{}", r.text);
+    let mut seen = Vec::new();
+    let mut url = "/api/v1/loans?limit=3".to_string();
+    loop {
+        let r = app.get(&url, Some(&app.viewer)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        for l in r.json["items"].as_array().unwrap() {
+            seen.push(l["id"].as_str().unwrap().to_string());
+        }
+        match r.json["next_cursor"].as_str() {
+            Some(c) => url = format!("/api/v1/loans?limit=3&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["P1", "P2", "P3", "P4", "P5", "P6", "P7"]);
+    let r = app
+        .get("/api/v1/loans?policy=standard", Some(&app.viewer))
+        .await;
+    assert_eq!(r.json["items"].as_array().unwrap().len(), 3);
+    let r = app.get("/api/v1/loans?dpd_min=1", Some(&app.viewer)).await;
+    assert_eq!(r.json["items"], json!([]), "nothing is past due yet");
+    let r = app
+        .get("/api/v1/delinquency?as_of=2027-02-01", Some(&app.viewer))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["loans"], 7, "{}", r.text);
+    assert_eq!(r.json["amount"], "700.00");
+    assert_eq!(r.json["buckets"][0]["bucket"], "M1", "{}", r.text);
+    let r = app.get("/api/v1/delinquency", Some(&app.viewer)).await;
+    assert_eq!(r.json["loans"], 0);
+    assert_no_pii(&app);
+    app.cleanup().await;
+}
+both_backends!(loan_list_pages_and_filters);
+
+/// Mandates and policy changes (audited), and the admin-only contact read (audited too).
+async fn mandates_policy_and_contact(backend: Backend) {
+    let app = app_with_loan(backend).await;
+    let body = json!({ "channel": "unionpay", "agreement": "AGR-NEW", "account": NEW_ACCOUNT,
+        "per_debit_limit": "500.00", "reason": "re-bound card" });
+    let r = app
+        .post("/api/v1/loans/L1/mandates", Some(&app.collections), &body)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.json["account"], "6222 **** **** 8888");
+    assert_eq!(r.json["priority"], 2, "after the imported mandate");
+    let stored: String =
+        sqlx::query_scalar("SELECT account_masked FROM mandates WHERE agreement = 'AGR-NEW'")
+            .fetch_one(&app.engine.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        stored, "6222 **** **** 8888",
+        "only the masked account is stored"
+    );
+    let detail = app.get("/api/v1/loans/L1", Some(&app.viewer)).await;
+    let first = detail.json["mandates"][0]["id"].as_i64().unwrap();
+    let r = app
+        .post(
+            &format!("/api/v1/loans/L1/mandates/{first}/revoke"),
+            Some(&app.collections),
+            &json!({ "reason": "card lost" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["status"], "revoked");
+    let r = app
+        .post(
+            &format!("/api/v1/loans/L1/mandates/{first}/revoke"),
+            Some(&app.collections),
+            &json!({ "reason": "again" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+
+    // Changing the policy re-plans the pending agenda under the new one.
+    let before = app
+        .scalar_i64("SELECT COUNT(*) FROM actions WHERE loan_id = 'L1' AND status = 'pending' AND slot = 'due:23:00'")
+        .await;
+    assert!(before > 0, "the test policy has a 23:00 due slot");
+    let r = app
+        .send(
+            app.client
+                .put(app.url("/api/v1/loans/L1/policy"))
+                .bearer_auth(&app.admin)
+                .json(&json!({ "policy": "standard", "reason": "moved to the standard plan" })),
+            "PUT policy",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(r.json["actions_planned"].as_u64().unwrap() > 0);
+    let after = app
+        .scalar_i64("SELECT COUNT(*) FROM actions WHERE loan_id = 'L1' AND status = 'pending' AND slot = 'due:23:00'")
+        .await;
+    assert_eq!(after, 0, "the old policy's slots are gone");
+    let r = app.get("/api/v1/loans/L1", Some(&app.viewer)).await;
+    assert_eq!(r.json["policy"], "standard");
+    let r = app
+        .post(
+            "/api/v1/loans/L1/policy",
+            Some(&app.admin),
+            &json!({ "policy": "nope", "reason": "x" }),
+        )
+        .await;
+    assert_eq!(
+        (r.status, field(&r)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "policy")
+    );
+
+    let r = app.get("/api/v1/loans/L1/contact", Some(&app.admin)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json["phone"], PHONE, "the admin sees the full phone");
+    let r = app
+        .get("/api/v1/loans/L1/contact", Some(&app.collections))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = app
+        .post(
+            "/api/v1/tokens",
+            Some(&app.admin),
+            &json!({ "name": "bob", "role": "viewer" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let token = r.json["token"].as_str().unwrap().to_string();
+    assert_eq!(
+        app.get("/api/v1/loans", Some(&token)).await.status,
+        StatusCode::OK
+    );
+    let r = app.get("/api/v1/tokens", Some(&app.admin)).await;
+    assert!(
+        !r.text.contains(&token) && !r.text.contains("hash"),
+        "{}",
+        r.text
+    );
+
+    let audit = app.get("/api/v1/audit?limit=50", Some(&app.viewer)).await;
+    let actions: Vec<&str> = audit.json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "create_token",
+            "read_contact",
+            "change_policy",
+            "revoke_mandate",
+            "add_mandate",
+            "import_loans"
+        ]
+    );
+    let page = app.get("/api/v1/audit?limit=2", Some(&app.viewer)).await;
+    let cursor = page.json["next_cursor"].as_str().unwrap();
+    let next = app
+        .get(
+            &format!("/api/v1/audit?limit=2&cursor={cursor}"),
+            Some(&app.viewer),
+        )
+        .await;
+    assert_eq!(next.json["items"][0]["action"], "change_policy");
+    assert_no_pii(&app);
+    app.cleanup().await;
+}
+both_backends!(mandates_policy_and_contact);
+
+/// The OpenAPI document lists every route the API serves.
+async fn openapi_lists_every_route(backend: Backend) {
+    let app = app_with_loan(backend).await;
+    let r = app.get("/openapi.json", Some(&app.viewer)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let paths = r.json["paths"].as_object().unwrap();
+    let routes = [
+        ("get", "/api/v1/loans"),
+        ("post", "/api/v1/loans"),
+        ("get", "/api/v1/loans/{id}"),
+        ("get", "/api/v1/loans/{id}/contact"),
+        ("put", "/api/v1/loans/{id}/policy"),
+        ("post", "/api/v1/loans/{id}/policy"),
+        ("post", "/api/v1/loans/{id}/pause"),
+        ("post", "/api/v1/loans/{id}/resume"),
+        ("post", "/api/v1/loans/{id}/manual-attempt"),
+        ("post", "/api/v1/loans/{id}/mandates"),
+        ("post", "/api/v1/loans/{id}/mandates/{mandate_id}/revoke"),
+        ("get", "/api/v1/audit"),
+        ("get", "/api/v1/attempts"),
+        ("get", "/api/v1/attempts/stream"),
+        ("get", "/api/v1/delinquency"),
+        ("get", "/api/v1/policies"),
+        ("get", "/api/v1/policies/{name}"),
+        ("post", "/api/v1/policies/validate"),
+        ("get", "/api/v1/tokens"),
+        ("post", "/api/v1/tokens"),
+        ("post", "/api/v1/tokens/{name}/revoke"),
+        ("get", "/openapi.json"),
+    ];
+    for (method, path) in routes {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing"
+        );
+    }
+    let documented: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
+    assert_eq!(
+        documented,
+        routes.len(),
+        "no undocumented extras: {:?}",
+        paths.keys()
+    );
+    for (_, path) in routes {
+        // Every documented route is served (anything but 404 for a real id).
+        let real = path
+            .replace("{id}", "L1")
+            .replace("{name}", "standard")
+            .replace("{mandate_id}", "1");
+        if real.ends_with("/stream") {
+            continue;
+        }
+        let r = app.get(&real, Some(&app.admin)).await;
+        assert_ne!(r.status, StatusCode::NOT_FOUND, "{real}: {}", r.text);
+    }
+    assert!(r.json["components"]["schemas"]["ErrorBody"].is_object());
+    assert!(r.json["components"]["schemas"]["PauseRequest"].is_object());
+    app.cleanup().await;
+}
+both_backends!(openapi_lists_every_route);
+
+/// Read SSE blocks until one of `event` arrives; returns (id, data).
+async fn next_event(
+    resp: &mut reqwest::Response,
+    buf: &mut String,
+    event: &str,
+) -> (String, Value) {
+    let read = async {
+        loop {
+            while let Some(end) = buf.find("\n\n") {
+                let block: String = buf.drain(..end + 2).collect();
+                let get = |k: &str| {
+                    block
+                        .lines()
+                        .find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_string()))
+                        .unwrap_or_default()
+                };
+                if get("event:") == event {
+                    return (get("id:"), serde_json::from_str(&get("data:")).unwrap());
+                }
+            }
+            let chunk = resp.chunk().await.unwrap().expect("stream open");
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .expect("event in time")
+}
+
+/// The live feed: an attempt made after connecting arrives as an `attempt` event with a
+/// masked account; reconnecting with Last-Event-ID replays from there; the cookie works.
+async fn live_feed_streams_attempts(backend: Backend) {
+    let app = app_with_loan(backend).await;
+    let mut resp = app
+        .client
+        .get(app.url("/api/v1/attempts/stream?loan_id=L1"))
+        .header("cookie", format!("repayd_token={}", app.viewer))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut buf = String::new();
+    let (ready_id, _) = next_event(&mut resp, &mut buf, "ready").await;
+    let r = app
+        .post(
+            "/api/v1/loans/L1/manual-attempt",
+            Some(&app.collections),
+            &json!({ "amount": "250.00", "reason": "call" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let (id, ev) = next_event(&mut resp, &mut buf, "attempt").await;
+    assert_eq!(ev["id"], r.json["id"]);
+    assert_eq!(ev["loan_id"], "L1");
+    assert_eq!(ev["kind"], "manual");
+    assert_eq!(ev["status"], "succeeded");
+    assert_eq!(ev["amount"], "250.00");
+    assert_eq!(ev["account"], "6222 **** **** 7890");
+    assert_eq!(ev["ladder_step"], 0);
+    assert_eq!(ev["order_no"], r.json["order_no"]);
+    for k in ["at", "seq", "channel", "code"] {
+        assert!(ev.get(k).is_some(), "{k} in {ev}");
+    }
+    drop(resp);
+
+    // Resume from before the attempt: it is sent again; from after it: nothing new.
+    let mut again = app
+        .client
+        .get(app.url("/api/v1/attempts/stream"))
+        .bearer_auth(&app.viewer)
+        .header("last-event-id", &ready_id)
+        .send()
+        .await
+        .unwrap();
+    let mut buf = String::new();
+    let (id2, ev2) = next_event(&mut again, &mut buf, "attempt").await;
+    assert_eq!((id2.as_str(), &ev2["id"]), (id.as_str(), &ev["id"]));
+    drop(again);
+    let bad = app
+        .client
+        .get(app.url("/api/v1/attempts/stream"))
+        .bearer_auth(&app.viewer)
+        .header("last-event-id", "garbage")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let bad = app
+        .client
+        .get(app.url("/api/v1/attempts/stream"))
+        .header("cookie", "repayd_token=rpd_wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::UNAUTHORIZED);
+    assert!(!buf.contains(ACCOUNT));
+    assert_no_pii(&app);
+    app.cleanup().await;
+}
+both_backends!(live_feed_streams_attempts);
+
+/// `repayd attempts watch` follows the feed and prints one row per attempt.
+async fn watch_prints_attempts(backend: Backend) {
+    use std::io::{BufRead, BufReader};
+    let app = app_with_loan(backend).await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_repayd"))
+        .args(["attempts", "watch", "--url", &app.base, "--kind", "manual"])
+        .env("REPAYD_TOKEN", &app.viewer)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    let header = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(
+        header.contains("loan") && header.contains("status"),
+        "{header}"
+    );
+    // The feed starts from "now" once connected: attempt until a row shows up.
+    let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+    let mut orders = Vec::new();
+    let mut row = None;
+    for _ in 0..5 {
+        let r = app
+            .post(
+                "/api/v1/loans/L1/manual-attempt",
+                Some(&app.collections),
+                &json!({ "amount": "120.00", "reason": "call" }),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        orders.push(r.json["order_no"].as_str().unwrap().to_string());
+        let rx = rx.clone();
+        let got = tokio::task::spawn_blocking(move || {
+            rx.lock().unwrap().recv_timeout(Duration::from_secs(3))
+        })
+        .await
+        .unwrap();
+        if let Ok(line) = got {
+            row = Some(line);
+            break;
+        }
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    let row = row.expect("a row for an attempt");
+    for part in ["L1", "manual", "120.00", "succeeded", "6222 **** **** 7890"] {
+        assert!(row.contains(part), "{part} in {row}");
+    }
+    assert!(
+        orders.iter().any(|o| row.ends_with(o.as_str())),
+        "{row} vs {orders:?}"
+    );
+    app.cleanup().await;
+}
+both_backends!(watch_prints_attempts);
