@@ -1,8 +1,63 @@
 //! The dashboard: server-rendered HTML behind a token login.
+//!
+//! Pages are minijinja templates compiled into the binary (`templates/dashboard/`), with every
+//! value escaped; charts are inline SVG laid out here. The only script (`assets/dashboard.js`)
+//! prepends attempts from the API's event stream to the live feed and sends the loan page's
+//! actions to the JSON API. The session is the API token in an HttpOnly, SameSite=Strict
+//! cookie, which the API's `Principal` extractor reads as well.
+
+mod charts;
+mod pages;
+mod queries;
+mod render;
+mod session;
 
 use crate::api::ApiState;
+use axum::extract::Path;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::Router;
+
+pub use session::Session;
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
+        .route("/", get(pages::home))
+        .route("/loans", get(pages::loans))
+        .route("/loans/{id}", get(pages::loan))
+        .route(
+            "/login",
+            get(session::login_form).post(session::login_submit),
+        )
+        .route("/logout", post(session::logout))
+        .route("/assets/{name}", get(asset))
+}
+
+const ASSETS: [(&str, &str, &str); 2] = [
+    (
+        "dashboard.css",
+        "text/css; charset=utf-8",
+        include_str!("assets/dashboard.css"),
+    ),
+    (
+        "dashboard.js",
+        "text/javascript; charset=utf-8",
+        include_str!("assets/dashboard.js"),
+    ),
+];
+
+async fn asset(Path(name): Path<String>) -> Response {
+    match ASSETS.iter().find(|(n, _, _)| *n == name) {
+        Some((_, mime, body)) => (
+            [
+                (header::CONTENT_TYPE, *mime),
+                (header::CACHE_CONTROL, "no-cache"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            ],
+            *body,
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "no such asset").into_response(),
+    }
 }

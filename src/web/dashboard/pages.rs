@@ -1,0 +1,151 @@
+//! The pages: the dashboard (feed, tiles, charts, re-binding list), loan search, loan detail.
+
+use super::charts::{bar_chart, rate_row, BarChart, Row};
+use super::queries::{self, RateBy, Today};
+use super::render::{page, PageError};
+use super::session::Session;
+use crate::api::ApiState;
+use crate::report;
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Deserialize;
+
+/// Attempts shown in the feed when the page loads; newer ones arrive over the stream.
+const FEED_ROWS: i64 = 50;
+
+/// The clock pages are computed with: the API's, so pages and actions agree.
+fn clock(_s: &ApiState) -> DateTime<Utc> {
+    crate::web::api::now()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct HomeQuery {
+    date: Option<String>,
+}
+
+fn parse_date(s: Option<&str>) -> Result<Option<NaiveDate>, PageError> {
+    match s.map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(d) => NaiveDate::parse_from_str(d, "%Y-%m-%d")
+            .map(Some)
+            .map_err(|_| PageError::BadRequest(format!("date: `{d}` is not a date (YYYY-MM-DD)"))),
+    }
+}
+
+pub async fn home(
+    session: Session,
+    State(s): State<ApiState>,
+    Query(q): Query<HomeQuery>,
+) -> Result<Response, PageError> {
+    let now = clock(&s);
+    let fixed = parse_date(q.date.as_deref())?;
+    let today = fixed.map_or(Today::Clock(now), Today::Fixed);
+    let mut conn = s.engine.db.pool.acquire().await?;
+    let tiles = queries::today_tiles(&mut conn, today).await?;
+    let buckets = queries::delinquency(&mut conn, &s.engine.policies, today).await?;
+    let bucket_charts: Vec<BarChart> = buckets
+        .into_iter()
+        .map(|(currency, rows)| {
+            let rows = rows
+                .into_iter()
+                .map(|b| Row {
+                    text: format!(
+                        "{currency} {} · {} loan{}",
+                        b.amount,
+                        b.loans,
+                        if b.loans == 1 { "" } else { "s" }
+                    ),
+                    label: b.name,
+                    value: b.amount,
+                    tone: "bad",
+                })
+                .collect();
+            bar_chart(&format!("Overdue by bucket ({currency})"), rows, None)
+        })
+        .collect();
+    let mut rate_charts = Vec::new();
+    for (by, title, prefix) in [
+        (RateBy::Channel, "Success rate by channel", ""),
+        (RateBy::Kind, "Success rate by attempt kind", ""),
+        (RateBy::LadderStep, "Success rate by ladder step", "step "),
+    ] {
+        let rows = queries::success_rates(&mut conn, by)
+            .await?
+            .into_iter()
+            .map(|(k, ok, n)| rate_row(format!("{prefix}{k}"), ok, n))
+            .collect();
+        rate_charts.push(bar_chart(title, rows, Some(rust_decimal::Decimal::ONE)));
+    }
+    // The stream starts where the rendered rows end, so nothing falls in between.
+    let head = report::attempts_feed_head(&mut conn).await?;
+    let feed = report::attempts(&mut conn, None, FEED_ROWS).await?;
+    let rebind = queries::needs_rebinding(&mut conn).await?;
+    let ctx = minijinja::context! {
+        user => session.user(),
+        date => fixed.map(|d| d.to_string()),
+        now => now.timestamp_millis(),
+        feed_after => format!("{}-{}", head.0, head.1),
+        tiles, bucket_charts, rate_charts, feed, rebind,
+    };
+    page("home.html", ctx)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoansQuery {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    status: String,
+}
+
+pub async fn loans(
+    session: Session,
+    State(s): State<ApiState>,
+    Query(q): Query<LoansQuery>,
+) -> Result<Response, PageError> {
+    const LIMIT: i64 = 200;
+    let mut conn = s.engine.db.pool.acquire().await?;
+    let loans = queries::search_loans(&mut conn, &q.q, q.status.trim(), LIMIT + 1).await?;
+    let more = loans.len() as i64 > LIMIT;
+    let loans: Vec<_> = loans.into_iter().take(LIMIT as usize).collect();
+    let statuses = queries::loan_statuses(&mut conn).await?;
+    let ctx = minijinja::context! {
+        user => session.user(),
+        q => q.q, status => q.status, statuses, loans, more,
+    };
+    page("loans.html", ctx)
+}
+
+pub async fn loan(
+    session: Session,
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, PageError> {
+    let now = clock(&s);
+    let mut conn = s.engine.db.pool.acquire().await?;
+    let Some(view) = report::loan_view(&mut conn, &s.engine.policies, &id, now).await? else {
+        return Err(PageError::NotFound(format!("loan {id}")));
+    };
+    let tz: chrono_tz::Tz = view.timezone.parse().unwrap_or(chrono_tz::UTC);
+    let pause = queries::pause_state(&mut conn, &id).await?;
+    let paused = pause
+        .paused_until
+        .is_some_and(|u| u > now.timestamp_millis());
+    let paused_until_local = pause
+        .paused_until
+        .and_then(DateTime::from_timestamp_millis)
+        .map(|t| t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string());
+    let ctx = minijinja::context! {
+        user => session.user(),
+        can_act => session.can_act(),
+        today => crate::domain::local_date(now, tz).to_string(),
+        loan => view,
+        paused, paused_until_local, pause_reason => pause.reason,
+        plan => report::plan_view(&mut conn, &id).await?,
+        attempts => report::attempts(&mut conn, Some(&id), 500).await?,
+        notices => queries::notices(&mut conn, &id).await?,
+        audit => queries::audit_log(&mut conn, &id).await?,
+    };
+    page("loan.html", ctx)
+}
