@@ -1048,6 +1048,7 @@ daily_limit = "800.00"
             default: Defaults {
                 balance: dec!(1000000.00),
                 unknown_rate: 0.1,
+                fee_rate: Decimal::ZERO,
             },
             ..Scenario::default()
         };
@@ -1102,6 +1103,57 @@ daily_limit = "800.00"
             .map(|l| (l.order_no.as_str(), l.status.as_str()))
             .collect();
         assert_eq!(got, [("S1", "failed"), ("S2", "success")]);
+    }
+
+    #[tokio::test]
+    async fn statement_anomalies_and_lost_answers() {
+        let scenario = Scenario::from_toml_str(
+            r#"
+[default]
+fee_rate = "0.006"
+[[accounts]]
+agreement = "AGR-MISMATCH"
+statement_amount = "99.00"
+[[accounts]]
+agreement = "AGR-OMIT"
+statement_omit = true
+[[accounts]]
+agreement = "AGR-LOST"
+lost_first = 1
+[[statement_extra]]
+date = 2026-12-19
+order_no = "X-1"
+amount = "10.00"
+"#,
+            "t.toml",
+        )
+        .unwrap();
+        let s = Simulator::new("sim", scenario);
+        let t = Utc.with_ymd_and_hms(2026, 12, 19, 2, 0, 0).unwrap();
+        s.submit(&req("M1", "AGR-MISMATCH", dec!(100), t)).await.unwrap();
+        s.submit(&req("O1", "AGR-OMIT", dec!(100), t)).await.unwrap();
+        let lost = s.submit(&req("L1", "AGR-LOST", dec!(100), t)).await;
+        assert!(matches!(lost, Err(ChannelError::Transport(_))), "{lost:?}");
+        assert!(matches!(
+            s.query("L1", t).await.unwrap(),
+            QueryOutcome::Found(DebitOutcome::Succeeded { .. })
+        ));
+        s.submit(&req("L2", "AGR-LOST", dec!(100), t)).await.unwrap();
+        assert_eq!(s.journal().len(), 4);
+        let lines = s.statement(t.date_naive()).await.unwrap();
+        let got: Vec<(&str, Decimal, Decimal)> = lines
+            .iter()
+            .map(|l| (l.order_no.as_str(), l.amount, l.fee))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("L1", dec!(100), dec!(0.60)),
+                ("L2", dec!(100), dec!(0.60)),
+                ("M1", dec!(99.00), dec!(0.59)),
+                ("X-1", dec!(10.00), dec!(0.06)),
+            ]
+        );
     }
 
     #[tokio::test]
