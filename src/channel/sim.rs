@@ -1130,15 +1130,21 @@ amount = "10.00"
         .unwrap();
         let s = Simulator::new("sim", scenario);
         let t = Utc.with_ymd_and_hms(2026, 12, 19, 2, 0, 0).unwrap();
-        s.submit(&req("M1", "AGR-MISMATCH", dec!(100), t)).await.unwrap();
-        s.submit(&req("O1", "AGR-OMIT", dec!(100), t)).await.unwrap();
+        s.submit(&req("M1", "AGR-MISMATCH", dec!(100), t))
+            .await
+            .unwrap();
+        s.submit(&req("O1", "AGR-OMIT", dec!(100), t))
+            .await
+            .unwrap();
         let lost = s.submit(&req("L1", "AGR-LOST", dec!(100), t)).await;
         assert!(matches!(lost, Err(ChannelError::Transport(_))), "{lost:?}");
         assert!(matches!(
             s.query("L1", t).await.unwrap(),
             QueryOutcome::Found(DebitOutcome::Succeeded { .. })
         ));
-        s.submit(&req("L2", "AGR-LOST", dec!(100), t)).await.unwrap();
+        s.submit(&req("L2", "AGR-LOST", dec!(100), t))
+            .await
+            .unwrap();
         assert_eq!(s.journal().len(), 4);
         let lines = s.statement(t.date_naive()).await.unwrap();
         let got: Vec<(&str, Decimal, Decimal)> = lines
