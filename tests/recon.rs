@@ -449,3 +449,103 @@ fn residue_policy() -> String {
             "stop_after_days_past_due = 10\nresidue_threshold = \"5.00\"",
         )
 }
+
+async fn daemon_fetches_yesterdays_statement_once(backend: Backend) {
+    let app = common::spawn_app(backend, ANOMALIES).await;
+    import_loans(
+        &app,
+        vec![one_loan(
+            "L-T",
+            "test",
+            "AGR-TIMEOUT",
+            &[("2026-12-19", "100.00")],
+        )],
+    )
+    .await;
+    app.run(at("2026-12-19T08:00:00Z")).await;
+    assert_eq!(status(&app, "L-T").await, "unknown");
+    let channels = vec!["unionpay".to_string()];
+    let early = recon::fetch_due(&app.engine, &channels, at("2026-12-20T08:59:00Z"))
+        .await
+        .unwrap();
+    assert!(early.is_empty(), "before statement_time nothing is fetched");
+    assert_eq!(app.count("statements").await, 0);
+    let done = recon::fetch_due(&app.engine, &channels, at("2026-12-20T09:01:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(done.len(), 1);
+    assert_eq!(
+        (done[0].date.as_str(), done[0].auto_fixed),
+        ("2026-12-19", 1)
+    );
+    assert_eq!(status(&app, "L-T").await, "succeeded");
+    assert_eq!(app.count("settlements").await, 1);
+    let again = recon::fetch_due(&app.engine, &channels, at("2026-12-20T15:00:00Z"))
+        .await
+        .unwrap();
+    assert!(again.is_empty());
+    assert_eq!(app.count("statements").await, 1);
+    app.assert_sim_matches_ledger().await;
+    app.cleanup().await;
+}
+both_backends!(daemon_fetches_yesterdays_statement_once);
+
+async fn written_off_past_the_policy_point(backend: Backend) {
+    let mut app = common::spawn_app(
+        backend,
+        "[[accounts]]\nagreement = \"AGR-EMPTY\"\nbalance = \"0.00\"\n",
+    )
+    .await;
+    let policy = common::TEST_POLICY
+        .replace("name = \"test\"", "name = \"wo\"")
+        .replace(
+            "stop_after_days_past_due = 10",
+            "stop_after_days_past_due = 10\nwrite_off_after_days_past_due = 20",
+        );
+    app.add_policy(&policy);
+    import_loans(
+        &app,
+        vec![one_loan(
+            "L-WO",
+            "wo",
+            "AGR-EMPTY",
+            &[("2026-12-19", "100.00")],
+        )],
+    )
+    .await;
+    app.run(at("2026-12-19T08:00:00Z")).await;
+    app.run(at("2027-01-05T10:00:00Z")).await;
+    assert_eq!(
+        app.scalar_str("SELECT status FROM loans WHERE id = 'L-WO'")
+            .await,
+        "collections"
+    );
+    assert_eq!(app.count("write_offs").await, 0);
+    app.run(at("2027-01-09T10:00:00Z")).await;
+    assert_eq!(
+        app.scalar_str("SELECT kind FROM write_offs WHERE loan_id = 'L-WO'")
+            .await,
+        "policy"
+    );
+    assert_eq!(
+        app.scalar_str("SELECT status FROM installments WHERE loan_id = 'L-WO'")
+            .await,
+        "written_off"
+    );
+    // Principal goes through the ledger; the penalty is recorded on the installment only.
+    assert_eq!(app.balance_minor("5200").await, 10000);
+    let wo_penalty = app
+        .scalar_i64("SELECT wo_penalty FROM installments WHERE loan_id = 'L-WO'")
+        .await;
+    assert!(wo_penalty > 0);
+    assert_eq!(
+        app.scalar_i64("SELECT amount FROM write_offs WHERE loan_id = 'L-WO'")
+            .await,
+        10000 + wo_penalty
+    );
+    assert_eq!(app.trial_balance_difference().await, Decimal::ZERO);
+    app.run(at("2027-01-10T10:00:00Z")).await;
+    assert_eq!(app.count("write_offs").await, 1);
+    app.cleanup().await;
+}
+both_backends!(written_off_past_the_policy_point);

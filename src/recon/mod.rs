@@ -36,7 +36,7 @@ pub use matching::{classify, Item, OurAttempt, Outcome};
 pub use refund::{refund, RefundDone, RefundKind, RefundRequest};
 pub use report::{recon_report, ReconReport};
 pub use settle::{settle_due, Settled};
-pub use statement::{import_file, import_lines, ImportOutcome};
+pub use statement::{fetch_due, import_file, import_lines, ImportOutcome};
 pub use writeoff::{write_off_admin, write_off_past_point};
 
 #[derive(Debug, Error)]

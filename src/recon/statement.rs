@@ -413,3 +413,52 @@ async fn insert_items(
         .await?;
     Ok(())
 }
+
+/// The daemon's daily statement fetch: for each of `channels` whose `statement_time` (local
+/// to its statement zone) has passed today, fetch the previous day's statement unless it is
+/// already imported, and reconcile it; then settle what is due. The `statements` row (unique
+/// per channel, day and content) is the record that the day was fetched, so several daemons
+/// fetch it once between them (a race imports the same content once). A channel that fails
+/// is logged and retried on the next tick.
+pub async fn fetch_due(
+    engine: &Engine,
+    channels: &[String],
+    now: DateTime<Utc>,
+) -> Result<Vec<ImportOutcome>, ReconError> {
+    let mut out = Vec::new();
+    for name in channels {
+        let cfg = channel_config(engine, name)?;
+        let local = now.with_timezone(&cfg.settlement.tz);
+        if local.time() < cfg.settlement.statement_time {
+            continue;
+        }
+        let Some(day) = local.date_naive().pred_opt() else {
+            continue;
+        };
+        let have: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM statements WHERE channel = $1 AND stmt_date = $2",
+        )
+        .bind(name.as_str())
+        .bind(day.to_string())
+        .fetch_one(&engine.db.pool)
+        .await?;
+        if have > 0 {
+            continue;
+        }
+        let channel = engine.channel(name)?;
+        match channel.statement(day).await {
+            Ok(lines) => {
+                let source = format!("fetched from {name}");
+                match import_lines(engine, name, day, &lines, &source, now).await {
+                    Ok(done) => out.push(done),
+                    Err(e) => {
+                        tracing::error!(channel = %name, %day, error = %e, "statement import failed")
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(channel = %name, %day, error = %e, "statement fetch failed"),
+        }
+    }
+    settle::settle_due(engine, now).await?;
+    Ok(out)
+}
