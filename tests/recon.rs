@@ -85,7 +85,7 @@ async fn statement_classified_unknowns_resolved_and_settled(backend: Backend) {
         .await
         .unwrap_err();
     match &err {
-        ReconError::Statement { source, .. } => {
+        ReconError::Statement { error: source, .. } => {
             let column = rows[2].find("100.001").unwrap() + 1;
             assert_eq!((source.line, source.column), (3, column), "{err}");
             assert!(source.message.contains("amount"), "{err}");

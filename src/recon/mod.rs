@@ -47,11 +47,8 @@ pub enum ReconError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
-    #[error("{file}: {source}")]
-    Statement {
-        file: String,
-        source: StatementError,
-    },
+    #[error("{file}: {error}")]
+    Statement { file: String, error: StatementError },
     #[error("{file}: {message}")]
     Read { file: String, message: String },
     #[error("no channel `{0}` is configured")]

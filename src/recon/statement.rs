@@ -46,10 +46,10 @@ pub async fn import_file(
         file: file.clone(),
         message: e.to_string(),
     })?;
-    let lines = protocol::parse_statement(&text, Some(&cfg.order_no)).map_err(|source| {
+    let lines = protocol::parse_statement(&text, Some(&cfg.order_no)).map_err(|error| {
         ReconError::Statement {
             file: file.clone(),
-            source,
+            error,
         }
     })?;
     let date = match date {
@@ -107,7 +107,7 @@ pub async fn import_lines(
             .check(&l.order_no)
             .map_err(|e| ReconError::Statement {
                 file: source.to_string(),
-                source: crate::channel::StatementError {
+                error: crate::channel::StatementError {
                     line: i + 2,
                     column: 1,
                     message: format!("order_no: {e}"),
