@@ -549,3 +549,86 @@ async fn written_off_past_the_policy_point(backend: Backend) {
     app.cleanup().await;
 }
 both_backends!(written_off_past_the_policy_point);
+
+/// Against the HTTP simulator server: every debit times out after it was applied and no
+/// callback is ever sent; the statement is fetched over HTTP and settles what it can.
+async fn http_channel_statement_settles_unknowns(backend: Backend) {
+    use repayd::channel::{serve_simulator, HttpChannel, Scenario, Secret, Simulator};
+    use std::sync::Arc;
+    let mut app = common::spawn_app(backend, "").await;
+    let scenario = Scenario::from_toml_str(
+        "[default]\nfee_rate = \"0.01\"\n[[accounts]]\nagreement = \"AGR-MISMATCH\"\n\
+         statement_amount = \"99.00\"\n[server]\ntimeout_after_debit_rate = 1.0\nhang_ms = 3000\n",
+        "server.toml",
+    )
+    .unwrap();
+    let mut cfg = app.engine.channel_configs["unionpay"].clone();
+    cfg.timeout_ms = 300;
+    let sim = Arc::new(
+        Simulator::new("unionpay", scenario.clone()).with_order_no_rule(cfg.order_no.clone()),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve_simulator(
+        listener,
+        sim.clone(),
+        Secret::new("s3cret"),
+        scenario.server.clone(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let http = HttpChannel::new(&cfg, base, Secret::new("s3cret")).unwrap();
+    app.engine
+        .channels
+        .insert("unionpay".into(), Arc::new(http));
+    let due = [("2026-12-19", "100.00")];
+    import_loans(
+        &app,
+        vec![
+            one_loan("H-1", "test", "AGR-1", &due),
+            one_loan("H-2", "test", "AGR-2", &due),
+            one_loan("H-M", "test", "AGR-MISMATCH", &due),
+        ],
+    )
+    .await;
+    app.run(at("2026-12-19T08:00:00Z")).await;
+    for loan in ["H-1", "H-2", "H-M"] {
+        assert_eq!(status(&app, loan).await, "unknown", "{loan}");
+    }
+    assert_eq!(sim.journal().len(), 3);
+    let channels = vec!["unionpay".to_string()];
+    let done = recon::fetch_due(&app.engine, &channels, at("2026-12-20T09:30:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(done.len(), 1);
+    assert_eq!((done[0].auto_fixed, done[0].open_cases), (2, 1));
+    assert_eq!(done[0].outcomes["amount_differs"], 1);
+    let st = &done[0].settled[0];
+    assert_eq!(
+        (st.gross, st.fees, st.net),
+        (dec!(200), dec!(2.00), dec!(198.00))
+    );
+    assert_eq!(
+        status(&app, "H-M").await,
+        "unknown",
+        "a mismatch is not auto-fixed"
+    );
+    // The engine's own query settles the mismatch with what the channel really debited.
+    app.run(at("2026-12-20T10:00:00Z")).await;
+    assert_eq!(status(&app, "H-M").await, "succeeded");
+    assert_eq!(sim.journal().len(), 3, "nothing debited twice");
+    let repaid = app
+        .scalar_i64(
+            "SELECT CAST(SUM(debit) AS BIGINT) FROM journal_lines WHERE account = '1100.unionpay'",
+        )
+        .await;
+    assert_eq!(Decimal::new(repaid, 2), sim.total_debited());
+    assert_eq!(app.balance_minor("1100.unionpay").await, 10000);
+    assert_eq!(app.trial_balance_difference().await, Decimal::ZERO);
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), server).await;
+    app.cleanup().await;
+}
+both_backends!(http_channel_statement_settles_unknowns);
