@@ -296,6 +296,18 @@ pub fn builtin_channels() -> Vec<ChannelConfig> {
     ]
 }
 
+/// Channels backed by an in-process simulator write statements in the scenario's zone: their
+/// statement days follow it.
+pub fn with_statement_zone(
+    mut configs: Vec<ChannelConfig>,
+    tz: chrono_tz::Tz,
+) -> Vec<ChannelConfig> {
+    for c in &mut configs {
+        c.settlement.tz = tz;
+    }
+    configs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

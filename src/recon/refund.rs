@@ -365,3 +365,64 @@ async fn reopen(
         .await?;
     Ok(seqs)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{allocate, InstallmentOrder, Outstanding};
+    use proptest::prelude::*;
+
+    fn minor() -> impl Strategy<Value = Decimal> {
+        (0i64..50_000).prop_map(from_minor)
+    }
+
+    proptest! {
+        /// Successive reversals of one repayment take the overpayment first, then components
+        /// from the last allocated back, never more than any line credited, and add up to
+        /// exactly what was asked while the total stays within the repayment.
+        #[test]
+        fn reversals_unwind_the_allocation(
+            owed in proptest::collection::vec((minor(), minor(), minor(), minor()), 1..4),
+            paid in (1i64..200_000).prop_map(from_minor),
+            asks in proptest::collection::vec((1i64..80_000).prop_map(from_minor), 1..6),
+        ) {
+            let outstanding: Vec<Outstanding> = owed.iter().enumerate().map(|(i, (p, f, n, pr))| Outstanding {
+                seq: i as u32 + 1, penalty: *p, fee: *f, interest: *n, principal: *pr,
+            }).collect();
+            let (allocs, over) = allocate(paid, &outstanding, &Component::DEFAULT_ORDER, InstallmentOrder::OldestFirst);
+            let lines = ledger::repayment_lines("sim", paid, &allocs, over);
+            let orig = Original {
+                loan_id: "L".into(),
+                amount: paid,
+                entry_id: 1,
+                credits: lines.iter().filter(|l| l.credit > Decimal::ZERO)
+                    .map(|l| (l.account.clone(), l.seq, l.component, l.credit)).collect(),
+            };
+            let mut done: HashMap<Key, Decimal> = HashMap::new();
+            let mut total = Decimal::ZERO;
+            for ask in asks {
+                if total + ask > paid {
+                    continue;
+                }
+                let held = credited(&orig, ledger::OVERPAYMENTS, None, None)
+                    - done.get(&(ledger::OVERPAYMENTS.to_string(), None, None)).copied().unwrap_or_default();
+                let from_over = ask.min(held);
+                let parts = reverse_allocation(&orig, &done, ask - from_over);
+                let sum: Decimal = parts.iter().map(|p| p.amount).sum();
+                prop_assert_eq!(sum + from_over, ask);
+                prop_assert!(from_over == ask || from_over == held, "overpayment first");
+                let e = ledger::reversal_lines(from_over, &parts, ledger::BANK);
+                let entry = Entry { id: 2, kind: "reversal", loan_id: None, attempt_id: None,
+                    posted_at: 0, memo: "r".into(), lines: e };
+                prop_assert!(entry.check_balanced().is_ok());
+                *done.entry((ledger::OVERPAYMENTS.to_string(), None, None)).or_default() += from_over;
+                for p in parts {
+                    let key = (ledger::credit_account(p.component).to_string(), Some(p.seq), Some(p.component));
+                    *done.entry(key.clone()).or_default() += p.amount;
+                    prop_assert!(done[&key] <= credited(&orig, &key.0, key.1, key.2));
+                }
+                total += ask;
+            }
+        }
+    }
+}
