@@ -93,8 +93,8 @@ impl Item {
 /// Classify every order number found on either side; each attempt and each line ends up in
 /// exactly one item, ordered by order number.
 pub fn classify(ours: Vec<OurAttempt>, theirs: Vec<(usize, StatementLine)>) -> Vec<Item> {
-    let mut by_no: BTreeMap<String, (Option<OurAttempt>, Option<(usize, StatementLine)>)> =
-        BTreeMap::new();
+    type Sides = (Option<OurAttempt>, Option<(usize, StatementLine)>);
+    let mut by_no: BTreeMap<String, Sides> = BTreeMap::new();
     for a in ours {
         let key = a.order_no.clone();
         by_no.entry(key).or_default().0 = Some(a);
