@@ -632,3 +632,119 @@ async fn http_channel_statement_settles_unknowns(backend: Backend) {
     app.cleanup().await;
 }
 both_backends!(http_channel_statement_settles_unknowns);
+
+/// The CLI as a user runs it: import a statement, re-import it, a malformed one, the report,
+/// a refund, a refusal and a write-off.
+#[test]
+fn cli_recon_refund_and_write_off() {
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_repayd"))
+            .current_dir(dir.path())
+            .args(args)
+            .env_remove("REPAYD_DATABASE_URL")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (o.status.success(), text)
+    };
+    let loans = r#"[{"id": "C1",
+      "borrower": {"id": "B1", "name": "Wang Fang", "phone": "13812345678", "email": "wf@example.com"},
+      "currency": "CNY", "timezone": "Asia/Shanghai", "policy": "standard",
+      "mandates": [{"channel": "unionpay", "agreement": "AGR-C1", "account": "6222021234561234"}],
+      "terms": {"principal": "3000.00", "annual_rate": "0.12", "months": 3, "first_due": "2027-01-15", "method": "annuity"}}]"#;
+    std::fs::write(dir.path().join("loans.json"), loans).unwrap();
+    assert!(run(&["loans", "import", "loans.json"]).0);
+    let (ok, out) = run(&["run", "--once", "--now", "2027-01-15T09:00:00+08:00"]);
+    assert!(ok, "{out}");
+    // The channel's statement, written from the simulator's saved state.
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("repayd-sim/unionpay.json")).unwrap(),
+    )
+    .unwrap();
+    let (order_no, order) = state["state"]["orders"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    let line = format!(
+        "{order_no},{},{},0.50,success,{}",
+        order["channel_ref"].as_str().unwrap(),
+        order["amount"].as_str().unwrap(),
+        order["at"].as_str().unwrap()
+    );
+    let header = "order_no,channel_ref,amount,fee,status,at";
+    std::fs::write(
+        dir.path().join("st.csv"),
+        format!("{header}\n{line}\nEND,1\n"),
+    )
+    .unwrap();
+    let now = "2027-01-16T09:00:00+08:00";
+    let (ok, out) = run(&[
+        "recon",
+        "import",
+        "--channel",
+        "unionpay",
+        "st.csv",
+        "--now",
+        now,
+    ]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("2027-01-15: 1 lines") && out.contains("1 settlements"),
+        "{out}"
+    );
+    let (ok, out) = run(&[
+        "recon",
+        "import",
+        "--channel",
+        "unionpay",
+        "st.csv",
+        "--now",
+        now,
+    ]);
+    assert!(ok && out.contains("already imported"), "{out}");
+    std::fs::write(
+        dir.path().join("bad.csv"),
+        format!("{header}\n{}\nEND,1\n", line.replacen(order_no, "X1", 1)),
+    )
+    .unwrap();
+    let (ok, out) = run(&["recon", "import", "--channel", "unionpay", "bad.csv"]);
+    assert!(
+        !ok && out.contains("bad.csv: line 2, column 1: order_no"),
+        "{out}"
+    );
+    let (ok, out) = run(&["--json", "recon", "report", "--date", "2027-01-15"]);
+    assert!(ok, "{out}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["counts"]["unionpay"]["matched"], 1);
+    let refund = [
+        "refund",
+        "1",
+        "--amount",
+        "10.00",
+        "--reason",
+        "debited twice",
+        "--kind",
+        "erroneous",
+    ];
+    let (ok, out) = run(&refund);
+    assert!(ok && out.contains("re-opened [1]"), "{out}");
+    let (ok, out) = run(&["refund", "1", "--amount", "5000", "--reason", "x"]);
+    assert!(
+        !ok && out.contains("exceeds what attempt 1 can still refund"),
+        "{out}"
+    );
+    let (ok, out) = run(&["refund", "1", "--amount", "0.001", "--reason", "x"]);
+    assert!(!ok && out.contains("more than 2 decimal places"), "{out}");
+    let (ok, out) = run(&["write-off", "C1", "--reason", "fraud"]);
+    assert!(ok && out.contains("loan C1 written off"), "{out}");
+    let (ok, out) = run(&["write-off", "C1", "--reason", "again"]);
+    assert!(!ok && out.contains("nothing to write off"), "{out}");
+}
