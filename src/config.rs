@@ -426,6 +426,28 @@ mod tests {
     }
 
     #[test]
+    fn channel_settlement_reads_from_the_file() {
+        let c = Config::parse(
+            "[[channels]]\nname = \"wx\"\nkind = \"http\"\nbase_url = \"http://127.0.0.1:9100\"\n\
+             order_no = { prefix = \"WX\", charset = \"alnum\", min_len = 8, max_len = 32 }\n\
+             settlement = { tz = \"Asia/Shanghai\", days = 2, fees = \"rate\", fee_rate = \"0.006\", statement_time = \"10:30\" }\n",
+            "f",
+        )
+        .unwrap();
+        let rules = c.channels[0].rules();
+        assert_eq!(rules.settlement.days, 2);
+        assert_eq!(rules.settlement.tz, chrono_tz::Asia::Shanghai);
+        assert_eq!(rules.settlement.statement_time.to_string(), "10:30:00");
+        let e = Config::parse(
+            "[[channels]]\nname = \"wx\"\norder_no = { prefix = \"W\" }\nsettlement = { statement_time = \"9am\" }\n",
+            "repayd.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("9am"), "{e}");
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let e = Config::parse("[daemon]\ntick = 3\n", "repayd.toml")
             .unwrap_err()

@@ -328,3 +328,16 @@ pub fn engine_config(cfg: &Config) -> EngineConfig {
         ..EngineConfig::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_are_fetched_from_http_channels_only() {
+        let mut cfg = Config::default();
+        assert!(statement_channels(&cfg).is_empty());
+        cfg.channels[1].kind = "http".into();
+        assert_eq!(statement_channels(&cfg), vec!["wechat".to_string()]);
+    }
+}

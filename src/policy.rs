@@ -1425,6 +1425,31 @@ mod tests {
     }
 
     #[test]
+    fn write_off_limits() {
+        let p = parse_ok(
+            "[limits]\nwrite_off_after_days_past_due = 180\nresidue_threshold = \"5.00\"\n",
+        );
+        assert_eq!(p.limits.write_off_after_days_past_due, Some(180));
+        assert_eq!(p.limits.residue_threshold, dec!(5.00));
+        let d = parse_ok("");
+        assert_eq!(
+            (
+                d.limits.write_off_after_days_past_due,
+                d.limits.residue_threshold
+            ),
+            (None, dec!(0))
+        );
+        assert_reported(
+            "[limits]\nwrite_off_after_days_past_due = 0 # <\n",
+            "limits.write_off_after_days_past_due",
+        );
+        assert_reported(
+            "[limits]\nresidue_threshold = \"0.001\" # <\n",
+            "limits.residue_threshold",
+        );
+    }
+
+    #[test]
     fn omitted_sections_take_defaults() {
         let p = parse_ok("");
         assert_eq!(p.allocation.order, Component::DEFAULT_ORDER.to_vec());
