@@ -748,3 +748,62 @@ fn cli_recon_refund_and_write_off() {
     let (ok, out) = run(&["write-off", "C1", "--reason", "again"]);
     assert!(!ok && out.contains("nothing to write off"), "{out}");
 }
+
+/// A T+2 channel whose fees are a rate with a minimum per line: nothing settles on T+1.
+async fn settlement_by_rate_waits_for_its_day(backend: Backend) {
+    let mut app = common::spawn_app(backend, "").await;
+    {
+        let rule = &mut app
+            .engine
+            .channel_configs
+            .get_mut("unionpay")
+            .unwrap()
+            .settlement;
+        rule.days = 2;
+        rule.fees = repayd::channel::FeeSource::Rate;
+        rule.fee_rate = dec!(0.01);
+        rule.fee_min = dec!(1.50);
+    }
+    let due = [("2026-12-19", "100.00")];
+    import_loans(
+        &app,
+        vec![
+            one_loan("R-1", "test", "AGR-1", &[("2026-12-19", "300.00")]),
+            one_loan("R-2", "test", "AGR-2", &due),
+        ],
+    )
+    .await;
+    app.run(at("2026-12-19T08:00:00Z")).await;
+    let file = app.statement_file("unionpay", date("2026-12-19")).await;
+    let out = recon::import_file(
+        &app.engine,
+        "unionpay",
+        &file,
+        None,
+        at("2026-12-20T09:00:00Z"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.outcomes["matched"], 2);
+    assert!(out.settled.is_empty(), "T+2: not yet");
+    assert_eq!(app.count("settlements").await, 0);
+    let done = recon::settle_due(&app.engine, at("2026-12-21T00:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(done.len(), 1);
+    // 1% of 300 is 3.00; 1% of 100 is 1.00, below the 1.50 minimum.
+    assert_eq!(
+        (done[0].gross, done[0].fees, done[0].net),
+        (dec!(400), dec!(4.50), dec!(395.50))
+    );
+    assert_eq!(done[0].settle_date, "2026-12-21");
+    assert_eq!(app.balance_minor("1100.unionpay").await, 0);
+    assert_eq!(app.balance_minor("1200").await, 39550);
+    assert!(recon::settle_due(&app.engine, at("2026-12-22T00:00:00Z"))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(app.trial_balance_difference().await, Decimal::ZERO);
+    app.cleanup().await;
+}
+both_backends!(settlement_by_rate_waits_for_its_day);

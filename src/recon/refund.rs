@@ -198,8 +198,8 @@ async fn original(conn: &mut AnyConnection, attempt: i64) -> Result<Original, Re
             status,
         });
     };
-    // The repayment entry's debit is what the channel collected; the attempt's asked amount
-    // may differ when the channel debited another amount.
+    // Refundable is bounded by both the attempt's amount and what the channel collected (the
+    // repayment entry's debit), should the channel have debited another amount.
     let lines = sqlx::query(
         "SELECT account, seq, component, debit, credit FROM journal_lines WHERE entry_id = $1 ORDER BY line_no",
     )
@@ -223,7 +223,7 @@ async fn original(conn: &mut AnyConnection, attempt: i64) -> Result<Original, Re
     }
     Ok(Original {
         loan_id: a.get("loan_id"),
-        amount,
+        amount: amount.min(from_minor(a.get("amount"))),
         entry_id,
         credits,
     })

@@ -179,6 +179,9 @@ pub async fn import_lines(
     insert_items(&mut tx, channel, date, id, &items, now).await?;
     tx.commit().await?;
     for i in &items {
+        metrics::counter!("repayd_recon_items_total", "channel" => channel.to_string(),
+            "outcome" => i.outcome.as_str())
+        .increment(1);
         *out.outcomes.entry(i.outcome.as_str().into()).or_default() += 1;
         out.auto_fixed += u64::from(i.auto_fix.is_some());
         out.open_cases += u64::from(i.is_case());
