@@ -167,7 +167,7 @@ pub fn simulated_engine(
     notice_log: &Path,
     cfg: EngineConfig,
 ) -> Result<(Engine, Sims), SimError> {
-    let configs = builtin_channels();
+    let configs = crate::channel::with_statement_zone(builtin_channels(), scenario.timezone);
     let sims = Sims::load(scenario, &configs, state_dir)?;
     let channels: HashMap<String, Arc<dyn Channel>> = configs
         .iter()
