@@ -54,6 +54,8 @@ pub struct DaemonConfig {
     pub heartbeat_seconds: u64,
     /// Run as if the clock were this many seconds ahead (demos and tests).
     pub clock_offset_seconds: i64,
+    /// Clock seconds per wall-clock second (demos: 3600 plays an hour a second).
+    pub clock_speed: u32,
     /// Log lines as JSON.
     pub log_json: bool,
     /// Waits before re-querying an unknown attempt; the last one repeats.
@@ -197,6 +199,7 @@ impl Default for DaemonConfig {
             lease_seconds: 60,
             heartbeat_seconds: 5,
             clock_offset_seconds: 0,
+            clock_speed: 1,
             log_json: false,
             query_backoff_seconds: vec![60, 300, 3600, 86_400],
             scenario: None,
@@ -253,6 +256,7 @@ batch_size = 2000                 # actions claimed per batch
 lease_seconds = 60                # claims of an instance silent this long are rescued
 heartbeat_seconds = 5
 clock_offset_seconds = 0          # run as if the clock were ahead (demos, tests)
+clock_speed = 1                   # clock seconds per real second (demos: 3600 = an hour a second)
 log_json = false
 query_backoff_seconds = [60, 300, 3600, 86400]   # re-query unknown results: 1 min, 5 min, 1 h, daily
 # scenario = "scenario.toml"      # the in-process simulator's scenario (kind = "sim" channels)
@@ -365,6 +369,17 @@ impl Config {
         }
         if let Some(v) = get("REPAYD_CLOCK_OFFSET_SECONDS") {
             self.daemon.clock_offset_seconds = num("REPAYD_CLOCK_OFFSET_SECONDS", v)?;
+        }
+        if let Some(v) = get("REPAYD_CLOCK_SPEED") {
+            let speed = num("REPAYD_CLOCK_SPEED", v)?;
+            self.daemon.clock_speed =
+                u32::try_from(speed)
+                    .ok()
+                    .filter(|s| *s >= 1)
+                    .ok_or_else(|| ConfigError::Env {
+                        var: "REPAYD_CLOCK_SPEED".into(),
+                        message: format!("`{speed}` is not a speed of 1 or more"),
+                    })?;
         }
         if let Some(v) = get("REPAYD_LOG_JSON") {
             self.daemon.log_json = matches!(v.as_str(), "1" | "true" | "yes");

@@ -12,7 +12,7 @@ use crate::app::{AppError, Sims};
 use crate::config::Config;
 use crate::engine::{Engine, EngineConfig};
 use crate::store::{Backend, Db};
-use chrono::{Duration as ChronoDuration, Utc};
+use chrono::Utc;
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
@@ -182,8 +182,10 @@ pub async fn serve(
     let server = start_http(&cfg, engine.clone(), state.clone(), stop_rx.clone()).await?;
     let (tick_tx, tick_rx) = mpsc::channel::<()>(1);
     let mut sched = start_ticks(cfg.daemon.tick_seconds, tick_tx, state.clone()).await?;
+    let clock = crate::clock::Clock::new(cfg.daemon.clock_offset_seconds, cfg.daemon.clock_speed);
+    crate::clock::install(clock);
     let tick = Tick {
-        offset_secs: cfg.daemon.clock_offset_seconds,
+        clock,
         statement_channels: statement_channels(&cfg),
     };
     run_loop(&engine, &state, &tick, sims.as_ref(), tick_rx, stop_rx).await;
@@ -254,7 +256,7 @@ async fn start_ticks(
 
 /// What every tick does besides the run.
 struct Tick {
-    offset_secs: i64,
+    clock: crate::clock::Clock,
     /// Channels whose previous-day statement the daemon fetches and reconciles.
     statement_channels: Vec<String>,
 }
@@ -293,7 +295,7 @@ async fn run_loop(
 #[tracing::instrument(name = "tick", skip_all, fields(instance = %state.instance))]
 async fn run_tick(engine: &Engine, state: &DaemonState, tick: &Tick, sims: Option<&Sims>) {
     state.busy.store(true, Ordering::SeqCst);
-    let now = Utc::now() + ChronoDuration::seconds(tick.offset_secs);
+    let now = tick.clock.now();
     match engine.run_once(now).await {
         Ok(s) => tracing::debug!(attempts = s.total_attempts(), "tick done"),
         Err(e) => tracing::error!(error = %e, "run failed; the next tick retries"),

@@ -8,6 +8,7 @@ pub mod api;
 pub mod app;
 pub mod bench;
 pub mod channel;
+pub mod clock;
 pub mod collections;
 pub mod config;
 pub mod daemon;

@@ -219,7 +219,10 @@ async fn daemon_collects_over_http_and_sends_email_and_sms() {
     let daemon = Proc(
         repayd(d, &["serve", "--config", "repayd.toml"])
             // Debug level, so that the PII check below covers every log line we write.
-            .env("REPAYD_LOG", "debug,hyper=info,h2=info,reqwest=info,rustls=info")
+            .env(
+                "REPAYD_LOG",
+                "debug,hyper=info,h2=info,reqwest=info,rustls=info",
+            )
             .stderr(std::fs::File::create(d.join("daemon.log")).unwrap())
             .spawn()
             .unwrap(),
@@ -352,7 +355,10 @@ async fn daemon_collects_over_http_and_sends_email_and_sms() {
     assert!(log.contains("DEBUG"), "the daemon logged at debug level");
     for secret in ["13812345678", "6222021234561234", "e2e-secret", "sms-token"] {
         let hit = log.lines().find(|l| l.contains(secret));
-        assert!(hit.is_none(), "a log line shows `{secret}` unmasked: {hit:?}");
+        assert!(
+            hit.is_none(),
+            "a log line shows `{secret}` unmasked: {hit:?}"
+        );
     }
     drop(sim);
 }
