@@ -1,0 +1,350 @@
+//! `repayd verify` on real databases: green after realistic runs, and every kind of drift
+//! made behind repayd's back is found and named by its row.
+
+mod common;
+
+use common::{local, spawn_app, Backend, TestApp};
+use proptest::prelude::*;
+use repayd::verify::{verify, VerifyOptions, VerifyReport};
+
+const SH: &str = "Asia/Shanghai";
+
+/// A loan with interest and fees on every installment.
+fn loan(
+    id: &str,
+    channel: &str,
+    agreement: &str,
+    installments: &[(&str, &str)],
+) -> serde_json::Value {
+    serde_json::json!({
+        "id": id,
+        "borrower": { "id": format!("B-{id}"), "name": "Test Borrower", "phone": "13812345678",
+                      "email": "t@example.com", "payday": 20 },
+        "currency": "CNY",
+        "timezone": SH,
+        "policy": "standard",
+        "allow_early": false,
+        "mandates": [{ "channel": channel, "agreement": agreement, "account": "6222021234567890" }],
+        "installments": installments.iter().map(|(d, p)| serde_json::json!({
+            "due_date": d, "principal": p, "interest": "12.50", "fee": "3.00"
+        })).collect::<Vec<_>>(),
+    })
+}
+
+const SCENARIO: &str = r#"timezone = "Asia/Shanghai"
+[[accounts]]
+agreement = "AGR-RICH"
+balance = "100000.00"
+[[accounts]]
+agreement = "AGR-SHORT"
+balance = "760.00"
+income = [{ date = "2027-01-20", amount = "3000.00" }]
+[[accounts]]
+agreement = "AGR-EMPTY"
+balance = "0.00"
+[[accounts]]
+agreement = "AGR-FLAKY"
+balance = "5000.00"
+unknown_first = 1
+"#;
+
+/// Four loans (paid in full, in ladder steps then on payday, never, after an unknown result)
+/// run from before the first due date to past the second.
+async fn realistic(backend: Backend) -> TestApp {
+    let app = spawn_app(backend, SCENARIO).await;
+    let two = [("2027-01-15", "1000.00"), ("2027-02-15", "1000.00")];
+    let loans = serde_json::json!([
+        loan("L1", "unionpay", "AGR-RICH", &two),
+        loan("L2", "bank", "AGR-SHORT", &two),
+        loan("L3", "wechat", "AGR-EMPTY", &two),
+        loan("L4", "unionpay", "AGR-FLAKY", &two),
+    ]);
+    app.import_json(&loans.to_string()).await;
+    app.run_until(local(SH, 2027, 1, 10, 0, 0), local(SH, 2027, 2, 20, 0, 0))
+        .await;
+    app
+}
+
+async fn check(app: &TestApp) -> VerifyReport {
+    verify(&app.engine.db, &VerifyOptions::default())
+        .await
+        .expect("verify runs")
+}
+
+async fn exec(app: &TestApp, sql: &str) {
+    sqlx::query(sql)
+        .execute(&app.engine.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+fn assert_names(r: &VerifyReport, table: &str, key: &str, message: &str) {
+    assert!(
+        r.findings
+            .iter()
+            .any(|f| f.table == table && f.key.contains(key) && f.message.contains(message)),
+        "expected a finding on {table} {key} ({message}); got:\n{}",
+        r.findings
+            .iter()
+            .map(|f| f.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+async fn green_after_a_realistic_run(backend: Backend) {
+    let app = realistic(backend).await;
+    let steps = app
+        .scalar_i64("SELECT COUNT(*) FROM attempts WHERE status = 'succeeded' AND ladder_step > 0")
+        .await;
+    assert!(steps > 0, "some debits were partial ladder steps");
+    let r = check(&app).await;
+    assert!(r.is_clean(), "{:#?}", r.findings);
+    assert!(r.rows_of("installments.components") == 8, "{}", r.summary());
+    assert!(r.rows_of("attempts.postings") >= 5, "{}", r.summary());
+    assert!(r.summary().starts_with("verify: clean"), "{}", r.summary());
+    app.cleanup().await;
+}
+both_backends!(green_after_a_realistic_run);
+
+async fn paid_amount_edited_behind_our_back(backend: Backend) {
+    let app = realistic(backend).await;
+    exec(
+        &app,
+        "UPDATE installments SET paid_interest = paid_interest - 1 WHERE loan_id = 'L1' AND seq = 1",
+    )
+    .await;
+    let r = check(&app).await;
+    assert!(!r.is_clean());
+    assert_names(
+        &r,
+        "installments",
+        "loan_id=L1 seq=1 component=interest",
+        "paid_interest is 12.49",
+    );
+    assert_names(
+        &r,
+        "installments",
+        "loan_id=L1 seq=1",
+        "status paid with 0.01 outstanding",
+    );
+    app.cleanup().await;
+}
+both_backends!(paid_amount_edited_behind_our_back);
+
+async fn succeeded_attempt_without_posting(backend: Backend) {
+    let app = realistic(backend).await;
+    exec(
+        &app,
+        "INSERT INTO attempts (id, loan_id, seq, mandate_id, channel, order_no, kind, ladder_step, \
+         amount, status, local_date, created_at, updated_at) \
+         SELECT 990001, loan_id, 2, id, channel, '899999999999', 'manual', 0, 5000, 'succeeded', '2027-02-16', 0, 0 \
+         FROM mandates WHERE loan_id = 'L3'",
+    )
+    .await;
+    let r = check(&app).await;
+    assert_names(
+        &r,
+        "attempts",
+        "id=990001 channel=wechat order_no=899999999999",
+        "no repayment entry",
+    );
+    assert_eq!(r.total_findings, 1, "{:#?}", r.findings);
+    app.cleanup().await;
+}
+both_backends!(succeeded_attempt_without_posting);
+
+async fn order_number_used_twice(backend: Backend) {
+    let app = realistic(backend).await;
+    // Someone rebuilt the table without its UNIQUE (channel, order_no).
+    exec(&app, "CREATE TABLE attempts_copy AS SELECT * FROM attempts").await;
+    exec(&app, "DROP TABLE attempts").await;
+    exec(&app, "ALTER TABLE attempts_copy RENAME TO attempts").await;
+    exec(
+        &app,
+        "INSERT INTO attempts (id, loan_id, seq, mandate_id, channel, order_no, kind, ladder_step, \
+         amount, status, local_date, created_at, updated_at, queries) \
+         SELECT 990002, loan_id, seq, mandate_id, channel, order_no, kind, ladder_step, amount, 'failed', \
+         local_date, created_at, updated_at, 0 FROM attempts WHERE id = (SELECT MIN(id) FROM attempts)",
+    )
+    .await;
+    let (channel, order_no) = (
+        app.scalar_str("SELECT channel FROM attempts WHERE id = 990002")
+            .await,
+        app.scalar_str("SELECT order_no FROM attempts WHERE id = 990002")
+            .await,
+    );
+    let r = check(&app).await;
+    assert_names(
+        &r,
+        "attempts",
+        &format!("channel={channel} order_no={order_no}"),
+        "used by 2 attempts",
+    );
+    app.cleanup().await;
+}
+both_backends!(order_number_used_twice);
+
+async fn unbalanced_entry(backend: Backend) {
+    let app = realistic(backend).await;
+    exec(
+        &app,
+        "INSERT INTO journal_entries (id, kind, loan_id, posted_at, memo) VALUES (990003, 'adjustment', 'L2', 0, 'by hand')",
+    )
+    .await;
+    exec(
+        &app,
+        "INSERT INTO journal_lines (entry_id, line_no, account, loan_id, debit, credit) VALUES \
+         (990003, 1, '1200', 'L2', 10000, 0), (990003, 2, '3100', 'L2', 0, 9999)",
+    )
+    .await;
+    let r = check(&app).await;
+    assert_names(
+        &r,
+        "journal_entries",
+        "id=990003",
+        "unbalanced: debits 100.00 != credits 99.99",
+    );
+    assert_names(&r, "journal_lines", "(all)", "trial balance is off");
+    app.cleanup().await;
+}
+both_backends!(unbalanced_entry);
+
+async fn refund_beyond_the_attempt(backend: Backend) {
+    let app = realistic(backend).await;
+    let (attempt, amount, entry) = (
+        app.scalar_i64("SELECT MIN(id) FROM attempts WHERE status = 'succeeded' AND loan_id = 'L1'")
+            .await,
+        app.scalar_i64("SELECT amount FROM attempts WHERE id = (SELECT MIN(id) FROM attempts WHERE status = 'succeeded' AND loan_id = 'L1')")
+            .await,
+        app.scalar_i64("SELECT id FROM journal_entries WHERE attempt_id = (SELECT MIN(id) FROM attempts WHERE status = 'succeeded' AND loan_id = 'L1')")
+            .await,
+    );
+    let too_much = amount + 100;
+    exec(
+        &app,
+        &format!(
+            "INSERT INTO journal_entries (id, kind, loan_id, posted_at, memo, corrects_entry) \
+             VALUES (990004, 'refund', 'L1', 0, 'refund', {entry})"
+        ),
+    )
+    .await;
+    exec(
+        &app,
+        &format!(
+            "INSERT INTO journal_lines (entry_id, line_no, account, loan_id, debit, credit) VALUES \
+             (990004, 1, '2100', 'L1', {too_much}, 0), (990004, 2, '1200', 'L1', 0, {too_much})"
+        ),
+    )
+    .await;
+    exec(
+        &app,
+        &format!(
+            "INSERT INTO refunds (id, attempt_id, loan_id, kind, amount, reason, actor, entry_id, created_at) \
+             VALUES (1, {attempt}, 'L1', 'overpayment', {too_much}, 'test', 'tester', 990004, 0)"
+        ),
+    )
+    .await;
+    let r = check(&app).await;
+    assert_names(
+        &r,
+        "refunds",
+        &format!("attempt_id={attempt}"),
+        "but the attempt collected",
+    );
+    app.cleanup().await;
+}
+both_backends!(refund_beyond_the_attempt);
+
+async fn finding_limit_keeps_counting(backend: Backend) {
+    let app = realistic(backend).await;
+    exec(&app, "UPDATE installments SET paid_fee = paid_fee + 1").await;
+    let r = verify(
+        &app.engine.db,
+        &VerifyOptions {
+            limit: 2,
+            progress: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.findings.len(), 2);
+    assert!(r.total_findings >= 8, "{}", r.summary());
+    assert!(r.summary().contains("first 2 shown"), "{}", r.summary());
+    app.cleanup().await;
+}
+both_backends!(finding_limit_keeps_counting);
+
+/// A random portfolio: per loan an installment amount, the account's balance as a share of
+/// it (empty, short, enough), optional salary on payday and an unknown first answer.
+#[derive(Debug, Clone)]
+struct LoanCase {
+    principal: u32,
+    balance_pct: u32,
+    salary: bool,
+    unknown_first: bool,
+    installments: usize,
+}
+
+fn loan_case() -> impl Strategy<Value = LoanCase> {
+    (
+        200u32..3000,
+        0u32..160,
+        any::<bool>(),
+        any::<bool>(),
+        1usize..3,
+    )
+        .prop_map(
+            |(principal, balance_pct, salary, unknown_first, installments)| LoanCase {
+                principal,
+                balance_pct,
+                salary,
+                unknown_first,
+                installments,
+            },
+        )
+}
+
+async fn random_run(cases: &[LoanCase]) -> Result<(), TestCaseError> {
+    let mut scenario = String::from("timezone = \"Asia/Shanghai\"\n");
+    let mut loans = Vec::new();
+    let dues = [("2027-01-15"), ("2027-02-15")];
+    for (i, c) in cases.iter().enumerate() {
+        let agreement = format!("AGR-{i}");
+        let balance = c.principal as u64 * c.balance_pct as u64; // cents: principal × pct / 100 × 100
+        scenario.push_str(&format!(
+            "[[accounts]]\nagreement = \"{agreement}\"\nbalance = \"{}.{:02}\"\nunknown_first = {}\n",
+            balance / 100,
+            balance % 100,
+            u32::from(c.unknown_first)
+        ));
+        if c.salary {
+            scenario.push_str("income = [{ date = \"2027-01-20\", amount = \"2000.00\" }]\n");
+        }
+        let channel = ["unionpay", "wechat", "bank"][i % 3];
+        let principal = format!("{}.00", c.principal);
+        let inst: Vec<(&str, &str)> = dues[..c.installments]
+            .iter()
+            .map(|d| (*d, principal.as_str()))
+            .collect();
+        loans.push(loan(&format!("P{i}"), channel, &agreement, &inst));
+    }
+    let app = spawn_app(Backend::Sqlite, &scenario).await;
+    app.import_json(&serde_json::Value::Array(loans).to_string())
+        .await;
+    app.run_until(local(SH, 2027, 1, 12, 0, 0), local(SH, 2027, 2, 20, 0, 0))
+        .await;
+    let r = check(&app).await;
+    prop_assert!(r.is_clean(), "{:#?}", r.findings);
+    app.assert_sim_matches_ledger().await;
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+    #[test]
+    fn random_debits_keep_verify_green(cases in proptest::collection::vec(loan_case(), 1..5)) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(random_run(&cases))?;
+    }
+}
