@@ -65,6 +65,18 @@ async fn realistic(backend: Backend) -> TestApp {
     app
 }
 
+/// The real binary against the test's database.
+fn cli(app: &TestApp, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_repayd"))
+        .arg("--database")
+        .arg(&app.engine.db.display_url)
+        .args(args)
+        .current_dir(app.dir.path())
+        .env_remove("REPAYD_DATABASE_URL")
+        .output()
+        .unwrap()
+}
+
 async fn check(app: &TestApp) -> VerifyReport {
     verify(&app.engine.db, &VerifyOptions::default())
         .await
@@ -206,6 +218,22 @@ async fn unbalanced_entry(backend: Backend) {
         "unbalanced: debits 100.00 != credits 99.99",
     );
     assert_names(&r, "journal_lines", "(all)", "trial balance is off");
+    // The command exits non-zero and prints the row.
+    let out = cli(&app, &["verify"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("journal_entries id=990003: adjustment entry is unbalanced"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("verify: 2 finding(s)"),
+        "{stdout}"
+    );
     app.cleanup().await;
 }
 both_backends!(unbalanced_entry);
@@ -348,3 +376,131 @@ proptest! {
         rt.block_on(random_run(&cases))?;
     }
 }
+
+/// The CSV's rows as (section, channel, key) → (count, amount).
+fn read_daily(
+    path: &std::path::Path,
+) -> std::collections::HashMap<(String, String, String), (i64, String)> {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    assert_eq!(
+        r.headers().unwrap().iter().collect::<Vec<_>>(),
+        [
+            "date",
+            "section",
+            "channel",
+            "key",
+            "count",
+            "succeeded",
+            "amount",
+            "rate"
+        ]
+    );
+    r.records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            (
+                (rec[1].to_string(), rec[2].to_string(), rec[3].to_string()),
+                (rec[4].parse().unwrap(), rec[6].to_string()),
+            )
+        })
+        .collect()
+}
+
+async fn daily_report_of_a_realistic_run(backend: Backend) {
+    let app = realistic(backend).await;
+    exec(
+        &app,
+        "INSERT INTO recon_items (id, channel, recon_date, order_no, outcome, their_amount, case_status, evidence, created_at) VALUES \
+         (1, 'bank', '2027-01-15', 'BK1', 'matched', 10000, NULL, '{}', 0), \
+         (2, 'bank', '2027-01-15', 'BK2', 'amount_differs', 5000, 'open', '{}', 0)",
+    )
+    .await;
+    let out = app.dir.path().join("reports");
+    let files = repayd::daily::write_daily(
+        &app.engine.db,
+        &app.engine.policies,
+        common::date("2027-01-15"),
+        &out,
+    )
+    .await
+    .unwrap();
+    assert_eq!(files.csv, out.join("daily-2027-01-15.csv"));
+    let rows = read_daily(&files.csv);
+    let key = |s: &str, c: &str, k: &str| (s.to_string(), c.to_string(), k.to_string());
+    let n = app
+        .scalar_i64("SELECT COUNT(*) FROM attempts WHERE status = 'succeeded' AND local_date = '2027-01-15'")
+        .await;
+    let amount = app
+        .scalar_i64("SELECT CAST(SUM(amount) AS BIGINT) FROM attempts WHERE status = 'succeeded' AND local_date = '2027-01-15'")
+        .await;
+    assert_eq!(
+        rows[&key("collections", "all", "succeeded")],
+        (n, rust_decimal::Decimal::new(amount, 2).to_string())
+    );
+    let tried_bank = app
+        .scalar_i64("SELECT COUNT(*) FROM attempts WHERE channel = 'bank' AND local_date = '2027-01-15' AND ladder_step = 1")
+        .await;
+    assert!(tried_bank > 0, "the short borrower stepped down the ladder");
+    assert_eq!(
+        rows[&key("success_by_ladder_step", "bank", "step 2")].0,
+        tried_bank
+    );
+    assert_eq!(rows[&key("recon", "all", "matched")].0, 1);
+    assert_eq!(rows[&key("recon", "bank", "open cases")].0, 1);
+    let run = cli(
+        &app,
+        &[
+            "report",
+            "daily",
+            "--date",
+            "2027-01-15",
+            "--out",
+            "cli-reports",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("daily-2027-01-15.svg"), "{stdout}");
+    assert_eq!(
+        std::fs::read_to_string(app.dir.path().join("cli-reports/daily-2027-01-15.csv")).unwrap(),
+        std::fs::read_to_string(&files.csv).unwrap()
+    );
+    let svg = std::fs::read_to_string(&files.svg).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("Success rate by ladder step"));
+
+    // A day later, as of then: the short borrower (bank) still owed what the due date left,
+    // although it is paid now.
+    let files = repayd::daily::write_daily(
+        &app.engine.db,
+        &app.engine.policies,
+        common::date("2027-01-16"),
+        &out,
+    )
+    .await
+    .unwrap();
+    let rows = read_daily(&files.csv);
+    assert_eq!(
+        app.scalar_str("SELECT status FROM installments WHERE loan_id = 'L2' AND seq = 1")
+            .await,
+        "paid"
+    );
+    let due = app
+        .scalar_i64("SELECT principal + interest + fee + penalty FROM installments WHERE loan_id = 'L2' AND seq = 1")
+        .await;
+    let paid_by_then = app
+        .scalar_i64("SELECT CAST(COALESCE(SUM(amount),0) AS BIGINT) FROM attempts WHERE loan_id = 'L2' AND status = 'succeeded' AND local_date <= '2027-01-16'")
+        .await;
+    assert_eq!(
+        rows[&key("delinquency_bucket", "bank", "M1")],
+        (
+            1,
+            rust_decimal::Decimal::new(due - paid_by_then, 2).to_string()
+        )
+    );
+    app.cleanup().await;
+}
+both_backends!(daily_report_of_a_realistic_run);

@@ -53,8 +53,23 @@ pub async fn verify(args: &VerifyArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Write the day's CSV and chart and say where they are.
 pub async fn report(cmd: &ReportCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let ReportCmd::Daily { date, out } = cmd;
-    let _ = (date, out, ctx);
-    anyhow::bail!("not built yet")
+    let day = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")
+        .with_context(|| format!("--date {date}: expected YYYY-MM-DD"))?;
+    let policies = repayd::app::load_policies(&ctx.settings.policies_dir)?;
+    let db = Db::open(&ctx.settings.database_url).await?;
+    let files = repayd::daily::write_daily(&db, &policies, day, out).await?;
+    if ctx.json {
+        println!("{}", serde_json::to_string_pretty(&files)?);
+    } else {
+        println!(
+            "daily report {day}: {} figures\n  {}\n  {}",
+            files.rows,
+            files.csv.display(),
+            files.svg.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
