@@ -129,6 +129,9 @@ pub struct ChannelEntry {
     #[serde(default = "default_channel_timeout_ms")]
     pub timeout_ms: u64,
     pub order_no: crate::channel::OrderNoRule,
+    /// Statement day zone, statement fetch time, T+N settlement and fees.
+    #[serde(default)]
+    pub settlement: crate::channel::SettlementRule,
 }
 
 impl ChannelEntry {
@@ -140,6 +143,7 @@ impl ChannelEntry {
             tps: self.tps,
             concurrency: self.concurrency,
             timeout_ms: self.timeout_ms,
+            settlement: self.settlement.clone(),
         }
     }
 
@@ -153,6 +157,7 @@ impl ChannelEntry {
             concurrency: rules.concurrency,
             timeout_ms: rules.timeout_ms,
             order_no: rules.order_no,
+            settlement: rules.settlement,
         }
     }
 }
@@ -285,6 +290,12 @@ tps = 1000                        # never exceeded (client-side cap)
 concurrency = 4
 timeout_ms = 10000
 order_no = { prefix = "8", charset = "digits", min_len = 12, max_len = 12 }
+# Statement and settlement: statement days are local days in tz; kind = "http" channels
+# statements of the previous day are fetched by the daemon after statement_time (local), then
+# reconciled; matched successes of day D are paid to the bank on D + days (T+N), net of fees
+# taken from the statement's fee column (fees = "statement") or computed per line
+# (fees = "rate": fee_rate x amount, at least fee_min).
+settlement = { tz = "UTC", days = 1, fees = "statement", fee_rate = "0", fee_min = "0", statement_time = "09:00" }
 
 [[channels]]
 name = "wechat"
@@ -293,6 +304,7 @@ tps = 150
 concurrency = 4
 timeout_ms = 10000
 order_no = { prefix = "WX", charset = "alnum", min_len = 8, max_len = 32 }
+settlement = { tz = "UTC", days = 1, fees = "statement", fee_rate = "0", fee_min = "0", statement_time = "09:00" }
 
 [[channels]]
 name = "bank"
@@ -300,6 +312,7 @@ kind = "sim"
 concurrency = 4
 timeout_ms = 10000
 order_no = { prefix = "BK", charset = "alnum", min_len = 16, max_len = 32 }
+settlement = { tz = "UTC", days = 1, fees = "statement", fee_rate = "0", fee_min = "0", statement_time = "09:00" }
 # base_url = "http://127.0.0.1:9100"
 # secret = "change-me"            # or REPAYD_CHANNEL_BANK_SECRET
 "#;

@@ -182,15 +182,11 @@ pub async fn serve(
     let server = start_http(&cfg, engine.clone(), state.clone(), stop_rx.clone()).await?;
     let (tick_tx, tick_rx) = mpsc::channel::<()>(1);
     let mut sched = start_ticks(cfg.daemon.tick_seconds, tick_tx, state.clone()).await?;
-    run_loop(
-        &engine,
-        &state,
-        cfg.daemon.clock_offset_seconds,
-        sims.as_ref(),
-        tick_rx,
-        stop_rx,
-    )
-    .await;
+    let tick = Tick {
+        offset_secs: cfg.daemon.clock_offset_seconds,
+        statement_channels: statement_channels(&cfg),
+    };
+    run_loop(&engine, &state, &tick, sims.as_ref(), tick_rx, stop_rx).await;
     sched
         .shutdown()
         .await
@@ -256,17 +252,34 @@ async fn start_ticks(
     Ok(sched)
 }
 
+/// What every tick does besides the run.
+struct Tick {
+    offset_secs: i64,
+    /// Channels whose previous-day statement the daemon fetches and reconciles.
+    statement_channels: Vec<String>,
+}
+
+/// Statements are fetched from the `kind = "http"` channels (real channels send one daily);
+/// the in-process simulators are reconciled by hand (`repayd recon import`).
+fn statement_channels(cfg: &Config) -> Vec<String> {
+    cfg.channels
+        .iter()
+        .filter(|c| c.kind == "http")
+        .map(|c| c.name.clone())
+        .collect()
+}
+
 /// The single runner: one run at a time, the first one immediately (catch-up).
 async fn run_loop(
     engine: &Engine,
     state: &DaemonState,
-    offset_secs: i64,
+    tick: &Tick,
     sims: Option<&Sims>,
     mut ticks: mpsc::Receiver<()>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        run_tick(engine, state, offset_secs, sims).await;
+        run_tick(engine, state, tick, sims).await;
         tokio::select! {
             t = ticks.recv() => if t.is_none() { return },
             _ = stop.wait_for(|s| *s) => return,
@@ -278,12 +291,21 @@ async fn run_loop(
 }
 
 #[tracing::instrument(name = "tick", skip_all, fields(instance = %state.instance))]
-async fn run_tick(engine: &Engine, state: &DaemonState, offset_secs: i64, sims: Option<&Sims>) {
+async fn run_tick(engine: &Engine, state: &DaemonState, tick: &Tick, sims: Option<&Sims>) {
     state.busy.store(true, Ordering::SeqCst);
-    let now = Utc::now() + ChronoDuration::seconds(offset_secs);
+    let now = Utc::now() + ChronoDuration::seconds(tick.offset_secs);
     match engine.run_once(now).await {
         Ok(s) => tracing::debug!(attempts = s.total_attempts(), "tick done"),
         Err(e) => tracing::error!(error = %e, "run failed; the next tick retries"),
+    }
+    match crate::recon::fetch_due(engine, &tick.statement_channels, now).await {
+        Ok(done) if !done.is_empty() => {
+            tracing::info!(statements = done.len(), "statements fetched and reconciled")
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "statement fetch or settlement failed; the next tick retries")
+        }
     }
     if let Some(sims) = sims {
         if let Err(e) = sims.save() {

@@ -17,6 +17,9 @@ pub const FUNDING: &str = "3100";
 pub const INTEREST_INCOME: &str = "4100";
 pub const FEE_INCOME: &str = "4200";
 pub const PENALTY_INCOME: &str = "4300";
+pub const BANK: &str = "1200";
+pub const CHANNEL_FEES: &str = "5100";
+pub const WRITE_OFFS: &str = "5200";
 
 #[derive(Debug, Error)]
 pub enum LedgerError {
@@ -120,6 +123,67 @@ pub fn repayment_lines(
     lines
 }
 
+/// Lines of a settlement: the channel pays `gross − fees` into the bank and keeps its fees;
+/// its clearing account goes down by the gross it collected.
+pub fn settlement_lines(channel: &str, gross: Decimal, fees: Decimal) -> Vec<Line> {
+    let mut lines = vec![debit(BANK, gross - fees)];
+    if fees > Decimal::ZERO {
+        lines.push(debit(CHANNEL_FEES, fees));
+    }
+    lines.push(credit(clearing_account(channel), gross));
+    lines
+}
+
+/// Lines of an overpayment refund: the overpayment liability is paid out from `paid_from`.
+pub fn overpayment_refund_lines(amount: Decimal, paid_from: &str) -> Vec<Line> {
+    vec![debit(OVERPAYMENTS, amount), credit(paid_from, amount)]
+}
+
+/// One component of one installment, reversed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reversed {
+    pub seq: u32,
+    pub component: Component,
+    pub amount: Decimal,
+}
+
+/// Lines of a reversal (erroneous debit refunded): the overpayment part and the reversed
+/// components are debited back (the same accounts, `seq` and `component` the repayment
+/// credited), the total paid out from `paid_from`.
+pub fn reversal_lines(overpayment: Decimal, parts: &[Reversed], paid_from: &str) -> Vec<Line> {
+    let mut lines = Vec::new();
+    if overpayment > Decimal::ZERO {
+        lines.push(debit(OVERPAYMENTS, overpayment));
+    }
+    for p in parts {
+        let mut l = debit(credit_account(p.component), p.amount);
+        l.seq = Some(p.seq);
+        l.component = Some(p.component);
+        lines.push(l);
+    }
+    let total = overpayment + parts.iter().map(|p| p.amount).sum::<Decimal>();
+    lines.push(credit(paid_from, total));
+    lines
+}
+
+/// Lines of a write-off: only principal was ever booked as a receivable, so only principal
+/// moves to the write-off expense (interest, fees and penalties are cash-basis and are
+/// recorded on the installments and the write-off row only). Empty when no principal is left.
+pub fn write_off_lines(principal: &[(u32, Decimal)]) -> Vec<Line> {
+    let total: Decimal = principal.iter().map(|p| p.1).sum();
+    if total <= Decimal::ZERO {
+        return Vec::new();
+    }
+    let mut lines = vec![debit(WRITE_OFFS, total)];
+    for (seq, amount) in principal.iter().filter(|p| p.1 > Decimal::ZERO) {
+        let mut l = credit(PRINCIPAL_RECEIVABLE, *amount);
+        l.seq = Some(*seq);
+        l.component = Some(Component::Principal);
+        lines.push(l);
+    }
+    lines
+}
+
 /// Lines of a loan's opening entry: principal becomes receivable, funded by the lender.
 pub fn opening_lines(principal: Decimal) -> Vec<Line> {
     let mut d = debit(PRINCIPAL_RECEIVABLE, principal);
@@ -129,12 +193,30 @@ pub fn opening_lines(principal: Decimal) -> Vec<Line> {
 
 /// Write entries in a few multi-row statements. Every entry must balance.
 pub async fn post_entries(conn: &mut AnyConnection, entries: &[Entry]) -> Result<(), LedgerError> {
+    post_linked(conn, entries, &vec![None; entries.len()]).await
+}
+
+/// Write correcting entries (refunds, reversals): each points at the entry it corrects.
+pub async fn post_corrections(
+    conn: &mut AnyConnection,
+    entries: &[(Entry, i64)],
+) -> Result<(), LedgerError> {
+    let (list, links): (Vec<Entry>, Vec<Option<i64>>) =
+        entries.iter().map(|(e, c)| (e.clone(), Some(*c))).unzip();
+    post_linked(conn, &list, &links).await
+}
+
+async fn post_linked(
+    conn: &mut AnyConnection,
+    entries: &[Entry],
+    corrects: &[Option<i64>],
+) -> Result<(), LedgerError> {
     if entries.is_empty() {
         return Ok(());
     }
-    let mut heads = Rows::new(6);
+    let mut heads = Rows::new(7);
     let mut lines = Rows::new(8);
-    for e in entries {
+    for (e, c) in entries.iter().zip(corrects) {
         e.check_balanced()?;
         heads.push(vec![
             e.id.into(),
@@ -143,6 +225,7 @@ pub async fn post_entries(conn: &mut AnyConnection, entries: &[Entry]) -> Result
             e.attempt_id.into(),
             e.posted_at.into(),
             e.memo.clone().into(),
+            (*c).into(),
         ]);
         for (i, l) in e.lines.iter().enumerate() {
             lines.push(vec![
@@ -160,7 +243,7 @@ pub async fn post_entries(conn: &mut AnyConnection, entries: &[Entry]) -> Result
     heads
         .insert(
             conn,
-            "INSERT INTO journal_entries (id, kind, loan_id, attempt_id, posted_at, memo)",
+            "INSERT INTO journal_entries (id, kind, loan_id, attempt_id, posted_at, memo, corrects_entry)",
             "",
         )
         .await?;
@@ -323,6 +406,39 @@ mod tests {
                 memo: "t".into(), lines: repayment_lines("sim", paid, &alloc, over) };
             prop_assert!(e.check_balanced().is_ok());
         }
+    }
+
+    #[test]
+    fn money_entries_balance() {
+        use rust_decimal_macros::dec;
+        let check = |lines: Vec<Line>| {
+            let e = Entry {
+                id: 1,
+                kind: "x",
+                loan_id: None,
+                attempt_id: None,
+                posted_at: 0,
+                memo: "m".into(),
+                lines,
+            };
+            e.check_balanced().unwrap();
+            e.lines
+        };
+        let s = check(settlement_lines("wechat", dec!(100.00), dec!(0.60)));
+        assert_eq!(s[0].debit, dec!(99.40));
+        assert_eq!(s[2].account, "1100.wechat");
+        check(overpayment_refund_lines(dec!(5), BANK));
+        let parts = [Reversed {
+            seq: 2,
+            component: Component::Interest,
+            amount: dec!(3),
+        }];
+        let r = check(reversal_lines(dec!(1), &parts, BANK));
+        assert_eq!((r[1].account.as_str(), r[1].seq), ("4100", Some(2)));
+        assert_eq!(r[2].credit, dec!(4));
+        let w = check(write_off_lines(&[(1, dec!(2)), (2, dec!(0)), (3, dec!(1))]));
+        assert_eq!(w.len(), 3);
+        assert!(write_off_lines(&[(1, dec!(0))]).is_empty());
     }
 
     #[test]

@@ -135,12 +135,20 @@ pub struct PaydayPolicy {
     pub at: NaiveTime,
 }
 
-/// Default: 30 attempts per installment, stop auto-debit 90 days past due.
+/// Default: 30 attempts per installment, stop auto-debit 90 days past due, never write off
+/// automatically.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     pub max_attempts_per_installment: u32,
     pub stop_after_days_past_due: u32,
+    /// Write the loan off (kind `policy`) once its oldest unpaid installment is more than this
+    /// many days past due; absent = never.
+    pub write_off_after_days_past_due: Option<u32>,
+    /// After a payment, a loan owing this much or less in total is written off (kind
+    /// `residue`); 0 = never.
+    #[serde(deserialize_with = "dec::deserialize")]
+    pub residue_threshold: Decimal,
 }
 
 /// Default: no step-down (`steps = [1]`), floor 0, on INSUFFICIENT_BALANCE, next slot.
@@ -281,6 +289,8 @@ impl Default for Limits {
         Limits {
             max_attempts_per_installment: 30,
             stop_after_days_past_due: 90,
+            write_off_after_days_past_due: None,
+            residue_threshold: Decimal::ZERO,
         }
     }
 }
@@ -1199,6 +1209,18 @@ fn check_limits(l: &Limits, v: &mut Issues) {
         v.add(
             keys(&["limits", "max_attempts_per_installment"]),
             "must be at least 1",
+        );
+    }
+    if l.residue_threshold < Decimal::ZERO || l.residue_threshold.normalize().scale() > 2 {
+        v.add(
+            keys(&["limits", "residue_threshold"]),
+            "must be an amount of at least 0 with at most 2 decimals",
+        );
+    }
+    if l.write_off_after_days_past_due == Some(0) {
+        v.add(
+            keys(&["limits", "write_off_after_days_past_due"]),
+            "must be at least 1 (omit it to never write off automatically)",
         );
     }
 }

@@ -31,7 +31,7 @@ use thiserror::Error;
 
 pub use http::{HttpChannel, HttpStats};
 pub use order_no::{Charset, OrderNoError, OrderNoRule};
-pub use protocol::{Callback, Secret, SignatureError, StatementError};
+pub use protocol::{Callback, Secret, SignatureError, StatementError, StatementFormat};
 pub use server::{serve_simulator, Latency, ServerSpec};
 pub use sim::{Scenario, SimDebit, SimError, Simulator};
 
@@ -95,6 +95,9 @@ pub struct StatementLine {
     pub order_no: String,
     pub channel_ref: String,
     pub amount: Decimal,
+    /// What the channel charged for this line (0 when the statement has no fee column).
+    #[serde(default)]
+    pub fee: Decimal,
     /// "success" or "failed".
     pub status: String,
     pub at: DateTime<Utc>,
@@ -166,6 +169,75 @@ pub struct ChannelConfig {
     /// Per request; past it the attempt is unknown, not failed.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// Statement day zone, fetch time, T+N settlement and fees.
+    #[serde(default)]
+    pub settlement: SettlementRule,
+}
+
+/// Where a settled line's fee comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeeSource {
+    /// The statement's `fee` column.
+    Statement,
+    /// `fee_rate` × amount, rounded half away from zero to cents, at least `fee_min`.
+    Rate,
+}
+
+/// How a channel's statement days are read and paid out (清算): the matched successes of
+/// statement day D are paid into the bank, net of fees, on D + `days` (T+N) in `tz`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SettlementRule {
+    /// The zone of the channel's statement days: an attempt belongs to the statement of its
+    /// creation instant's local date there.
+    pub tz: chrono_tz::Tz,
+    /// T+N.
+    pub days: u32,
+    pub fees: FeeSource,
+    pub fee_rate: Decimal,
+    pub fee_min: Decimal,
+    /// Local time (in `tz`) after which the daemon fetches the previous day's statement.
+    #[serde(with = "hhmm")]
+    pub statement_time: chrono::NaiveTime,
+}
+
+impl Default for SettlementRule {
+    fn default() -> Self {
+        SettlementRule {
+            tz: chrono_tz::UTC,
+            days: 1,
+            fees: FeeSource::Statement,
+            fee_rate: Decimal::ZERO,
+            fee_min: Decimal::ZERO,
+            statement_time: chrono::NaiveTime::from_hms_opt(9, 0, 0).expect("valid time"),
+        }
+    }
+}
+
+impl SettlementRule {
+    /// The fee of one settled line.
+    pub fn fee_of(&self, amount: Decimal, statement_fee: Decimal) -> Decimal {
+        match self.fees {
+            FeeSource::Statement => statement_fee,
+            FeeSource::Rate => crate::domain::round_money(amount * self.fee_rate).max(self.fee_min),
+        }
+    }
+}
+
+mod hhmm {
+    use chrono::NaiveTime;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &NaiveTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&t.format("%H:%M").to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NaiveTime, D::Error> {
+        let text = String::deserialize(d)?;
+        NaiveTime::parse_from_str(&text, "%H:%M")
+            .map_err(|_| serde::de::Error::custom(format!("`{text}` is not a time like 09:00")))
+    }
 }
 
 fn default_concurrency() -> usize {
@@ -193,6 +265,10 @@ impl ChannelConfig {
         if self.concurrency == 0 || self.timeout_ms == 0 {
             return fail("concurrency and timeout_ms must be above 0".into());
         }
+        let s = &self.settlement;
+        if s.fee_rate < Decimal::ZERO || s.fee_min < Decimal::ZERO || s.fee_rate >= Decimal::ONE {
+            return fail("settlement fee_rate must be in [0, 1) and fee_min at least 0".into());
+        }
         Ok(())
     }
 }
@@ -211,6 +287,7 @@ pub fn builtin_channels() -> Vec<ChannelConfig> {
         tps,
         concurrency: default_concurrency(),
         timeout_ms: default_timeout_ms(),
+        settlement: SettlementRule::default(),
     };
     vec![
         channel("unionpay", "8", Charset::Digits, 12, 12, None),
@@ -247,8 +324,30 @@ mod tests {
         assert_eq!(c.order_no.max_len, 20);
         assert_eq!((c.concurrency, c.timeout_ms), (4, 10_000));
         c.validate().unwrap();
-        let bad = ChannelConfig { tps: Some(0), ..c };
+        assert_eq!(c.settlement, SettlementRule::default());
+        let bad = ChannelConfig {
+            tps: Some(0),
+            ..c.clone()
+        };
         assert!(bad.validate().unwrap_err().contains("tps"));
+        let s: ChannelConfig = toml::from_str(
+            "name = \"y\"\n[settlement]\ntz = \"Asia/Shanghai\"\ndays = 2\nfees = \"rate\"\nfee_rate = \"0.006\"\nfee_min = \"0.10\"\nstatement_time = \"10:30\"",
+        )
+        .unwrap();
+        let r = &s.settlement;
+        assert_eq!(
+            (r.days, r.fees, r.tz),
+            (2, FeeSource::Rate, chrono_tz::Asia::Shanghai)
+        );
+        assert_eq!(r.fee_of(dec!(100.00), dec!(9)), dec!(0.60));
+        assert_eq!(r.fee_of(dec!(1.00), dec!(9)), dec!(0.10));
+        assert_eq!(
+            SettlementRule::default().fee_of(dec!(100), dec!(0.25)),
+            dec!(0.25)
+        );
+        let bad: ChannelConfig =
+            toml::from_str("name = \"z\"\n[settlement]\nfee_rate = \"1.5\"").unwrap();
+        assert!(bad.validate().unwrap_err().contains("fee_rate"));
     }
 
     #[test]

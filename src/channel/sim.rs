@@ -16,6 +16,7 @@
 //! [default]                    # agreements not listed
 //! balance = "1000000.00"
 //! unknown_rate = 0.0           # share of submits answering Unknown{TIMEOUT}, debit applied
+//! fee_rate = "0.006"           # statement fee per successful line (rounded to cents)
 //! [[accounts]]
 //! agreement = "AGR-0001"
 //! balance = "760.00"
@@ -26,6 +27,13 @@
 //! unknown_applies = true       # ...and did (or did not) debit
 //! per_debit_limit = "500.00"   # EXCEED_SINGLE_LIMIT
 //! daily_limit = "2000.00"      # EXCEED_DAILY_LIMIT, successes per local date
+//! lost_first = 1               # first N submits debit (or fail) but the answer is lost
+//! statement_amount = "99.00"   # the statement reports this amount for its orders
+//! statement_omit = true        # its orders are missing from the statement
+//! [[statement_extra]]          # a line on the statement that no one submitted
+//! date = 2026-12-19
+//! order_no = "WX99999999"
+//! amount = "10.00"
 //! [server]                     # only for the HTTP simulator server, see `server::ServerSpec`
 //! latency_ms = { median = 100, p99 = 400 }
 //! tps = 500
@@ -87,6 +95,9 @@ pub struct Scenario {
     pub default: Defaults,
     #[serde(default)]
     pub accounts: Vec<AccountSpec>,
+    /// Statement lines of orders nobody submitted (a channel-only line for reconciliation).
+    #[serde(default)]
+    pub statement_extra: Vec<ExtraLine>,
     /// How the HTTP simulator server behaves (latency, TPS cap, failures, callbacks); the
     /// in-process simulator ignores it.
     #[serde(default)]
@@ -102,6 +113,20 @@ pub struct Defaults {
     /// Fraction of submits answering Unknown{TIMEOUT} after the debit was applied.
     #[serde(default, deserialize_with = "rate")]
     pub unknown_rate: f64,
+    /// The statement's fee per successful line: this share of its amount, rounded to cents.
+    #[serde(default, deserialize_with = "fee_rate")]
+    pub fee_rate: Decimal,
+}
+
+/// A statement line the channel reports without any submit behind it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraLine {
+    #[serde(deserialize_with = "date")]
+    pub date: NaiveDate,
+    pub order_no: String,
+    #[serde(deserialize_with = "money")]
+    pub amount: Decimal,
 }
 
 /// One scripted agreement (mandate) on the channel side.
@@ -135,6 +160,16 @@ pub struct AccountSpec {
     /// Successful debits per local date.
     #[serde(default, deserialize_with = "opt_money")]
     pub daily_limit: Option<Decimal>,
+    /// The first N submits are processed (debited or failed) but the answer never arrives:
+    /// the caller gets a transport error, and no callback exists in process.
+    #[serde(default)]
+    pub lost_first: u32,
+    /// The statement reports this amount for this agreement's orders (an amount mismatch).
+    #[serde(default, deserialize_with = "opt_money")]
+    pub statement_amount: Option<Decimal>,
+    /// This agreement's orders are missing from the statement.
+    #[serde(default)]
+    pub statement_omit: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -198,6 +233,16 @@ pub(super) fn rate<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     Ok(r)
 }
 
+fn fee_rate<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+    let s = String::deserialize(d)?;
+    match s.trim().parse::<Decimal>() {
+        Ok(r) if r >= Decimal::ZERO && r < Decimal::ONE => Ok(r),
+        _ => Err(serde::de::Error::custom(format!(
+            "fee_rate `{s}` is not a decimal in [0, 1)"
+        ))),
+    }
+}
+
 fn opt_rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
     rate(d).map(Some)
 }
@@ -207,6 +252,7 @@ impl Default for Defaults {
         Defaults {
             balance: default_balance(),
             unknown_rate: 0.0,
+            fee_rate: Decimal::ZERO,
         }
     }
 }
@@ -219,6 +265,7 @@ impl Default for Scenario {
             seed: 0,
             default: Defaults::default(),
             accounts: Vec::new(),
+            statement_extra: Vec::new(),
             server: ServerSpec::default(),
         }
     }
@@ -238,6 +285,9 @@ impl AccountSpec {
             unknown_rate: None,
             per_debit_limit: None,
             daily_limit: None,
+            lost_first: 0,
+            statement_amount: None,
+            statement_omit: false,
         }
     }
 }
@@ -347,6 +397,9 @@ struct State {
     submits: BTreeMap<String, u32>,
     orders: BTreeMap<String, Order>,
     journal: Vec<SimDebit>,
+    /// Answers lost per agreement, for `lost_first`.
+    #[serde(default)]
+    lost: BTreeMap<String, u32>,
 }
 
 /// The saved file: the channel name guards against loading another channel's state.
@@ -505,7 +558,21 @@ impl Simulator {
     /// The whole submit under one lock, so concurrent submits of one order number cannot
     /// both debit.
     fn submit_now(&self, req: &DebitRequest) -> Result<DebitOutcome, ChannelError> {
-        self.submit_tracked(req).map(|(outcome, _)| outcome)
+        let (outcome, fresh) = self.submit_tracked(req)?;
+        let lost_first = self
+            .account_spec(&req.agreement)
+            .map_or(0, |a| a.lost_first);
+        if fresh && outcome.is_final() && lost_first > 0 {
+            let mut st = self.lock();
+            let lost = st.lost.entry(req.agreement.clone()).or_default();
+            if *lost < lost_first {
+                *lost += 1;
+                return Err(ChannelError::Transport(
+                    "connection reset after the request was sent".into(),
+                ));
+            }
+        }
+        Ok(outcome)
     }
 
     /// Submit, also saying whether the order number was new (`true`) or a replay; the HTTP
@@ -648,10 +715,58 @@ impl Simulator {
             .orders
             .iter()
             .filter(|(_, o)| self.local_date(o.at) == date)
-            .map(|(no, o)| statement_line(no, o))
+            .filter(|(_, o)| {
+                !self
+                    .account_spec(&o.agreement)
+                    .is_some_and(|a| a.statement_omit)
+            })
+            .map(|(no, o)| self.statement_line(no, o))
             .collect();
+        for (i, x) in self.scenario.statement_extra.iter().enumerate() {
+            if x.date == date {
+                let at = crate::domain::local_to_utc(
+                    date,
+                    chrono::NaiveTime::from_hms_opt(12, 0, 0).expect("noon"),
+                    self.scenario.timezone,
+                );
+                lines.push(StatementLine {
+                    order_no: x.order_no.clone(),
+                    channel_ref: format!("{}-X{:04}", self.name.to_uppercase(), i + 1),
+                    amount: x.amount,
+                    fee: self.fee_of(x.amount),
+                    status: "success".into(),
+                    at,
+                });
+            }
+        }
         lines.sort_by(|a, b| (a.at, &a.order_no).cmp(&(b.at, &b.order_no)));
         lines
+    }
+}
+
+impl Simulator {
+    fn statement_line(&self, order_no: &str, o: &Order) -> StatementLine {
+        let success = matches!(o.outcome, DebitOutcome::Succeeded { .. });
+        let amount = self
+            .account_spec(&o.agreement)
+            .and_then(|a| a.statement_amount)
+            .unwrap_or(o.amount);
+        StatementLine {
+            order_no: order_no.to_string(),
+            channel_ref: o.channel_ref.clone(),
+            amount,
+            fee: if success {
+                self.fee_of(amount)
+            } else {
+                Decimal::ZERO
+            },
+            status: if success { "success" } else { "failed" }.to_string(),
+            at: o.at,
+        }
+    }
+
+    fn fee_of(&self, amount: Decimal) -> Decimal {
+        crate::domain::round_money(amount * self.scenario.default.fee_rate)
     }
 }
 
@@ -671,21 +786,6 @@ fn failed(code: &str, message: &str) -> DebitOutcome {
     DebitOutcome::Failed {
         code: code.to_string(),
         message: message.to_string(),
-    }
-}
-
-fn statement_line(order_no: &str, o: &Order) -> StatementLine {
-    let status = if matches!(o.outcome, DebitOutcome::Succeeded { .. }) {
-        "success"
-    } else {
-        "failed"
-    };
-    StatementLine {
-        order_no: order_no.to_string(),
-        channel_ref: o.channel_ref.clone(),
-        amount: o.amount,
-        status: status.to_string(),
-        at: o.at,
     }
 }
 
@@ -948,6 +1048,7 @@ daily_limit = "800.00"
             default: Defaults {
                 balance: dec!(1000000.00),
                 unknown_rate: 0.1,
+                fee_rate: Decimal::ZERO,
             },
             ..Scenario::default()
         };
@@ -1002,6 +1103,63 @@ daily_limit = "800.00"
             .map(|l| (l.order_no.as_str(), l.status.as_str()))
             .collect();
         assert_eq!(got, [("S1", "failed"), ("S2", "success")]);
+    }
+
+    #[tokio::test]
+    async fn statement_anomalies_and_lost_answers() {
+        let scenario = Scenario::from_toml_str(
+            r#"
+[default]
+fee_rate = "0.006"
+[[accounts]]
+agreement = "AGR-MISMATCH"
+statement_amount = "99.00"
+[[accounts]]
+agreement = "AGR-OMIT"
+statement_omit = true
+[[accounts]]
+agreement = "AGR-LOST"
+lost_first = 1
+[[statement_extra]]
+date = 2026-12-19
+order_no = "X-1"
+amount = "10.00"
+"#,
+            "t.toml",
+        )
+        .unwrap();
+        let s = Simulator::new("sim", scenario);
+        let t = Utc.with_ymd_and_hms(2026, 12, 19, 2, 0, 0).unwrap();
+        s.submit(&req("M1", "AGR-MISMATCH", dec!(100), t))
+            .await
+            .unwrap();
+        s.submit(&req("O1", "AGR-OMIT", dec!(100), t))
+            .await
+            .unwrap();
+        let lost = s.submit(&req("L1", "AGR-LOST", dec!(100), t)).await;
+        assert!(matches!(lost, Err(ChannelError::Transport(_))), "{lost:?}");
+        assert!(matches!(
+            s.query("L1", t).await.unwrap(),
+            QueryOutcome::Found(DebitOutcome::Succeeded { .. })
+        ));
+        s.submit(&req("L2", "AGR-LOST", dec!(100), t))
+            .await
+            .unwrap();
+        assert_eq!(s.journal().len(), 4);
+        let lines = s.statement(t.date_naive()).await.unwrap();
+        let got: Vec<(&str, Decimal, Decimal)> = lines
+            .iter()
+            .map(|l| (l.order_no.as_str(), l.amount, l.fee))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("L1", dec!(100), dec!(0.60)),
+                ("L2", dec!(100), dec!(0.60)),
+                ("M1", dec!(99.00), dec!(0.59)),
+                ("X-1", dec!(10.00), dec!(0.06)),
+            ]
+        );
     }
 
     #[tokio::test]

@@ -69,6 +69,7 @@ impl Harness {
             tps,
             concurrency,
             timeout_ms,
+            settlement: Default::default(),
         };
         HttpChannel::new(&cfg, self.base.clone(), Secret::new(SECRET)).unwrap()
     }
@@ -202,6 +203,7 @@ async fn bad_signatures_are_refused_both_ways() {
         tps: None,
         concurrency: 1,
         timeout_ms: 2000,
+        settlement: Default::default(),
     };
     let wrong = HttpChannel::new(&cfg, h.base.clone(), Secret::new("wrong")).unwrap();
     let refused = wrong.submit(&req("4001", "AGR-A", dec!(1.00))).await;

@@ -4,7 +4,7 @@
 use super::state::{LoanState, MandateState};
 use super::EngineError;
 use crate::channel::{ChannelError, DebitOutcome, QueryOutcome};
-use crate::domain::{allocate, local_date, to_minor, Allocation, FailureClass};
+use crate::domain::{allocate, local_date, to_minor, Allocation, FailureClass, Outstanding};
 use crate::ledger::{self, Entry};
 use crate::notify::{self, NoticeFacts, NoticeKind, NoticeRow};
 use crate::policy::Policy;
@@ -138,6 +138,91 @@ pub struct Writes {
     pub notices: Vec<NoticeRow>,
     paid: Vec<(String, u32)>,
     pub collected: Decimal,
+    write_offs: Vec<WriteOffRec>,
+}
+
+/// A write-off staged with its entry (by position in `Writes::entries`).
+#[derive(Debug)]
+struct WriteOffRec {
+    loan_id: String,
+    kind: &'static str,
+    reason: String,
+    actor: String,
+    amount: Decimal,
+    entry_idx: usize,
+    /// What is written off per installment.
+    parts: Vec<Outstanding>,
+}
+
+/// Why a loan is written off; stored in `write_offs.kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOffKind {
+    /// Past the policy's write-off point.
+    Policy,
+    /// By a person (`repayd write-off`).
+    Admin,
+    /// What is left after a payment is at or below the policy's residue threshold.
+    Residue,
+}
+
+impl WriteOffKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteOffKind::Policy => "policy",
+            WriteOffKind::Admin => "admin",
+            WriteOffKind::Residue => "residue",
+        }
+    }
+}
+
+/// Stage writing off everything the loan still owes: each open installment's remaining
+/// components go to `wo_*` and its status to `written_off`, the loan to `written_off`, its
+/// pending actions are cancelled at flush. Only principal has ledger lines (cash basis).
+/// Returns the total written off, or `None` when nothing is owed.
+pub fn stage_write_off(
+    loan: &mut LoanState,
+    kind: WriteOffKind,
+    reason: &str,
+    actor: &str,
+    now: DateTime<Utc>,
+    w: &mut Writes,
+) -> Option<Decimal> {
+    let mut parts = Vec::new();
+    for i in loan.insts.iter_mut() {
+        if i.status == "written_off" || i.owed() <= Decimal::ZERO {
+            continue;
+        }
+        parts.push(i.outstanding());
+        i.status = "written_off".into();
+        i.dirty = true;
+    }
+    let amount: Decimal = parts.iter().map(|p| p.total()).sum();
+    if parts.is_empty() || amount <= Decimal::ZERO {
+        return None;
+    }
+    loan.status = "written_off".into();
+    loan.dirty = true;
+    let principal: Vec<(u32, Decimal)> = parts.iter().map(|p| (p.seq, p.principal)).collect();
+    w.entries.push(Entry {
+        id: 0,
+        kind: "write_off",
+        loan_id: Some(loan.id.clone()),
+        attempt_id: None,
+        posted_at: now.timestamp_millis(),
+        memo: format!("write-off ({}) of {}: {reason}", kind.as_str(), loan.id),
+        lines: ledger::write_off_lines(&principal),
+    });
+    w.write_offs.push(WriteOffRec {
+        loan_id: loan.id.clone(),
+        kind: kind.as_str(),
+        reason: reason.to_string(),
+        actor: actor.to_string(),
+        amount,
+        entry_idx: w.entries.len() - 1,
+        parts,
+    });
+    tracing::info!(loan = %loan.id, kind = kind.as_str(), %amount, "loan written off");
+    Some(amount)
 }
 
 /// When an unknown attempt is queried next: by default 1 minute, 5 minutes, 1 hour, then
@@ -252,7 +337,7 @@ fn post_repayment(
 ) {
     let today = local_date(now, loan.tz);
     let (mut due, mut later) = (Vec::new(), Vec::new());
-    for i in &loan.insts {
+    for i in loan.insts.iter().filter(|i| i.status != "written_off") {
         if i.due <= today || i.seq == att.seq {
             due.push(i.outstanding());
         } else {
@@ -284,6 +369,29 @@ fn post_repayment(
         memo: format!("repayment {} via {}", att.order_no, att.channel),
         lines: ledger::repayment_lines(&att.channel, amount, &allocs, over),
     });
+    write_off_residue(loan, policy, att, now, w);
+}
+
+/// A payment that leaves the loan owing no more than the policy's residue threshold writes
+/// the rest off, so a few cents are not pursued for months.
+fn write_off_residue(
+    loan: &mut LoanState,
+    policy: &Policy,
+    att: &AttemptRec,
+    now: DateTime<Utc>,
+    w: &mut Writes,
+) {
+    let threshold = policy.limits.residue_threshold;
+    let left: Decimal = loan
+        .insts
+        .iter()
+        .filter(|i| i.status != "written_off")
+        .map(|i| i.owed())
+        .sum();
+    if threshold > Decimal::ZERO && left > Decimal::ZERO && left <= threshold {
+        let reason = format!("residue {left} after {}", att.order_no);
+        stage_write_off(loan, WriteOffKind::Residue, &reason, "system", now, w);
+    }
 }
 
 fn apply_allocations(
@@ -368,8 +476,75 @@ pub async fn flush(
         ledger::post_entries(conn, &w.entries).await?;
     }
     write_loans(conn, loans).await?;
+    write_write_offs(conn, &w.write_offs, &w.entries, now).await?;
     notify::queue_notices(conn, &w.notices, now).await?;
     cancel_paid(conn, &w.paid, loans).await?;
+    Ok(())
+}
+
+/// The `write_offs` rows and the installments' `wo_*` columns of staged write-offs.
+async fn write_write_offs(
+    conn: &mut AnyConnection,
+    wos: &[WriteOffRec],
+    entries: &[Entry],
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    if wos.is_empty() {
+        return Ok(());
+    }
+    let first = alloc_on(conn, "write_off", wos.len() as i64).await?;
+    let mut rows = Rows::new(8);
+    let mut insts = Rows::new(6);
+    for (i, wo) in wos.iter().enumerate() {
+        rows.push(vec![
+            Val::Int(first + i as i64),
+            wo.loan_id.clone().into(),
+            Val::Int(to_minor(wo.amount)),
+            wo.kind.into(),
+            wo.reason.clone().into(),
+            wo.actor.clone().into(),
+            Val::Int(entries[wo.entry_idx].id),
+            Val::Int(now.timestamp_millis()),
+        ]);
+        for p in &wo.parts {
+            insts.push(vec![
+                wo.loan_id.clone().into(),
+                p.seq.into(),
+                Val::Int(to_minor(p.principal)),
+                Val::Int(to_minor(p.interest)),
+                Val::Int(to_minor(p.fee)),
+                Val::Int(to_minor(p.penalty)),
+            ]);
+        }
+    }
+    rows.insert(
+        conn,
+        "INSERT INTO write_offs (id, loan_id, amount, kind, reason, actor, entry_id, created_at)",
+        "",
+    )
+    .await?;
+    insts
+        .with_values(
+            conn,
+            "loan_id, seq, wp, wi, wf, wn",
+            "UPDATE installments SET wo_principal = installments.wo_principal + v.wp, \
+             wo_interest = installments.wo_interest + v.wi, wo_fee = installments.wo_fee + v.wf, \
+             wo_penalty = installments.wo_penalty + v.wn, status = 'written_off' \
+             FROM v WHERE installments.loan_id = v.loan_id AND installments.seq = v.seq",
+        )
+        .await?;
+    let mut loans = Rows::new(1);
+    for wo in wos {
+        loans.push(vec![wo.loan_id.clone().into()]);
+    }
+    loans
+        .with_values(
+            conn,
+            "loan_id",
+            "UPDATE actions SET status = 'cancelled', note = 'loan written off' FROM v \
+             WHERE actions.loan_id = v.loan_id AND actions.status || '' = 'pending'",
+        )
+        .await?;
     Ok(())
 }
 

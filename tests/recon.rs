@@ -1,0 +1,551 @@
+//! Reconciliation, settlement, refunds and write-offs against the channel simulator, on
+//! SQLite and PostgreSQL.
+
+mod common;
+
+use chrono::{DateTime, Utc};
+use common::{date, loan_json, Backend, TestApp};
+use repayd::recon::{self, ReconError, RefundKind, RefundRequest};
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+
+const UTC: &str = "UTC";
+
+fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+async fn import_loans(app: &TestApp, loans: Vec<serde_json::Value>) {
+    app.import_json(&serde_json::Value::Array(loans).to_string())
+        .await;
+}
+
+fn one_loan(id: &str, policy: &str, agreement: &str, insts: &[(&str, &str)]) -> serde_json::Value {
+    loan_json(
+        id,
+        UTC,
+        policy,
+        None,
+        false,
+        &[("unionpay", agreement)],
+        insts,
+    )
+}
+
+const ANOMALIES: &str = r#"
+[default]
+fee_rate = "0.006"
+[[accounts]]
+agreement = "AGR-TIMEOUT"
+unknown_first = 1
+[[accounts]]
+agreement = "AGR-LOST"
+lost_first = 1
+[[accounts]]
+agreement = "AGR-MISMATCH"
+statement_amount = "99.00"
+[[statement_extra]]
+date = 2026-12-19
+order_no = "899999999999"
+amount = "10.00"
+"#;
+
+async fn statement_classified_unknowns_resolved_and_settled(backend: Backend) {
+    let app = common::spawn_app(backend, ANOMALIES).await;
+    let due = [("2026-12-19", "100.00")];
+    import_loans(
+        &app,
+        vec![
+            one_loan("L-T", "test", "AGR-TIMEOUT", &due),
+            one_loan("L-L", "test", "AGR-LOST", &due),
+            one_loan("L-M", "test", "AGR-MISMATCH", &due),
+            one_loan("L-OK", "test", "AGR-OK", &due),
+        ],
+    )
+    .await;
+    app.run(at("2026-12-19T08:00:00Z")).await;
+    assert_eq!(status(&app, "L-T").await, "unknown");
+    assert_eq!(status(&app, "L-L").await, "unknown");
+    assert_eq!(status(&app, "L-M").await, "succeeded");
+    assert_eq!(status(&app, "L-OK").await, "succeeded");
+    let sim = app.sim("unionpay");
+    assert_eq!(sim.journal().len(), 4, "the channel debited all four");
+
+    // A malformed statement is refused whole, with line and column, and writes nothing.
+    let bad = app.dir.path().join("bad.csv");
+    let good = app.statement_file("unionpay", date("2026-12-19")).await;
+    let text = std::fs::read_to_string(&good).unwrap();
+    let mut rows: Vec<String> = text.lines().map(String::from).collect();
+    let mut fields: Vec<&str> = rows[2].split(',').collect();
+    fields[2] = "100.001";
+    rows[2] = fields.join(",");
+    std::fs::write(&bad, rows.join("\n") + "\n").unwrap();
+    let now = at("2026-12-20T09:00:00Z");
+    let err = recon::import_file(&app.engine, "unionpay", &bad, None, now)
+        .await
+        .unwrap_err();
+    match &err {
+        ReconError::Statement { error: source, .. } => {
+            let column = rows[2].find("100.001").unwrap() + 1;
+            assert_eq!((source.line, source.column), (3, column), "{err}");
+            assert!(source.message.contains("amount"), "{err}");
+        }
+        other => panic!("{other}"),
+    }
+    let truncated = app.dir.path().join("cut.csv");
+    std::fs::write(&truncated, &text[..text.len() - 8]).unwrap();
+    let err = recon::import_file(&app.engine, "unionpay", &truncated, None, now)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("truncated"), "{err}");
+    for t in [
+        "statements",
+        "statement_lines",
+        "recon_items",
+        "settlements",
+    ] {
+        assert_eq!(app.count(t).await, 0, "{t}");
+    }
+
+    let entries_before = app.count("journal_entries").await;
+    let out = recon::import_file(&app.engine, "unionpay", &good, None, now)
+        .await
+        .unwrap();
+    assert_eq!(out.date, "2026-12-19");
+    let s = |x: &str| Some(x.to_string());
+    let mut expected = vec![
+        (
+            order(&app, "L-T").await,
+            "matched".to_string(),
+            s("resolved_succeeded"),
+            None,
+        ),
+        (
+            order(&app, "L-L").await,
+            "matched".to_string(),
+            s("resolved_succeeded"),
+            None,
+        ),
+        (
+            order(&app, "L-M").await,
+            "amount_differs".to_string(),
+            None,
+            s("open"),
+        ),
+        (order(&app, "L-OK").await, "matched".to_string(), None, None),
+        (
+            "899999999999".to_string(),
+            "channel_only".to_string(),
+            None,
+            s("open"),
+        ),
+    ];
+    expected.sort();
+    assert_eq!(app.recon_items("unionpay", "2026-12-19").await, expected);
+    assert_eq!((out.auto_fixed, out.open_cases), (2, 2));
+    assert_eq!(status(&app, "L-T").await, "succeeded");
+    assert_eq!(status(&app, "L-L").await, "succeeded");
+
+    // No second debit: the channel's journal is unchanged and equals the ledger.
+    assert_eq!(sim.journal().len(), 4);
+    app.assert_sim_matches_ledger().await;
+    let repaid = app
+        .scalar_i64(
+            "SELECT CAST(SUM(l.debit) AS BIGINT) FROM journal_lines l JOIN journal_entries e \
+             ON e.id = l.entry_id WHERE e.kind = 'repayment' AND l.account = '1100.unionpay'",
+        )
+        .await;
+    assert_eq!(Decimal::new(repaid, 2), sim.total_debited());
+    assert_eq!(
+        app.scalar_str("SELECT status FROM loans WHERE id = 'L-T'")
+            .await,
+        "paid"
+    );
+
+    // Settled T+1 at import: the three matched successes, net of the statement's fees.
+    assert_eq!(out.settled.len(), 1);
+    let st = &out.settled[0];
+    assert_eq!(
+        (st.gross, st.fees, st.net),
+        (dec!(300), dec!(1.80), dec!(298.20))
+    );
+    assert_eq!(app.balance_minor("1200").await, 29820);
+    assert_eq!(app.balance_minor("5100").await, 180);
+    assert_eq!(
+        app.balance_minor("1100.unionpay").await,
+        10000,
+        "the mismatch stays"
+    );
+    assert_eq!(app.trial_balance_difference().await, Decimal::ZERO);
+
+    // Re-import: nothing changes.
+    let before = counts(&app).await;
+    let again = recon::import_file(&app.engine, "unionpay", &good, None, now)
+        .await
+        .unwrap();
+    assert!(again.already_imported);
+    assert_eq!(counts(&app).await, before);
+    assert_eq!(
+        before[4],
+        entries_before + 3,
+        "two repayments and one settlement"
+    );
+
+    // The engine finds nothing left to query and debits nothing more.
+    app.run(at("2026-12-20T10:00:00Z")).await;
+    assert_eq!(sim.journal().len(), 4);
+    assert_eq!(
+        recon::settle_due(&app.engine, at("2026-12-22T00:00:00Z"))
+            .await
+            .unwrap(),
+        vec![]
+    );
+
+    let mut conn = app.engine.db.pool.acquire().await.unwrap();
+    let report = recon::recon_report(&mut conn, "2026-12-19").await.unwrap();
+    assert_eq!(report.counts["unionpay"]["matched"], 3);
+    assert_eq!(report.open_cases.len(), 2);
+    let extra = report
+        .open_cases
+        .iter()
+        .find(|c| c.outcome == "channel_only")
+        .unwrap();
+    assert_eq!(extra.evidence["theirs"]["amount"], "10.00");
+    assert!(extra.evidence["ours"].is_null());
+    assert!(report.table().contains("amount_differs"));
+    drop(conn);
+    app.cleanup().await;
+}
+
+async fn status(app: &TestApp, loan: &str) -> String {
+    app.attempts(loan).await[0].1.clone()
+}
+
+async fn order(app: &TestApp, loan: &str) -> String {
+    app.scalar_str(&format!(
+        "SELECT order_no FROM attempts WHERE loan_id = '{loan}'"
+    ))
+    .await
+}
+
+async fn counts(app: &TestApp) -> Vec<i64> {
+    let mut v = Vec::new();
+    for t in [
+        "statements",
+        "statement_lines",
+        "recon_items",
+        "settlements",
+        "journal_entries",
+    ] {
+        v.push(app.count(t).await);
+    }
+    v
+}
+both_backends!(statement_classified_unknowns_resolved_and_settled);
+
+async fn refunds_and_write_offs(backend: Backend) {
+    let scenario = "[[accounts]]\nagreement = \"AGR-B\"\nunknown_first = 1\n\
+                    [[accounts]]\nagreement = \"AGR-C\"\nbalance = \"96.00\"\n";
+    let mut app = common::spawn_app(backend, scenario).await;
+    app.add_policy(&residue_policy());
+    import_loans(
+        &app,
+        vec![
+            one_loan("L-ERR", "test", "AGR-A", &[("2026-12-19", "100.00")]),
+            one_loan("L-OVER", "test", "AGR-B", &[("2026-12-19", "100.00")]),
+            one_loan("L-RES", "residue", "AGR-C", &[("2026-12-19", "100.00")]),
+        ],
+    )
+    .await;
+    app.run(at("2026-12-19T08:00:00Z")).await;
+
+    let req = |attempt, amount, kind| RefundRequest {
+        attempt_id: attempt,
+        amount,
+        kind,
+        reason: "test".into(),
+        actor: "tester".into(),
+    };
+    // Money that arrives for a loan already written off is an overpayment: refundable up to
+    // what is held and what the attempt can still refund.
+    let over = "L-OVER";
+    assert_eq!(status(&app, over).await, "unknown");
+    let t = at("2026-12-19T08:30:00Z");
+    let wo = recon::write_off_admin(&app.engine, over, "uncollectable", "tester", t)
+        .await
+        .unwrap();
+    assert_eq!(wo, dec!(100));
+    assert!(matches!(
+        recon::write_off_admin(&app.engine, over, "again", "tester", t).await,
+        Err(ReconError::NothingToWriteOff { .. })
+    ));
+    assert_eq!(
+        app.scalar_i64("SELECT wo_principal FROM installments WHERE loan_id = 'L-OVER'")
+            .await,
+        10000
+    );
+    assert_eq!(
+        app.scalar_str("SELECT kind FROM write_offs WHERE loan_id = 'L-OVER'")
+            .await,
+        "admin"
+    );
+    assert_eq!(
+        app.scalar_i64(
+            "SELECT COUNT(*) FROM actions WHERE loan_id = 'L-OVER' AND status = 'pending'"
+        )
+        .await,
+        0
+    );
+    app.run(at("2026-12-19T09:00:00Z")).await;
+    assert_eq!(status(&app, over).await, "succeeded");
+    assert_eq!(app.balance_minor("2100").await, -10000);
+    let paid = app.attempt_id(over, 0).await;
+    let t = at("2026-12-19T10:00:00Z");
+    recon::refund(
+        &app.engine,
+        &req(paid, dec!(60), RefundKind::Overpayment),
+        t,
+    )
+    .await
+    .unwrap();
+    let refused = recon::refund(
+        &app.engine,
+        &req(paid, dec!(50), RefundKind::Overpayment),
+        t,
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(ReconError::ExceedsRefundable { .. })),
+        "{refused:?}"
+    );
+    let refused = recon::refund(
+        &app.engine,
+        &req(paid, dec!(40.01), RefundKind::Erroneous),
+        t,
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(ReconError::ExceedsRefundable { .. })),
+        "{refused:?}"
+    );
+    let last = recon::refund(&app.engine, &req(paid, dec!(40), RefundKind::Erroneous), t)
+        .await
+        .unwrap();
+    assert_eq!((last.refundable_left, last.reopened.len()), (dec!(0), 0));
+    assert_eq!(app.balance_minor("2100").await, 0);
+    assert_eq!(
+        app.scalar_i64(&format!(
+            "SELECT COUNT(*) FROM journal_entries WHERE corrects_entry IS NOT NULL AND loan_id = '{over}'"
+        ))
+        .await,
+        2
+    );
+
+    // Erroneous debit: reversed, the installment re-opens and the next run collects it again.
+    let err_attempt = app.attempt_id("L-ERR", 0).await;
+    let done = recon::refund(
+        &app.engine,
+        &req(err_attempt, dec!(100), RefundKind::Erroneous),
+        at("2026-12-21T08:00:00Z"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.reopened, vec![1]);
+    assert_eq!(
+        app.scalar_str("SELECT status FROM installments WHERE loan_id = 'L-ERR'")
+            .await,
+        "overdue"
+    );
+    assert_eq!(
+        app.scalar_str("SELECT status FROM loans WHERE id = 'L-ERR'")
+            .await,
+        "active"
+    );
+    assert_eq!(
+        app.scalar_i64(&format!(
+            "SELECT COUNT(*) FROM journal_lines WHERE entry_id = {} AND account = '1310' \
+             AND seq = 1 AND component = 'principal' AND debit = 10000",
+            done.entry_id
+        ))
+        .await,
+        1
+    );
+    let refused = recon::refund(
+        &app.engine,
+        &req(err_attempt, dec!(0.01), RefundKind::Erroneous),
+        at("2026-12-21T08:00:00Z"),
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(ReconError::ExceedsRefundable { .. })),
+        "{refused:?}"
+    );
+    app.run(at("2026-12-21T10:00:00Z")).await;
+    let atts = app.attempts("L-ERR").await;
+    assert_eq!(atts.len(), 2, "{atts:?}");
+    assert_eq!(atts[1].1, "succeeded");
+    assert_eq!(
+        app.scalar_str("SELECT status FROM loans WHERE id = 'L-ERR'")
+            .await,
+        "paid"
+    );
+
+    // Residue: 96 of 100 collected, the 4 left is written off at once.
+    let res = app.attempts("L-RES").await;
+    assert_eq!(res.last().unwrap().1, "succeeded", "{res:?}");
+    assert_eq!(res.last().unwrap().2, dec!(96.00));
+    assert_eq!(
+        app.scalar_str("SELECT kind FROM write_offs WHERE loan_id = 'L-RES'")
+            .await,
+        "residue"
+    );
+    assert_eq!(
+        app.scalar_str("SELECT status FROM loans WHERE id = 'L-RES'")
+            .await,
+        "written_off"
+    );
+    assert_eq!(
+        app.scalar_i64("SELECT amount FROM write_offs WHERE loan_id = 'L-RES'")
+            .await,
+        400
+    );
+    assert_eq!(app.balance_minor("5200").await, 10400);
+
+    assert_eq!(app.trial_balance_difference().await, Decimal::ZERO);
+    let err_second = app.attempt_id("L-ERR", 1).await;
+    let refused = recon::refund(
+        &app.engine,
+        &req(err_second, dec!(1), RefundKind::Overpayment),
+        at("2026-12-22T08:00:00Z"),
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(ReconError::ExceedsOverpayment { .. })),
+        "{refused:?}"
+    );
+    assert!(matches!(
+        recon::parse_amount("1.005"),
+        Err(ReconError::BadAmount { .. })
+    ));
+    assert!(matches!(
+        recon::parse_amount("-1"),
+        Err(ReconError::BadAmount { .. })
+    ));
+    app.assert_sim_matches_ledger().await;
+    app.cleanup().await;
+}
+both_backends!(refunds_and_write_offs);
+
+/// The test policy with a 4.00 step and a 5.00 residue threshold.
+fn residue_policy() -> String {
+    common::TEST_POLICY
+        .replace("name = \"test\"", "name = \"residue\"")
+        .replace(
+            "steps = [1, 0.75, 0.5, 0.25]\nmin_amount = \"50.00\"\non_codes = [\"INSUFFICIENT_BALANCE\"]",
+            "steps = [1, 0.96]\nmin_amount = \"1.00\"\non_codes = [\"INSUFFICIENT_BALANCE\"]",
+        )
+        .replace(
+            "stop_after_days_past_due = 10",
+            "stop_after_days_past_due = 10\nresidue_threshold = \"5.00\"",
+        )
+}
+
+async fn daemon_fetches_yesterdays_statement_once(backend: Backend) {
+    let app = common::spawn_app(backend, ANOMALIES).await;
+    import_loans(
+        &app,
+        vec![one_loan(
+            "L-T",
+            "test",
+            "AGR-TIMEOUT",
+            &[("2026-12-19", "100.00")],
+        )],
+    )
+    .await;
+    app.run(at("2026-12-19T08:00:00Z")).await;
+    assert_eq!(status(&app, "L-T").await, "unknown");
+    let channels = vec!["unionpay".to_string()];
+    let early = recon::fetch_due(&app.engine, &channels, at("2026-12-20T08:59:00Z"))
+        .await
+        .unwrap();
+    assert!(early.is_empty(), "before statement_time nothing is fetched");
+    assert_eq!(app.count("statements").await, 0);
+    let done = recon::fetch_due(&app.engine, &channels, at("2026-12-20T09:01:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(done.len(), 1);
+    assert_eq!(
+        (done[0].date.as_str(), done[0].auto_fixed),
+        ("2026-12-19", 1)
+    );
+    assert_eq!(status(&app, "L-T").await, "succeeded");
+    assert_eq!(app.count("settlements").await, 1);
+    let again = recon::fetch_due(&app.engine, &channels, at("2026-12-20T15:00:00Z"))
+        .await
+        .unwrap();
+    assert!(again.is_empty());
+    assert_eq!(app.count("statements").await, 1);
+    app.assert_sim_matches_ledger().await;
+    app.cleanup().await;
+}
+both_backends!(daemon_fetches_yesterdays_statement_once);
+
+async fn written_off_past_the_policy_point(backend: Backend) {
+    let mut app = common::spawn_app(
+        backend,
+        "[[accounts]]\nagreement = \"AGR-EMPTY\"\nbalance = \"0.00\"\n",
+    )
+    .await;
+    let policy = common::TEST_POLICY
+        .replace("name = \"test\"", "name = \"wo\"")
+        .replace(
+            "stop_after_days_past_due = 10",
+            "stop_after_days_past_due = 10\nwrite_off_after_days_past_due = 20",
+        );
+    app.add_policy(&policy);
+    import_loans(
+        &app,
+        vec![one_loan(
+            "L-WO",
+            "wo",
+            "AGR-EMPTY",
+            &[("2026-12-19", "100.00")],
+        )],
+    )
+    .await;
+    app.run(at("2026-12-19T08:00:00Z")).await;
+    app.run(at("2027-01-05T10:00:00Z")).await;
+    assert_eq!(
+        app.scalar_str("SELECT status FROM loans WHERE id = 'L-WO'")
+            .await,
+        "collections"
+    );
+    assert_eq!(app.count("write_offs").await, 0);
+    app.run(at("2027-01-09T10:00:00Z")).await;
+    assert_eq!(
+        app.scalar_str("SELECT kind FROM write_offs WHERE loan_id = 'L-WO'")
+            .await,
+        "policy"
+    );
+    assert_eq!(
+        app.scalar_str("SELECT status FROM installments WHERE loan_id = 'L-WO'")
+            .await,
+        "written_off"
+    );
+    // Principal goes through the ledger; the penalty is recorded on the installment only.
+    assert_eq!(app.balance_minor("5200").await, 10000);
+    let wo_penalty = app
+        .scalar_i64("SELECT wo_penalty FROM installments WHERE loan_id = 'L-WO'")
+        .await;
+    assert!(wo_penalty > 0);
+    assert_eq!(
+        app.scalar_i64("SELECT amount FROM write_offs WHERE loan_id = 'L-WO'")
+            .await,
+        10000 + wo_penalty
+    );
+    assert_eq!(app.trial_balance_difference().await, Decimal::ZERO);
+    app.run(at("2027-01-10T10:00:00Z")).await;
+    assert_eq!(app.count("write_offs").await, 1);
+    app.cleanup().await;
+}
+both_backends!(written_off_past_the_policy_point);
