@@ -285,14 +285,18 @@ pub async fn verify(db: &Db, opts: &VerifyOptions) -> Result<VerifyReport, Verif
 /// Every entry has lines and balances on its own.
 async fn entries(conn: &mut AnyConnection, out: &mut Findings) -> Result<(), sqlx::Error> {
     out.start(ENTRIES);
+    // A settlement of a day with nothing to settle is an entry without lines on purpose
+    // (its row marks the day done); any other entry without lines is drift.
     let sql = "SELECT e.id, e.kind, COUNT(l.entry_id) AS n, \
-         CAST(COALESCE(SUM(l.debit),0) AS BIGINT) AS d, CAST(COALESCE(SUM(l.credit),0) AS BIGINT) AS c \
+         CAST(COALESCE(SUM(l.debit),0) AS BIGINT) AS d, CAST(COALESCE(SUM(l.credit),0) AS BIGINT) AS c, \
+         CASE WHEN e.kind = 'settlement' AND EXISTS (SELECT 1 FROM settlements s \
+           WHERE s.entry_id = e.id AND s.gross = 0) THEN 1 ELSE 0 END AS empty_settlement \
          FROM journal_entries e LEFT JOIN journal_lines l ON l.entry_id = e.id \
          GROUP BY e.id, e.kind";
     each_row(conn, sql, out, |r, out| {
         let (id, n, d, c) = (int(r, "id")?, int(r, "n")?, int(r, "d")?, int(r, "c")?);
         let kind = text(r, "kind")?;
-        if n == 0 {
+        if n == 0 && int(r, "empty_settlement")? == 0 {
             out.add(
                 "journal_entries",
                 format!("id={id}"),

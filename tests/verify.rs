@@ -303,8 +303,21 @@ async fn finding_limit_keeps_counting(backend: Backend) {
 }
 both_backends!(finding_limit_keeps_counting);
 
+/// What happens to a loan after its first due date, behind the debits.
+#[derive(Debug, Clone, Copy)]
+enum Correction {
+    None,
+    /// Reverse this percentage of its first successful debit (re-opens what it paid).
+    Reverse(u32),
+    /// Refund this percentage of its first successful debit as overpayment (refused unless
+    /// that debit overpaid; refusals are part of the test).
+    RefundOverpayment(u32),
+    WriteOff,
+}
+
 /// A random portfolio: per loan an installment amount, the account's balance as a share of
-/// it (empty, short, enough), optional salary on payday and an unknown first answer.
+/// it (empty, short, enough, more than enough), optional salary on payday, an unknown first
+/// answer, and a correction.
 #[derive(Debug, Clone)]
 struct LoanCase {
     principal: u32,
@@ -312,34 +325,95 @@ struct LoanCase {
     salary: bool,
     unknown_first: bool,
     installments: usize,
+    correction: Correction,
+}
+
+fn correction() -> impl Strategy<Value = Correction> {
+    prop_oneof![
+        Just(Correction::None),
+        (1u32..=100).prop_map(Correction::Reverse),
+        (1u32..=100).prop_map(Correction::RefundOverpayment),
+        Just(Correction::WriteOff),
+    ]
 }
 
 fn loan_case() -> impl Strategy<Value = LoanCase> {
     (
         200u32..3000,
-        0u32..160,
+        0u32..260,
         any::<bool>(),
         any::<bool>(),
         1usize..3,
+        correction(),
     )
         .prop_map(
-            |(principal, balance_pct, salary, unknown_first, installments)| LoanCase {
+            |(principal, balance_pct, salary, unknown_first, installments, correction)| LoanCase {
                 principal,
                 balance_pct,
                 salary,
                 unknown_first,
                 installments,
+                correction,
             },
         )
 }
 
-async fn random_run(cases: &[LoanCase]) -> Result<(), TestCaseError> {
+async fn must_be_green(app: &TestApp, when: &str) -> Result<(), TestCaseError> {
+    let r = check(app).await;
+    prop_assert!(r.is_clean(), "{when}: {:#?}", r.findings);
+    Ok(())
+}
+
+/// Apply a loan's correction at `now`; refusals (nothing to refund or write off) are fine.
+async fn correct(app: &TestApp, loan: &str, c: Correction, now: chrono::DateTime<chrono::Utc>) {
+    use repayd::recon::{refund, write_off_admin, RefundKind, RefundRequest};
+    let first: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT id, amount FROM attempts WHERE loan_id = $1 AND status = 'succeeded' ORDER BY id LIMIT 1",
+    )
+    .bind(loan)
+    .fetch_optional(&app.engine.db.pool)
+    .await
+    .unwrap();
+    let req = |pct: u32, kind| {
+        first.map(|(id, amount)| RefundRequest {
+            attempt_id: id,
+            amount: rust_decimal::Decimal::new((amount * pct as i64 / 100).max(1), 2),
+            kind,
+            reason: "property test".into(),
+            actor: "tester".into(),
+        })
+    };
+    match c {
+        Correction::None => {}
+        Correction::Reverse(pct) => {
+            if let Some(r) = req(pct, RefundKind::Erroneous) {
+                refund(&app.engine, &r, now)
+                    .await
+                    .expect("reversal within the debit");
+            }
+        }
+        Correction::RefundOverpayment(pct) => {
+            if let Some(r) = req(pct, RefundKind::Overpayment) {
+                let _ = refund(&app.engine, &r, now).await;
+            }
+        }
+        Correction::WriteOff => {
+            let _ = write_off_admin(&app.engine, loan, "property test", "tester", now).await;
+        }
+    }
+}
+
+/// Debits (partial, stepped, unknown), then statements reconciled and settled, refunds,
+/// reversals and write-offs, then more debits: verify is green at each stage.
+/// Returns how many refunds, write-offs and non-empty settlements were made.
+async fn random_run(backend: Backend, cases: &[LoanCase]) -> Result<[i64; 3], TestCaseError> {
     let mut scenario = String::from("timezone = \"Asia/Shanghai\"\n");
     let mut loans = Vec::new();
-    let dues = [("2027-01-15"), ("2027-02-15")];
+    let dues = ["2027-01-15", "2027-02-15"];
     for (i, c) in cases.iter().enumerate() {
         let agreement = format!("AGR-{i}");
-        let balance = c.principal as u64 * c.balance_pct as u64; // cents: principal × pct / 100 × 100
+        // principal (yuan) × pct / 100, in cents
+        let balance = c.principal as u64 * c.balance_pct as u64;
         scenario.push_str(&format!(
             "[[accounts]]\nagreement = \"{agreement}\"\nbalance = \"{}.{:02}\"\nunknown_first = {}\n",
             balance / 100,
@@ -357,23 +431,70 @@ async fn random_run(cases: &[LoanCase]) -> Result<(), TestCaseError> {
             .collect();
         loans.push(loan(&format!("P{i}"), channel, &agreement, &inst));
     }
-    let app = spawn_app(Backend::Sqlite, &scenario).await;
+    let app = spawn_app(backend, &scenario).await;
     app.import_json(&serde_json::Value::Array(loans).to_string())
         .await;
-    app.run_until(local(SH, 2027, 1, 12, 0, 0), local(SH, 2027, 2, 20, 0, 0))
+    app.run_until(local(SH, 2027, 1, 12, 0, 0), local(SH, 2027, 1, 25, 0, 0))
         .await;
-    let r = check(&app).await;
-    prop_assert!(r.is_clean(), "{:#?}", r.findings);
+    must_be_green(&app, "after the first due date").await?;
+
+    let now = local(SH, 2027, 1, 25, 12, 0);
+    for channel in ["unionpay", "wechat", "bank"] {
+        for day in ["2027-01-14", "2027-01-15", "2027-01-20"] {
+            let file = app.statement_file(channel, common::date(day)).await;
+            repayd::recon::import_file(&app.engine, channel, &file, Some(common::date(day)), now)
+                .await
+                .expect("statement of the simulator imports");
+        }
+    }
+    for (i, c) in cases.iter().enumerate() {
+        correct(&app, &format!("P{i}"), c.correction, now).await;
+    }
+    must_be_green(&app, "after statements and corrections").await?;
+
+    app.run_until(now, local(SH, 2027, 2, 20, 0, 0)).await;
+    must_be_green(&app, "after the second due date").await?;
     app.assert_sim_matches_ledger().await;
-    Ok(())
+    let made = [
+        app.scalar_i64("SELECT COUNT(*) FROM refunds").await,
+        app.scalar_i64("SELECT COUNT(*) FROM write_offs").await,
+        app.scalar_i64("SELECT COUNT(*) FROM settlements WHERE gross > 0")
+            .await,
+    ];
+    app.cleanup().await;
+    Ok(made)
 }
+
+/// The corrections of the property test, each certainly made, on both backends.
+async fn corrections_keep_verify_green(backend: Backend) {
+    let case = |principal, balance_pct, installments, correction| LoanCase {
+        principal,
+        balance_pct,
+        salary: false,
+        unknown_first: false,
+        installments,
+        correction,
+    };
+    let cases = [
+        case(1000, 250, 2, Correction::Reverse(50)),
+        case(800, 0, 1, Correction::WriteOff),
+        case(600, 250, 2, Correction::Reverse(100)),
+        case(700, 60, 2, Correction::WriteOff),
+        case(900, 250, 1, Correction::RefundOverpayment(10)),
+    ];
+    let [refunds, write_offs, settlements] = random_run(backend, &cases).await.unwrap();
+    assert!(refunds >= 2, "two reversals at least ({refunds})");
+    assert_eq!(write_offs, 2);
+    assert!(settlements > 0);
+}
+both_backends!(corrections_keep_verify_green);
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
     #[test]
-    fn random_debits_keep_verify_green(cases in proptest::collection::vec(loan_case(), 1..5)) {
+    fn random_debits_and_corrections_keep_verify_green(cases in proptest::collection::vec(loan_case(), 1..5)) {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        rt.block_on(random_run(&cases))?;
+        rt.block_on(random_run(Backend::Sqlite, &cases))?;
     }
 }
 
@@ -504,3 +625,40 @@ async fn daily_report_of_a_realistic_run(backend: Backend) {
     app.cleanup().await;
 }
 both_backends!(daily_report_of_a_realistic_run);
+
+async fn write_off_edited_behind_our_back(backend: Backend) {
+    let app = realistic(backend).await;
+    let now = local(SH, 2027, 2, 20, 12, 0);
+    repayd::recon::write_off_admin(&app.engine, "L3", "uncollectable", "tester", now)
+        .await
+        .unwrap();
+    assert!(
+        check(&app).await.is_clean(),
+        "a write-off keeps verify green"
+    );
+    exec(
+        &app,
+        "UPDATE write_offs SET amount = amount + 1 WHERE loan_id = 'L3'",
+    )
+    .await;
+    exec(
+        &app,
+        "UPDATE installments SET wo_principal = wo_principal - 1 WHERE loan_id = 'L3' AND seq = 2",
+    )
+    .await;
+    let r = check(&app).await;
+    assert_names(
+        &r,
+        "write_offs",
+        "loan_id=L3",
+        "but write_offs.amount sums to",
+    );
+    assert_names(
+        &r,
+        "installments",
+        "loan_id=L3 seq=2 component=principal",
+        "but write-off entries credit",
+    );
+    app.cleanup().await;
+}
+both_backends!(write_off_edited_behind_our_back);
