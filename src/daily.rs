@@ -243,12 +243,15 @@ async fn bucket_rows(
                (SELECT m.channel FROM mandates m WHERE m.loan_id = l.id ORDER BY m.priority LIMIT 1) AS channel, \
                i.due_date, CAST(i.principal + i.interest + i.fee + i.penalty - i.wo_principal - i.wo_interest \
                  - i.wo_fee - i.wo_penalty AS BIGINT) AS due, \
-               (SELECT CAST(COALESCE(SUM(jl.credit - jl.debit),0) AS BIGINT) FROM journal_lines jl \
-                 JOIN journal_entries e ON e.id = jl.entry_id \
-                 WHERE jl.loan_id = i.loan_id AND jl.seq = i.seq AND e.posted_at < $2 \
-                 AND e.kind IN ('repayment','reversal') AND jl.account IN ('1310','4100','4200','4300')) AS paid \
+               CAST(COALESCE(SUM(CASE WHEN e.posted_at < $2 AND e.kind IN ('repayment','reversal') \
+                 AND jl.account IN ('1310','4100','4200','4300') THEN jl.credit - jl.debit ELSE 0 END),0) AS BIGINT) AS paid \
              FROM installments i JOIN loans l ON l.id = i.loan_id \
-             WHERE l.tz = $1 AND i.due_date <= $3 ORDER BY i.loan_id",
+             LEFT JOIN journal_lines jl ON jl.loan_id = i.loan_id AND jl.seq = i.seq \
+             LEFT JOIN journal_entries e ON e.id = jl.entry_id \
+             WHERE l.tz = $1 AND i.due_date <= $3 \
+             GROUP BY i.loan_id, i.seq, l.id, l.policy, i.due_date, i.principal, i.interest, i.fee, i.penalty, \
+               i.wo_principal, i.wo_interest, i.wo_fee, i.wo_penalty \
+             ORDER BY i.loan_id",
         )
         .bind(&zone)
         .bind(end)

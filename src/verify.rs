@@ -733,13 +733,16 @@ async fn orphan_entries(
 /// every repayment entry has its attempt, succeeded.
 async fn postings(conn: &mut AnyConnection, out: &mut Findings) -> Result<(), sqlx::Error> {
     out.start(POSTINGS);
+    // One join and GROUP BY rather than subqueries per entry: on PostgreSQL those probe
+    // the account index once per entry, which is quadratic on a big journal.
     let sql = "SELECT e.id, e.attempt_id, e.loan_id AS eloan, a.id AS aid, a.status, a.amount, \
            a.channel, a.order_no, a.loan_id AS aloan, \
-           (SELECT CAST(COALESCE(SUM(l.debit),0) AS BIGINT) FROM journal_lines l \
-            WHERE l.entry_id = e.id AND l.account = '1100.' || a.channel) AS cleared, \
-           (SELECT CAST(COALESCE(SUM(l.debit),0) AS BIGINT) FROM journal_lines l WHERE l.entry_id = e.id) AS debits \
+           CAST(COALESCE(SUM(CASE WHEN l.account = '1100.' || a.channel THEN l.debit ELSE 0 END),0) AS BIGINT) AS cleared, \
+           CAST(COALESCE(SUM(l.debit),0) AS BIGINT) AS debits \
          FROM journal_entries e LEFT JOIN attempts a ON a.id = e.attempt_id \
-         WHERE e.kind = 'repayment'";
+         LEFT JOIN journal_lines l ON l.entry_id = e.id \
+         WHERE e.kind = 'repayment' \
+         GROUP BY e.id, e.attempt_id, e.loan_id, a.id, a.status, a.amount, a.channel, a.order_no, a.loan_id";
     each_row(conn, sql, out, |r, out| check_posting(r, out)).await?;
     let rows = out.current().rows;
     let missing = "SELECT a.id, a.channel, a.order_no, a.amount, a.loan_id FROM attempts a \
