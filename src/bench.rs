@@ -57,6 +57,14 @@ pub struct BenchFigures {
     pub run_attempts: u64,
     pub run_attempts_per_sec: f64,
     pub run_seconds: f64,
+    /// `repayd verify` over the database the run left.
+    pub verify_seconds: f64,
+    pub verify_findings: u64,
+    /// Peak RSS of import, planning and the run (before verify reset the peak).
+    pub run_peak_rss_mb: f64,
+    /// Resident memory when verify started, and its peak while verify ran.
+    pub rss_before_verify_mb: f64,
+    pub verify_peak_rss_mb: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -233,7 +241,49 @@ async fn one_run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchFi
     figures.run_seconds = t.elapsed().as_secs_f64();
     figures.run_attempts = summary.total_attempts();
     figures.run_attempts_per_sec = figures.run_attempts as f64 / figures.run_seconds;
+    time_verify(&engine.db, &mut figures, progress).await?;
     Ok(figures)
+}
+
+/// Run `repayd verify` over the bench database, with the peak RSS reset just before it.
+async fn time_verify(
+    db: &Db,
+    figures: &mut BenchFigures,
+    progress: &dyn Fn(&str),
+) -> Result<(), AppError> {
+    progress("verify");
+    figures.run_peak_rss_mb = peak_rss_mb();
+    figures.rss_before_verify_mb = reset_peak_rss();
+    let t = Instant::now();
+    let opts = crate::verify::VerifyOptions {
+        limit: 5,
+        progress: false,
+    };
+    let report = crate::verify::verify(db, &opts)
+        .await
+        .map_err(|crate::verify::VerifyError::Sql(e)| AppError::Sql(e))?;
+    figures.verify_seconds = t.elapsed().as_secs_f64();
+    figures.verify_peak_rss_mb = peak_rss_mb();
+    figures.verify_findings = report.total_findings;
+    progress(&format!(
+        "{} | RSS {:.1} MB before, peak {:.1} MB during verify",
+        report.summary(),
+        figures.rss_before_verify_mb,
+        figures.verify_peak_rss_mb
+    ));
+    Ok(())
+}
+
+/// Reset this process's peak RSS to its current RSS (Linux `clear_refs`); returns the
+/// current RSS in MB.
+fn reset_peak_rss() -> f64 {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 fn bench_engine(db: Db, loans: usize) -> Result<Engine, AppError> {
@@ -280,14 +330,23 @@ pub async fn run_bench(
         run_attempts: runs[0].run_attempts,
         run_attempts_per_sec: pick(|f| f.run_attempts_per_sec),
         run_seconds: pick(|f| f.run_seconds),
+        verify_seconds: pick(|f| f.verify_seconds),
+        verify_findings: runs.iter().map(|f| f.verify_findings).max().unwrap_or(0),
+        rss_before_verify_mb: pick(|f| f.rss_before_verify_mb),
+        verify_peak_rss_mb: pick(|f| f.verify_peak_rss_mb),
+        run_peak_rss_mb: pick(|f| f.run_peak_rss_mb),
     };
+    let peak = runs
+        .iter()
+        .map(|f| f.run_peak_rss_mb)
+        .fold(peak_rss_mb(), f64::max);
     Ok(BenchReport {
         backend: format!("{:?}", backend_of(&opts.database_url)?),
         installments: opts.installments,
         loans: opts.installments.div_ceil(opts.per_loan),
         runs,
         median,
-        peak_rss_mb: peak_rss_mb(),
+        peak_rss_mb: peak,
     })
 }
 

@@ -664,7 +664,7 @@ fn print_bench(r: &bench::BenchReport) {
     println!("median: import {:.0} inst/s ({:.2}x baseline insert) | plan {:.0} inst/s | due-date run {:.0} attempts/s ({} attempts)",
         m.import_installments_per_sec, m.import_installments_per_sec / m.baseline_rows_per_sec,
         m.plan_installments_per_sec, m.run_attempts_per_sec, m.run_attempts);
-    println!("peak RSS {:.1} MB", r.peak_rss_mb);
+    println!("peak RSS {:.1} MB | verify {:.2}s, {} findings, RSS {:.1} MB before and peak {:.1} MB during verify", r.peak_rss_mb, m.verify_seconds, m.verify_findings, m.rss_before_verify_mb, m.verify_peak_rss_mb);
 }
 
 async fn channel_sim(

@@ -213,6 +213,17 @@ async fn check_money(db: &str, d: &Path, journal: &[repayd::channel::SimDebit]) 
     );
 }
 
+/// `repayd verify` (the real binary) finds every invariant intact.
+fn check_verify(db: &str, d: &Path) {
+    let out = repayd(d, &["--database", db, "verify"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "repayd verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Each notice id appears at most once across every daemon's notice log.
 fn check_notices_once(d: &Path) -> usize {
     let mut seen = HashSet::new();
@@ -273,6 +284,7 @@ async fn killing_the_daemon_never_debits_twice_or_loses_money() {
     );
     let journal = sim_journal(sim_port, "bank", SECRET).await;
     check_money(&db, d, &journal).await;
+    check_verify(&db, d);
     assert!(check_notices_once(d) > 0);
     let stuck = scalar(&db, "SELECT COUNT(*) FROM notices WHERE status = 'sending'").await;
     let sent = scalar(&db, "SELECT COUNT(*) FROM notices WHERE status = 'sent'").await;
@@ -352,6 +364,7 @@ async fn three_daemons_share_one_postgres_and_survive_losing_one() {
         "the work was shared ({owners} instances submitted)"
     );
     check_money(&db, d, &journal).await;
+    check_verify(&db, d);
     check_notices_once(d);
     common::drop_pg_database(&name).await;
 }

@@ -42,4 +42,22 @@ async fn demo_collects_the_sample_portfolio_with_a_zero_trial_balance() {
     // Run again in the same folder: a fresh database, the same figures.
     let again = run_demo(&opts).await.unwrap();
     assert_eq!(again.collected, s.collected);
+    verify_demo_database(&opts.dir);
+}
+
+/// `repayd verify` (the real binary) finds the demo's database consistent.
+fn verify_demo_database(dir: &std::path::Path) {
+    let db = format!("sqlite://{}", dir.join("repayd.db").display());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_repayd"))
+        .args(["--database", &db, "verify"])
+        .env_remove("REPAYD_DATABASE_URL")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "verify after the demo: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("verify: clean ("), "{stdout}");
 }
