@@ -285,18 +285,14 @@ pub async fn verify(db: &Db, opts: &VerifyOptions) -> Result<VerifyReport, Verif
 /// Every entry has lines and balances on its own.
 async fn entries(conn: &mut AnyConnection, out: &mut Findings) -> Result<(), sqlx::Error> {
     out.start(ENTRIES);
-    // A settlement of a day with nothing to settle is an entry without lines on purpose
-    // (its row marks the day done); any other entry without lines is drift.
     let sql = "SELECT e.id, e.kind, COUNT(l.entry_id) AS n, \
-         CAST(COALESCE(SUM(l.debit),0) AS BIGINT) AS d, CAST(COALESCE(SUM(l.credit),0) AS BIGINT) AS c, \
-         CASE WHEN e.kind = 'settlement' AND EXISTS (SELECT 1 FROM settlements s \
-           WHERE s.entry_id = e.id AND s.gross = 0) THEN 1 ELSE 0 END AS empty_settlement \
+         CAST(COALESCE(SUM(l.debit),0) AS BIGINT) AS d, CAST(COALESCE(SUM(l.credit),0) AS BIGINT) AS c \
          FROM journal_entries e LEFT JOIN journal_lines l ON l.entry_id = e.id \
          GROUP BY e.id, e.kind";
     each_row(conn, sql, out, |r, out| {
         let (id, n, d, c) = (int(r, "id")?, int(r, "n")?, int(r, "d")?, int(r, "c")?);
         let kind = text(r, "kind")?;
-        if n == 0 && int(r, "empty_settlement")? == 0 {
+        if n == 0 {
             out.add(
                 "journal_entries",
                 format!("id={id}"),
@@ -662,13 +658,21 @@ async fn write_off_entries(
     out: &mut Findings,
 ) -> Result<(), sqlx::Error> {
     out.start(WRITE_OFF_ROWS);
-    let sql = "SELECT w.id, w.loan_id, w.amount, e.id AS eid, e.kind, e.loan_id AS eloan, \
+    let sql = "SELECT w.id, w.loan_id, w.amount, w.entry_id AS weid, e.id AS eid, e.kind, e.loan_id AS eloan, \
            (SELECT CAST(COALESCE(SUM(l.credit),0) AS BIGINT) FROM journal_lines l \
             WHERE l.entry_id = w.entry_id AND l.account = '1310') AS principal \
          FROM write_offs w LEFT JOIN journal_entries e ON e.id = w.entry_id ORDER BY w.id";
     each_row(conn, sql, out, |r, out| {
         let key = format!("id={}", int(r, "id")?);
         let (loan, amount) = (text(r, "loan_id")?, int(r, "amount")?);
+        // No entry: nothing but interest, fee or penalty was written off (never booked as
+        // receivable); the per-installment check holds the principal to the ledger.
+        if opt_int(r, "weid")?.is_none() {
+            if amount <= 0 {
+                out.add("write_offs", key, format!("amount {}", money(amount)));
+            }
+            return Ok(());
+        }
         if opt_int(r, "eid")?.is_none() {
             out.add("write_offs", key, "its journal entry does not exist");
             return Ok(());
@@ -1094,7 +1098,7 @@ async fn settlements(conn: &mut AnyConnection, out: &mut Findings) -> Result<(),
         )
     };
     let sql = format!(
-        "SELECT s.id, s.channel, s.stmt_date, s.gross, s.fees, s.net, e.id AS eid, e.kind, \
+        "SELECT s.id, s.channel, s.stmt_date, s.gross, s.fees, s.net, s.entry_id AS seid, e.id AS eid, e.kind, \
            {} AS bank, {} AS fee_d, {} AS cleared \
          FROM settlements s LEFT JOIN journal_entries e ON e.id = s.entry_id ORDER BY s.id",
         sum("debit", "'1200'"),
@@ -1120,6 +1124,17 @@ async fn settlements(conn: &mut AnyConnection, out: &mut Findings) -> Result<(),
                     money(fees)
                 ),
             );
+        }
+        if opt_int(r, "seid")?.is_none() {
+            // A day with nothing to settle has its row but no entry.
+            if gross != 0 {
+                out.add(
+                    "settlements",
+                    key,
+                    format!("{} settled without a journal entry", money(gross)),
+                );
+            }
+            return Ok(());
         }
         if opt_int(r, "eid")?.is_none() || text(r, "kind")?.as_deref() != Some("settlement") {
             out.add(

@@ -66,7 +66,8 @@ CREATE TABLE settlements (
     gross         BIGINT NOT NULL,
     fees          BIGINT NOT NULL,
     net           BIGINT NOT NULL,
-    entry_id      BIGINT NOT NULL,
+    -- NULL for a day with nothing to settle: the row marks the day done, no entry is posted.
+    entry_id      BIGINT,
     created_at    BIGINT NOT NULL,
     UNIQUE (channel, stmt_date)
 );
@@ -95,7 +96,9 @@ CREATE TABLE write_offs (
     kind          TEXT NOT NULL,
     reason        TEXT NOT NULL,
     actor         TEXT NOT NULL,
-    entry_id      BIGINT NOT NULL,
+    -- NULL when no principal was left: interest, fee and penalty are never booked as
+    -- receivable (cash basis), so writing them off moves no ledger balance.
+    entry_id      BIGINT,
     created_at    BIGINT NOT NULL
 );
 CREATE INDEX write_offs_loan ON write_offs(loan_id);

@@ -141,7 +141,8 @@ pub struct Writes {
     write_offs: Vec<WriteOffRec>,
 }
 
-/// A write-off staged with its entry (by position in `Writes::entries`).
+/// A write-off staged with its entry (by position in `Writes::entries`; none when no
+/// principal was left to write off).
 #[derive(Debug)]
 struct WriteOffRec {
     loan_id: String,
@@ -149,7 +150,7 @@ struct WriteOffRec {
     reason: String,
     actor: String,
     amount: Decimal,
-    entry_idx: usize,
+    entry_idx: Option<usize>,
     /// What is written off per installment.
     parts: Vec<Outstanding>,
 }
@@ -203,14 +204,18 @@ pub fn stage_write_off(
     loan.status = "written_off".into();
     loan.dirty = true;
     let principal: Vec<(u32, Decimal)> = parts.iter().map(|p| (p.seq, p.principal)).collect();
-    w.entries.push(Entry {
-        id: 0,
-        kind: "write_off",
-        loan_id: Some(loan.id.clone()),
-        attempt_id: None,
-        posted_at: now.timestamp_millis(),
-        memo: format!("write-off ({}) of {}: {reason}", kind.as_str(), loan.id),
-        lines: ledger::write_off_lines(&principal),
+    let lines = ledger::write_off_lines(&principal);
+    let entry_idx = (!lines.is_empty()).then(|| {
+        w.entries.push(Entry {
+            id: 0,
+            kind: "write_off",
+            loan_id: Some(loan.id.clone()),
+            attempt_id: None,
+            posted_at: now.timestamp_millis(),
+            memo: format!("write-off ({}) of {}: {reason}", kind.as_str(), loan.id),
+            lines,
+        });
+        w.entries.len() - 1
     });
     w.write_offs.push(WriteOffRec {
         loan_id: loan.id.clone(),
@@ -218,7 +223,7 @@ pub fn stage_write_off(
         reason: reason.to_string(),
         actor: actor.to_string(),
         amount,
-        entry_idx: w.entries.len() - 1,
+        entry_idx,
         parts,
     });
     tracing::info!(loan = %loan.id, kind = kind.as_str(), %amount, "loan written off");
@@ -503,7 +508,7 @@ async fn write_write_offs(
             wo.kind.into(),
             wo.reason.clone().into(),
             wo.actor.clone().into(),
-            Val::Int(entries[wo.entry_idx].id),
+            wo.entry_idx.map(|i| entries[i].id).into(),
             Val::Int(now.timestamp_millis()),
         ]);
         for p in &wo.parts {

@@ -21,7 +21,8 @@ pub struct Settled {
     pub gross: Decimal,
     pub fees: Decimal,
     pub net: Decimal,
-    pub entry_id: i64,
+    /// None for a day with nothing to settle.
+    pub entry_id: Option<i64>,
 }
 
 /// Settle every reconciled statement day whose settle date (in the channel's zone) has come
@@ -80,10 +81,13 @@ async fn settle_day(
     }
     let fees = fees.min(gross);
     let settle_date = day + Days::new(cfg.settlement.days.into());
-    let entry_id = alloc_on(&mut tx, "entry", 1).await?;
+    // A day with nothing to settle still gets its row, so it is not looked at again, but no
+    // entry: the journal holds no entry without lines.
+    let entry_id = match gross > Decimal::ZERO {
+        true => Some(alloc_on(&mut tx, "entry", 1).await?),
+        false => None,
+    };
     let id = alloc_on(&mut tx, "settlement", 1).await?;
-    // A day with nothing to settle still gets its row (with an entry without lines), so it is
-    // not looked at again.
     let inserted = sqlx::query(
         "INSERT INTO settlements (id, channel, stmt_date, settle_date, gross, fees, net, entry_id, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (channel, stmt_date) DO NOTHING",
@@ -104,21 +108,18 @@ async fn settle_day(
         tx.rollback().await?;
         return Ok(None);
     }
-    let lines = if gross > Decimal::ZERO {
-        ledger::settlement_lines(&cfg.name, gross, fees)
-    } else {
-        Vec::new()
-    };
-    let entry = Entry {
-        id: entry_id,
-        kind: "settlement",
-        loan_id: None,
-        attempt_id: None,
-        posted_at: now.timestamp_millis(),
-        memo: format!("settlement {} {day} (T+{})", cfg.name, cfg.settlement.days),
-        lines,
-    };
-    ledger::post_entries(&mut tx, &[entry]).await?;
+    if let Some(id) = entry_id {
+        let entry = Entry {
+            id,
+            kind: "settlement",
+            loan_id: None,
+            attempt_id: None,
+            posted_at: now.timestamp_millis(),
+            memo: format!("settlement {} {day} (T+{})", cfg.name, cfg.settlement.days),
+            lines: ledger::settlement_lines(&cfg.name, gross, fees),
+        };
+        ledger::post_entries(&mut tx, &[entry]).await?;
+    }
     tx.commit().await?;
     tracing::info!(channel = %cfg.name, %day, %gross, %fees, "settled");
     Ok(Some(Settled {
