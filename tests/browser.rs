@@ -616,7 +616,61 @@ async fn pages_render(backend: Backend) {
     site.app.run(due_slot(&site)).await;
     let ops = token(&site, "ops-collections", Role::Collections).await;
     pages_over_http(&site, &ops).await;
+    recon_page_shows_open_cases(&site, &ops).await;
     site.app.cleanup().await;
+}
+
+/// A statement naming L1's attempt with another amount opens a case; `/recon` lists it with
+/// its evidence and the day's counts, and only an admin gets the resolve form.
+async fn recon_page_shows_open_cases(site: &Site, ops: &str) {
+    let mut conn = site.pool().acquire().await.unwrap();
+    let attempt = repayd::report::attempts(&mut conn, Some("L1"), 1)
+        .await
+        .unwrap()
+        .remove(0);
+    drop(conn);
+    let attempt = serde_json::to_value(&attempt).unwrap();
+    let day = common::web::statement_naming(&site.app.engine, &[(&attempt, "1.23")]).await;
+    let case: i64 = sqlx::query_scalar("SELECT id FROM recon_items WHERE case_status = 'open'")
+        .fetch_one(site.pool())
+        .await
+        .unwrap();
+    let admin = token(site, "root-admin", Role::Admin).await;
+    let page = |who: String, path: String| async move {
+        let r = reqwest::Client::new()
+            .get(site.url(&path))
+            .header("cookie", format!("repayd_token={who}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        r.text().await.unwrap()
+    };
+    let html = page(ops.to_string(), format!("/recon?date={day}")).await;
+    assert!(
+        html.contains(r#"<a href="/recon">Reconciliation</a>"#),
+        "nav link"
+    );
+    assert!(html.contains(&format!("Outcomes of {day}")));
+    assert!(html.contains(&format!(r#"data-case="{case}""#)), "{html}");
+    assert!(html.contains(attempt["order_no"].as_str().unwrap()));
+    assert!(html.contains("amount_differs") && html.contains("1.23"));
+    assert!(html.contains(&format!("#attempt-{}", attempt["id"])));
+    assert!(!html.contains("6222021234567890"), "no full account number");
+    assert!(!html.contains("resolve-"), "collections cannot resolve");
+    let html = page(admin.clone(), "/recon".to_string()).await;
+    assert!(html.contains(&format!(r#"data-url="/api/v1/recon/cases/{case}/resolve""#)));
+    assert!(
+        html.contains(&format!("Outcomes of {day}")),
+        "the latest day by default"
+    );
+    let r = reqwest::Client::new()
+        .get(site.url("/recon?date=someday"))
+        .header("cookie", format!("repayd_token={admin}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
 }
 
 both_backends!(pages_render);
