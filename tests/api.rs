@@ -1438,6 +1438,116 @@ async fn live_feed_streams_attempts(backend: Backend) {
 }
 both_backends!(live_feed_streams_attempts);
 
+/// Attempt events until the one `until` returns true for; returns them all.
+async fn events_until(
+    resp: &mut reqwest::Response,
+    buf: &mut String,
+    until: impl Fn(&Value) -> bool,
+) -> Vec<(String, Value)> {
+    let mut seen = Vec::new();
+    loop {
+        let (id, ev) = next_event(resp, buf, "attempt").await;
+        let done = until(&ev);
+        seen.push((id, ev));
+        if done {
+            return seen;
+        }
+    }
+}
+
+/// A change committed late, with an `updated_at` behind events already sent (as a long run
+/// or a second daemon writes it), still reaches the feed, exactly once; a feed resumed from
+/// the last event replays the lookback window and so gets it too.
+async fn live_feed_delivers_late_commits(backend: Backend) {
+    let app = app_with_loan(backend).await;
+    let early = manual(&app, "100.00").await;
+    let mut resp = app
+        .client
+        .get(app.url("/api/v1/attempts/stream"))
+        .bearer_auth(&app.viewer)
+        .send()
+        .await
+        .unwrap();
+    let mut buf = String::new();
+    next_event(&mut resp, &mut buf, "ready").await;
+    let later = manual(&app, "50.00").await;
+    let sent = events_until(&mut resp, &mut buf, |e| {
+        e["id"] == later["id"] && e["status"] == "succeeded"
+    })
+    .await;
+    assert!(
+        sent.iter().all(|(_, e)| e["id"] != early["id"]),
+        "a new feed starts from now: {sent:?}"
+    );
+    let last_at: chrono::DateTime<chrono::Utc> = sent.last().unwrap().1["at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let last_id = sent.last().unwrap().0.clone();
+    // The late commit: the early attempt changes, stamped 5 s before the last event sent.
+    let stamp = last_at.timestamp_millis() - 5000;
+    sqlx::query(
+        "UPDATE attempts SET status = 'failed', code = 'LATE', updated_at = $1 WHERE id = $2",
+    )
+    .bind(stamp)
+    .bind(early["id"].as_i64().unwrap())
+    .execute(&app.engine.db.pool)
+    .await
+    .unwrap();
+    let (_, late) = next_event(&mut resp, &mut buf, "attempt").await;
+    assert_eq!(late["id"], early["id"]);
+    assert_eq!(
+        (late["status"].as_str(), late["code"].as_str()),
+        (Some("failed"), Some("LATE"))
+    );
+    assert_eq!(
+        late["at"]
+            .as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap()
+            .timestamp_millis(),
+        stamp
+    );
+    // Several polls later, a new change arrives and the late one is not sent again.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let next = manual(&app, "25.00").await;
+    let more = events_until(&mut resp, &mut buf, |e| {
+        e["id"] == next["id"] && e["status"] == "succeeded"
+    })
+    .await;
+    assert!(
+        more.iter().all(|(_, e)| e["id"] != early["id"]),
+        "sent once: {more:?}"
+    );
+    drop(resp);
+    // Resumed after the last event before the late commit: the lookback replays it.
+    let mut again = app
+        .client
+        .get(app.url("/api/v1/attempts/stream"))
+        .bearer_auth(&app.viewer)
+        .header("last-event-id", &last_id)
+        .send()
+        .await
+        .unwrap();
+    let mut buf = String::new();
+    let replay = events_until(&mut again, &mut buf, |e| {
+        e["id"] == next["id"] && e["status"] == "succeeded"
+    })
+    .await;
+    let late_again: Vec<_> = replay
+        .iter()
+        .filter(|(_, e)| e["id"] == early["id"])
+        .collect();
+    assert_eq!(late_again.len(), 1, "{replay:?}");
+    assert_eq!(late_again[0].1["status"], "failed");
+    drop(again);
+    assert_no_pii(&app);
+    app.cleanup().await;
+}
+both_backends!(live_feed_delivers_late_commits);
+
 /// `repayd attempts watch` follows the feed and prints one row per attempt.
 async fn watch_prints_attempts(backend: Backend) {
     use std::io::{BufRead, BufReader};
