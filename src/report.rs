@@ -458,6 +458,32 @@ pub async fn attempts_changed_after(
     Ok(rows.iter().map(attempt_view).collect())
 }
 
+/// Attempts whose `updated_at` is within `[from_ms, to_ms]`, newest first (for the feed to
+/// find changes committed late, with an `updated_at` behind what it already sent).
+pub async fn attempts_changed_within(
+    conn: &mut AnyConnection,
+    f: &AttemptFilter,
+    from_ms: i64,
+    to_ms: i64,
+    limit: i64,
+) -> Result<Vec<AttemptView>, sqlx::Error> {
+    let mut w = attempt_where(f);
+    w.push("a.updated_at >= ?", Arg::Int(from_ms));
+    w.push("a.updated_at <= ?", Arg::Int(to_ms));
+    let sql = format!(
+        "SELECT {ATTEMPT_COLS} FROM attempts a JOIN mandates m ON m.id = a.mandate_id \
+         WHERE {} ORDER BY a.updated_at DESC, a.id DESC LIMIT ${}",
+        w.sql(),
+        w.next()
+    );
+    let rows = w
+        .bind(sqlx::query(&sql))
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(rows.iter().map(attempt_view).collect())
+}
+
 /// Attempts by id (for the feed to follow attempts it saw open).
 pub async fn attempts_by_ids(
     conn: &mut AnyConnection,

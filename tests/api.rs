@@ -106,6 +106,11 @@ async fn roles_per_endpoint(backend: Backend) {
         ("POST", "/api/v1/tokens", Some(json!({})), "admin"),
         ("GET", "/api/v1/tokens", None, "admin"),
         ("POST", "/api/v1/tokens/nobody/revoke", None, "admin"),
+        ("GET", "/api/v1/recon/report", None, "viewer"),
+        ("GET", "/api/v1/recon/cases", None, "viewer"),
+        ("POST", "/api/v1/recon/cases/999/resolve", Some(json!({ "resolution": "x", "reason": "r" })), "admin"),
+        ("POST", "/api/v1/attempts/999/refund", Some(json!({ "amount": "1", "reason": "r", "kind": "erroneous" })), "admin"),
+        ("POST", "/api/v1/loans/NOPE/write-off", Some(reason.clone()), "admin"),
         ("GET", "/openapi.json", None, "viewer"),
         ("GET", "/metrics", None, "viewer"),
     ];
@@ -1009,6 +1014,11 @@ async fn openapi_lists_every_route(backend: Backend) {
         ("get", "/api/v1/tokens"),
         ("post", "/api/v1/tokens"),
         ("post", "/api/v1/tokens/{name}/revoke"),
+        ("get", "/api/v1/recon/report"),
+        ("get", "/api/v1/recon/cases"),
+        ("post", "/api/v1/recon/cases/{id}/resolve"),
+        ("post", "/api/v1/attempts/{id}/refund"),
+        ("post", "/api/v1/loans/{id}/write-off"),
         ("get", "/openapi.json"),
     ];
     for (method, path) in routes {
@@ -1041,6 +1051,253 @@ async fn openapi_lists_every_route(backend: Backend) {
     app.cleanup().await;
 }
 both_backends!(openapi_lists_every_route);
+
+async fn manual(app: &WebApp, amount: &str) -> Value {
+    let r = app
+        .post(
+            "/api/v1/loans/L1/manual-attempt",
+            Some(&app.collections),
+            &json!({ "amount": amount, "reason": "promise to pay" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["status"], "succeeded");
+    r.json
+}
+
+/// A refund posts its own entry pointing at the repayment; refunds beyond what the attempt
+/// can still refund are refused naming the amount; both audited.
+async fn refunds_through_the_api(backend: Backend) {
+    let app = app_with_loan(backend).await;
+    let a = manual(&app, "300.00").await;
+    let attempt = a["id"].as_i64().unwrap();
+    let path = format!("/api/v1/attempts/{attempt}/refund");
+    let body = |amount: &str, kind: &str| json!({ "amount": amount, "reason": "debited in error", "kind": kind });
+    let r = app
+        .post_keyed(
+            &path,
+            Some(&app.admin),
+            &body("100.00", "erroneous"),
+            Some("rf-1"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["refundable_left"], "200.00");
+    assert_eq!(r.json["kind"], "erroneous");
+    let entry = r.json["entry_id"].as_i64().unwrap();
+    let repayment: i64 = sqlx::query_scalar(
+        "SELECT id FROM journal_entries WHERE attempt_id = $1 AND kind = 'repayment'",
+    )
+    .bind(attempt)
+    .fetch_one(&app.engine.db.pool)
+    .await
+    .unwrap();
+    let corrects: Option<i64> =
+        sqlx::query_scalar("SELECT corrects_entry FROM journal_entries WHERE id = $1")
+            .bind(entry)
+            .fetch_one(&app.engine.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(corrects, Some(repayment));
+    assert_eq!(r.json["corrects_entry"].as_i64(), Some(repayment));
+    // The same key replays the answer; nothing is posted twice.
+    let again = app
+        .post_keyed(
+            &path,
+            Some(&app.admin),
+            &body("100.00", "erroneous"),
+            Some("rf-1"),
+        )
+        .await;
+    assert_eq!(again.json["refund_id"], r.json["refund_id"]);
+    assert_eq!(app.scalar_i64("SELECT COUNT(*) FROM refunds").await, 1);
+    for (amount, kind) in [
+        ("200.01", "erroneous"),
+        ("5.00", "overpayment"),
+        ("0", "erroneous"),
+    ] {
+        let r = app.post(&path, Some(&app.admin), &body(amount, kind)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{amount}: {}",
+            r.text
+        );
+        assert_eq!(field(&r), "amount", "{amount}");
+    }
+    let r = app.post(&path, Some(&app.admin), &body("1", "gift")).await;
+    assert_eq!(
+        (r.status, field(&r)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "kind")
+    );
+    let r = app
+        .post(
+            "/api/v1/attempts/999999/refund",
+            Some(&app.admin),
+            &body("1", "erroneous"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(app.scalar_i64("SELECT COUNT(*) FROM refunds").await, 1);
+    assert_eq!(
+        app.trial_balance_difference().await,
+        rust_decimal::Decimal::ZERO
+    );
+    assert_eq!(audit_count(&app, "refund").await, 1);
+    let audit = app.get("/api/v1/audit?loan_id=L1", Some(&app.viewer)).await;
+    let item = &audit.json["items"][0];
+    assert_eq!(item["action"], "refund");
+    assert_eq!(item["actor"], "alice-admin");
+    assert_eq!(item["detail"]["entry_id"].as_i64(), Some(entry));
+
+    // A write-off by an admin takes what is left; a second one has nothing to take.
+    let w = "/api/v1/loans/L1/write-off";
+    let reason = json!({ "reason": "borrower deceased" });
+    let r = app.post(w, Some(&app.admin), &reason).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["amount"], "1800.00");
+    let r = app.post(w, Some(&app.admin), &reason).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert_eq!(audit_count(&app, "write_off").await, 1);
+    let loan = app.get("/api/v1/loans/L1", Some(&app.viewer)).await;
+    assert_eq!(loan.json["status"], "written_off", "{}", loan.text);
+    assert_eq!(
+        app.trial_balance_difference().await,
+        rust_decimal::Decimal::ZERO
+    );
+    assert_no_pii(&app);
+    app.cleanup().await;
+}
+both_backends!(refunds_through_the_api);
+
+/// A statement naming our attempts with other amounts opens cases; the report counts them,
+/// the case list pages them, resolving one is audited and a second resolve is a conflict.
+async fn recon_cases_through_the_api(backend: Backend) {
+    let app = app_with_loan(backend).await;
+    let a = manual(&app, "300.00").await;
+    let b = manual(&app, "100.00").await;
+    let day = app.statement_naming(&[(&a, "299.00"), (&b, "99.00")]).await;
+    let r = app
+        .get(
+            &format!("/api/v1/recon/report?date={day}"),
+            Some(&app.viewer),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        r.json["counts"]["unionpay"]["amount_differs"], 2,
+        "{}",
+        r.text
+    );
+    let cases = r.json["open_cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 2);
+    let case = cases.iter().find(|c| c["attempt_id"] == a["id"]).unwrap();
+    let other_case = cases.iter().find(|c| c["attempt_id"] == b["id"]).unwrap();
+    assert_eq!(case["order_no"], a["order_no"]);
+    assert_eq!(case["our_amount"], "300.00");
+    assert_eq!(case["their_amount"], "299.00");
+    let other = app
+        .get(
+            &format!("/api/v1/recon/report?date={day}&channel=other"),
+            Some(&app.viewer),
+        )
+        .await;
+    assert!(other.json["open_cases"].as_array().unwrap().is_empty());
+    let r = app
+        .get("/api/v1/recon/report?date=2027-13-01", Some(&app.viewer))
+        .await;
+    assert_eq!((r.status, field(&r)), (StatusCode::BAD_REQUEST, "date"));
+
+    // Pages of one.
+    let p1 = app
+        .get("/api/v1/recon/cases?limit=1", Some(&app.viewer))
+        .await;
+    assert_eq!(p1.json["items"].as_array().unwrap().len(), 1);
+    let cursor = p1.json["next_cursor"].as_str().unwrap().to_string();
+    let p2 = app
+        .get(
+            &format!("/api/v1/recon/cases?limit=1&cursor={cursor}"),
+            Some(&app.viewer),
+        )
+        .await;
+    assert_eq!(p2.json["items"].as_array().unwrap().len(), 1);
+    assert!(p2.json["next_cursor"].is_null());
+    assert_ne!(p1.json["items"][0]["id"], p2.json["items"][0]["id"]);
+    let r = app
+        .get("/api/v1/recon/cases?status=lost", Some(&app.viewer))
+        .await;
+    assert_eq!((r.status, field(&r)), (StatusCode::BAD_REQUEST, "status"));
+
+    let id = case["id"].as_i64().unwrap();
+    let path = format!("/api/v1/recon/cases/{id}/resolve");
+    let body =
+        json!({ "resolution": "channel fee withheld", "reason": "checked with the channel" });
+    let r = app
+        .post_keyed(&path, Some(&app.admin), &body, Some("rs-1"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["case_status"], "resolved");
+    assert_eq!(r.json["resolved_by"], "alice-admin");
+    assert_eq!(r.json["resolution"], "channel fee withheld");
+    let replay = app
+        .post_keyed(&path, Some(&app.admin), &body, Some("rs-1"))
+        .await;
+    assert_eq!(replay.status, StatusCode::OK, "the same key replays");
+    let twice = app
+        .post_keyed(&path, Some(&app.admin), &body, Some("rs-2"))
+        .await;
+    assert_eq!(twice.status, StatusCode::CONFLICT, "{}", twice.text);
+    assert_eq!(twice.json["error"], "conflict");
+    let r = app
+        .post(
+            "/api/v1/recon/cases/999999/resolve",
+            Some(&app.admin),
+            &body,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = app
+        .post(
+            &format!("/api/v1/recon/cases/{}/resolve", other_case["id"]),
+            Some(&app.admin),
+            &json!({ "resolution": " ", "reason": "r" }),
+        )
+        .await;
+    assert_eq!(
+        (r.status, field(&r)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "resolution")
+    );
+    assert_eq!(audit_count(&app, "resolve_case").await, 1);
+    let audit = app.get("/api/v1/audit?loan_id=L1", Some(&app.viewer)).await;
+    let item = &audit.json["items"][0];
+    assert_eq!(item["action"], "resolve_case");
+    assert_eq!(item["actor"], "alice-admin");
+    assert_eq!(item["reason"], "checked with the channel");
+    assert_eq!(item["detail"]["case_id"].as_i64(), Some(id));
+    let (state, by): (Option<String>, Option<String>) = {
+        let row = sqlx::query_as::<_, (Option<String>, Option<String>)>(
+            "SELECT case_status, resolved_by FROM recon_items WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(&app.engine.db.pool)
+        .await
+        .unwrap();
+        row
+    };
+    assert_eq!(
+        (state.as_deref(), by.as_deref()),
+        (Some("resolved"), Some("alice-admin"))
+    );
+    let open = app.get("/api/v1/recon/cases", Some(&app.viewer)).await;
+    assert_eq!(open.json["items"].as_array().unwrap().len(), 1);
+    let done = app
+        .get("/api/v1/recon/cases?status=resolved", Some(&app.viewer))
+        .await;
+    assert_eq!(done.json["items"][0]["id"].as_i64(), Some(id));
+    assert_no_pii(&app);
+    app.cleanup().await;
+}
+both_backends!(recon_cases_through_the_api);
 
 /// Read SSE blocks until one of `event` arrives; returns (id, data).
 async fn next_event(
@@ -1180,6 +1437,116 @@ async fn live_feed_streams_attempts(backend: Backend) {
     app.cleanup().await;
 }
 both_backends!(live_feed_streams_attempts);
+
+/// Attempt events until the one `until` returns true for; returns them all.
+async fn events_until(
+    resp: &mut reqwest::Response,
+    buf: &mut String,
+    until: impl Fn(&Value) -> bool,
+) -> Vec<(String, Value)> {
+    let mut seen = Vec::new();
+    loop {
+        let (id, ev) = next_event(resp, buf, "attempt").await;
+        let done = until(&ev);
+        seen.push((id, ev));
+        if done {
+            return seen;
+        }
+    }
+}
+
+/// A change committed late, with an `updated_at` behind events already sent (as a long run
+/// or a second daemon writes it), still reaches the feed, exactly once; a feed resumed from
+/// the last event replays the lookback window and so gets it too.
+async fn live_feed_delivers_late_commits(backend: Backend) {
+    let app = app_with_loan(backend).await;
+    let early = manual(&app, "100.00").await;
+    let mut resp = app
+        .client
+        .get(app.url("/api/v1/attempts/stream"))
+        .bearer_auth(&app.viewer)
+        .send()
+        .await
+        .unwrap();
+    let mut buf = String::new();
+    next_event(&mut resp, &mut buf, "ready").await;
+    let later = manual(&app, "50.00").await;
+    let sent = events_until(&mut resp, &mut buf, |e| {
+        e["id"] == later["id"] && e["status"] == "succeeded"
+    })
+    .await;
+    assert!(
+        sent.iter().all(|(_, e)| e["id"] != early["id"]),
+        "a new feed starts from now: {sent:?}"
+    );
+    let last_at: chrono::DateTime<chrono::Utc> = sent.last().unwrap().1["at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let last_id = sent.last().unwrap().0.clone();
+    // The late commit: the early attempt changes, stamped 5 s before the last event sent.
+    let stamp = last_at.timestamp_millis() - 5000;
+    sqlx::query(
+        "UPDATE attempts SET status = 'failed', code = 'LATE', updated_at = $1 WHERE id = $2",
+    )
+    .bind(stamp)
+    .bind(early["id"].as_i64().unwrap())
+    .execute(&app.engine.db.pool)
+    .await
+    .unwrap();
+    let (_, late) = next_event(&mut resp, &mut buf, "attempt").await;
+    assert_eq!(late["id"], early["id"]);
+    assert_eq!(
+        (late["status"].as_str(), late["code"].as_str()),
+        (Some("failed"), Some("LATE"))
+    );
+    assert_eq!(
+        late["at"]
+            .as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap()
+            .timestamp_millis(),
+        stamp
+    );
+    // Several polls later, a new change arrives and the late one is not sent again.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let next = manual(&app, "25.00").await;
+    let more = events_until(&mut resp, &mut buf, |e| {
+        e["id"] == next["id"] && e["status"] == "succeeded"
+    })
+    .await;
+    assert!(
+        more.iter().all(|(_, e)| e["id"] != early["id"]),
+        "sent once: {more:?}"
+    );
+    drop(resp);
+    // Resumed after the last event before the late commit: the lookback replays it.
+    let mut again = app
+        .client
+        .get(app.url("/api/v1/attempts/stream"))
+        .bearer_auth(&app.viewer)
+        .header("last-event-id", &last_id)
+        .send()
+        .await
+        .unwrap();
+    let mut buf = String::new();
+    let replay = events_until(&mut again, &mut buf, |e| {
+        e["id"] == next["id"] && e["status"] == "succeeded"
+    })
+    .await;
+    let late_again: Vec<_> = replay
+        .iter()
+        .filter(|(_, e)| e["id"] == early["id"])
+        .collect();
+    assert_eq!(late_again.len(), 1, "{replay:?}");
+    assert_eq!(late_again[0].1["status"], "failed");
+    drop(again);
+    assert_no_pii(&app);
+    app.cleanup().await;
+}
+both_backends!(live_feed_delivers_late_commits);
 
 /// `repayd attempts watch` follows the feed and prints one row per attempt.
 async fn watch_prints_attempts(backend: Backend) {

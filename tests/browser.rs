@@ -588,8 +588,10 @@ async fn dashboard_in_a_real_browser() {
     let site = start_site(Backend::Sqlite).await;
     let ops = token(&site, "ops-collections", Role::Collections).await;
     let viewer = token(&site, "auditor-viewer", Role::Viewer).await;
+    let admin = token(&site, "root-admin", Role::Admin).await;
     let c = browser(&driver).await;
     let v = browser(&driver).await;
+    let a = browser(&driver).await;
     let run = AssertUnwindSafe(async {
         bad_token_is_refused(&c, &site).await;
         login(&c, &site, &ops).await;
@@ -599,11 +601,13 @@ async fn dashboard_in_a_real_browser() {
         resume_and_manual_attempt(&c, &site).await;
         viewer_sees_no_actions(&v, &site, &viewer).await;
         pages_over_http(&site, &ops).await;
+        resolve_case_from_recon_page(&a, &site, &admin).await;
     })
     .catch_unwind()
     .await;
     let _ = c.close().await;
     let _ = v.close().await;
+    let _ = a.close().await;
     drop(driver);
     if let Err(panic) = run {
         std::panic::resume_unwind(panic);
@@ -616,7 +620,135 @@ async fn pages_render(backend: Backend) {
     site.app.run(due_slot(&site)).await;
     let ops = token(&site, "ops-collections", Role::Collections).await;
     pages_over_http(&site, &ops).await;
+    recon_page_shows_open_cases(&site, &ops).await;
     site.app.cleanup().await;
+}
+
+/// The open case of an attempt (as the API shows it).
+async fn case_of(site: &Site, attempt: &serde_json::Value) -> i64 {
+    sqlx::query_scalar("SELECT id FROM recon_items WHERE order_no = $1 AND case_status = 'open'")
+        .bind(attempt["order_no"].as_str().unwrap())
+        .fetch_one(site.pool())
+        .await
+        .unwrap()
+}
+
+/// An admin resolves a reconciliation case from `/recon`: the form posts to the API, the
+/// page reloads without the case, and the resolution is stored and audited.
+async fn resolve_case_from_recon_page(c: &Client, site: &Site, token: &str) {
+    login(c, site, token).await;
+    let mut conn = site.pool().acquire().await.unwrap();
+    let attempt = repayd::report::attempts(&mut conn, None, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    drop(conn);
+    let attempt = serde_json::to_value(&attempt).unwrap();
+    let day = common::web::statement_naming(&site.app.engine, &[(&attempt, "0.01")]).await;
+    let case = case_of(site, &attempt).await;
+    c.goto(&site.url(&format!("/recon?date={day}")))
+        .await
+        .unwrap();
+    let row = format!(r#"tr[data-case="{case}"]"#);
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(&row))
+        .await
+        .expect("the case on the page");
+    let form = format!("#resolve-{case}");
+    for (name, text) in [
+        ("resolution", "fee taken by the channel"),
+        ("reason", "checked the bank statement"),
+    ] {
+        c.find(Locator::Css(&format!("{form} input[name={name}]")))
+            .await
+            .unwrap()
+            .send_keys(text)
+            .await
+            .unwrap();
+    }
+    c.find(Locator::Css(&format!("{form} button[type=submit]")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_until("the case to leave the page", || async {
+        c.find(Locator::Css(&row)).await.is_err()
+    })
+    .await;
+    assert!(text_of(c, "#action-error").await.is_empty());
+    let (status, by, resolution): (Option<String>, Option<String>, Option<String>) =
+        sqlx::query_as(
+            "SELECT case_status, resolved_by, resolution FROM recon_items WHERE id = $1",
+        )
+        .bind(case)
+        .fetch_one(site.pool())
+        .await
+        .unwrap();
+    assert_eq!(status.as_deref(), Some("resolved"));
+    assert_eq!(by.as_deref(), Some("root-admin"));
+    assert_eq!(resolution.as_deref(), Some("fee taken by the channel"));
+    let (actor, reason): (String, Option<String>) = sqlx::query_as(
+        "SELECT actor, reason FROM audit_log WHERE action = 'resolve_case' ORDER BY id DESC",
+    )
+    .fetch_one(site.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        (actor.as_str(), reason.as_deref()),
+        ("root-admin", Some("checked the bank statement"))
+    );
+}
+
+/// A statement naming L1's attempt with another amount opens a case; `/recon` lists it with
+/// its evidence and the day's counts, and only an admin gets the resolve form.
+async fn recon_page_shows_open_cases(site: &Site, ops: &str) {
+    let mut conn = site.pool().acquire().await.unwrap();
+    let attempt = repayd::report::attempts(&mut conn, Some("L1"), 1)
+        .await
+        .unwrap()
+        .remove(0);
+    drop(conn);
+    let attempt = serde_json::to_value(&attempt).unwrap();
+    let day = common::web::statement_naming(&site.app.engine, &[(&attempt, "1.23")]).await;
+    let case = case_of(site, &attempt).await;
+    let admin = token(site, "root-admin", Role::Admin).await;
+    let page = |who: String, path: String| async move {
+        let r = reqwest::Client::new()
+            .get(site.url(&path))
+            .header("cookie", format!("repayd_token={who}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        r.text().await.unwrap()
+    };
+    let html = page(ops.to_string(), format!("/recon?date={day}")).await;
+    assert!(
+        html.contains(r#"<a href="/recon">Reconciliation</a>"#),
+        "nav link"
+    );
+    assert!(html.contains(&format!("Outcomes of {day}")));
+    assert!(html.contains(&format!(r#"data-case="{case}""#)), "{html}");
+    assert!(html.contains(attempt["order_no"].as_str().unwrap()));
+    assert!(html.contains("amount_differs") && html.contains("1.23"));
+    assert!(html.contains(&format!("#attempt-{}", attempt["id"])));
+    assert!(!html.contains("6222021234567890"), "no full account number");
+    assert!(!html.contains("resolve-"), "collections cannot resolve");
+    let html = page(admin.clone(), "/recon".to_string()).await;
+    assert!(html.contains(&format!(r#"data-url="/api/v1/recon/cases/{case}/resolve""#)));
+    assert!(
+        html.contains(&format!("Outcomes of {day}")),
+        "the latest day by default"
+    );
+    let r = reqwest::Client::new()
+        .get(site.url("/recon?date=someday"))
+        .header("cookie", format!("repayd_token={admin}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
 }
 
 both_backends!(pages_render);

@@ -18,6 +18,7 @@
 //! - [`writeoff`] writes loans off by a person, past the policy's write-off point, and (from
 //!   `engine::apply`) residues at or below the policy's threshold.
 
+pub mod cases;
 pub mod matching;
 pub mod refund;
 pub mod report;
@@ -32,6 +33,7 @@ use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use thiserror::Error;
 
+pub use cases::{cases_page, resolve_case, CaseError, CaseRow};
 pub use matching::{classify, Item, OurAttempt, Outcome};
 pub use refund::{refund, RefundDone, RefundKind, RefundRequest};
 pub use report::{recon_report, ReconReport};

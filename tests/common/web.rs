@@ -169,3 +169,37 @@ impl WebApp {
         }
     }
 }
+
+impl WebApp {
+    /// Import a statement for the day of `attempts` (as the API shows them) that names each
+    /// with the amount given instead of its own: an `amount_differs` case when they differ.
+    /// Returns the statement day.
+    pub async fn statement_naming(&self, attempts: &[(&Value, &str)]) -> chrono::NaiveDate {
+        statement_naming(&self.engine, attempts).await
+    }
+}
+
+pub async fn statement_naming(engine: &Engine, attempts: &[(&Value, &str)]) -> chrono::NaiveDate {
+    let mut lines = Vec::new();
+    let mut day = None;
+    let mut channel = String::new();
+    for (a, amount) in attempts {
+        channel = a["channel"].as_str().expect("channel").to_string();
+        let at: DateTime<Utc> = a["at"].as_str().expect("at").parse().expect("at");
+        let tz = engine.channel_configs[&channel].settlement.tz;
+        day = Some(repayd::domain::local_date(at, tz));
+        lines.push(repayd::channel::StatementLine {
+            order_no: a["order_no"].as_str().expect("order_no").into(),
+            channel_ref: format!("REF-{}", a["id"]),
+            amount: amount.parse().expect("amount"),
+            fee: rust_decimal::Decimal::ZERO,
+            status: "success".into(),
+            at,
+        });
+    }
+    let date = day.expect("an attempt");
+    repayd::recon::import_lines(engine, &channel, date, &lines, "test statement", Utc::now())
+        .await
+        .expect("statement import");
+    date
+}

@@ -13,7 +13,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use futures::Stream;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -178,6 +178,21 @@ struct Feed {
     /// the same run keeps the attempt's `updated_at`, so it is not past `pos`: these are
     /// looked up by id instead.
     open: BTreeMap<i64, String>,
+    /// `(updated_at, id, status)` of the changes sent within the lookback window, so a
+    /// change re-read there is not sent twice.
+    sent: BTreeSet<(i64, i64, String)>,
+}
+
+/// How far behind its position the feed re-reads changes on each poll: `updated_at` is the
+/// writer's clock, not the commit time, so a change can commit after newer ones were sent.
+const LOOKBACK_MS: i64 = 60 * 1000;
+/// Changes re-read per poll at most (the newest of the window).
+const LOOKBACK_ROWS: i64 = 2000;
+/// Changes remembered as sent at most.
+const SENT_MAX: usize = 20_000;
+
+fn change_key(a: &AttemptView) -> (i64, i64, String) {
+    (a.updated_at.timestamp_millis(), a.id, a.status.clone())
 }
 
 /// How far back an open attempt is followed when a feed starts.
@@ -197,17 +212,46 @@ impl Feed {
         }
     }
 
-    /// Changes past `pos`, then results of attempts sent while open.
+    /// Remember a change as sent, forgetting those behind the lookback window.
+    fn remember(&mut self, a: &AttemptView) {
+        self.sent.insert(change_key(a));
+        let horizon = self.pos.0 - LOOKBACK_MS;
+        while let Some(first) = self.sent.first() {
+            if first.0 >= horizon && self.sent.len() <= SENT_MAX {
+                break;
+            }
+            self.sent.pop_first();
+        }
+    }
+
+    /// Changes past `pos` and changes committed late within the lookback window, then
+    /// results of attempts sent while open; none sent before.
     async fn poll(&mut self) -> Result<(), sqlx::Error> {
         let mut conn = self.state.engine.db.pool.acquire().await?;
-        let rows = report::attempts_changed_after(&mut conn, &self.filter, self.pos, 500).await?;
+        let mut rows =
+            report::attempts_changed_after(&mut conn, &self.filter, self.pos, 500).await?;
+        let window = report::attempts_changed_within(
+            &mut conn,
+            &self.filter,
+            self.pos.0 - LOOKBACK_MS,
+            self.pos.0,
+            LOOKBACK_ROWS,
+        )
+        .await?;
+        rows.extend(window);
+        let mut fresh = HashSet::new();
+        rows.retain(|a| {
+            let key = change_key(a);
+            !self.sent.contains(&key) && fresh.insert(key)
+        });
         if !rows.is_empty() {
+            rows.sort_by_key(|a| (a.updated_at, a.id));
             self.queue.extend(rows);
             return Ok(());
         }
         let ids: Vec<i64> = self.open.keys().copied().collect();
         for a in report::attempts_by_ids(&mut conn, &ids).await? {
-            if self.open.get(&a.id) == Some(&a.status) {
+            if self.open.get(&a.id) == Some(&a.status) || self.sent.contains(&change_key(&a)) {
                 continue;
             }
             if self.filter.status.as_ref().is_some_and(|s| *s != a.status) {
@@ -224,11 +268,13 @@ impl Feed {
 /// given, otherwise with changes from now on; polls every 500 ms. The first event, `ready`,
 /// carries the starting position as its id.
 ///
-/// Changes are ordered by `(updated_at, id)`; attempts sent while open are also followed by
-/// id, since a run writes a result with the same `updated_at` as the attempt it settles.
-/// `updated_at` is the instant of the run, so a new attempt committed after a change with a
-/// newer `updated_at` (a manual attempt during a long run, or two daemons) can be passed
-/// over; the attempts list is the complete record.
+/// Changes are ordered by `(updated_at, id)`. `updated_at` is the writer's clock, not the
+/// commit time, so a change can commit after newer ones were sent (a manual attempt during
+/// a long run, or two daemons): each poll also re-reads the last minute of `updated_at`
+/// behind the position (its newest 2000 changes) and sends what was not sent yet, once.
+/// Attempts sent while open are also followed by id, since a run writes a result with the
+/// same `updated_at` as the attempt it settles. A feed resumed from `Last-Event-ID` replays
+/// that minute (clients replace an attempt's row by id); a new one starts from now.
 #[utoipa::path(get, path = "/api/v1/attempts/stream", tag = "attempts", params(AttemptQuery,
         ("Last-Event-ID" = Option<String>, Header, description = "resume after this event")),
     responses((status = 200, description = "`event: attempt` with `id:` a cursor and `data:` JSON",
@@ -247,6 +293,7 @@ pub async fn stream_attempts(
         .map(|v| ("Last-Event-ID", v.to_string()))
         .or_else(|| q.after.clone().map(|v| ("after", v)))
         .filter(|(_, v)| !v.is_empty());
+    let resumed = given.is_some();
     let pos = match given {
         Some((field, v)) => parse_event_id(&v)
             .ok_or_else(|| ApiError::bad(field, "not an event id of this feed"))?,
@@ -262,8 +309,26 @@ pub async fn stream_attempts(
         queue: VecDeque::new(),
         first: true,
         open: BTreeMap::new(),
+        sent: BTreeSet::new(),
     };
     let mut conn = feed.state.engine.db.pool.acquire().await?;
+    if !resumed {
+        // A new feed starts from now: what was there before it is not news.
+        let before = report::attempts_changed_within(
+            &mut conn,
+            &feed.filter,
+            pos.0 - LOOKBACK_MS,
+            pos.0,
+            LOOKBACK_ROWS,
+        )
+        .await?;
+        for a in before
+            .iter()
+            .filter(|a| (a.updated_at.timestamp_millis(), a.id) <= pos)
+        {
+            feed.remember(a);
+        }
+    }
     let open =
         report::open_attempts_since(&mut conn, &feed.filter, pos.0 - OPEN_LOOKBACK_MS).await?;
     drop(conn);
@@ -282,6 +347,7 @@ async fn next_event(mut f: Feed) -> Option<(Result<Event, Infallible>, Feed)> {
         if let Some(a) = f.queue.pop_front() {
             f.pos = f.pos.max((a.updated_at.timestamp_millis(), a.id));
             f.note(&a);
+            f.remember(&a);
             let data = serde_json::to_string(&AttemptEvent::from(&a)).expect("serialisable");
             let ev = Event::default()
                 .event("attempt")

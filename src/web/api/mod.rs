@@ -12,6 +12,7 @@ pub mod attempts;
 pub mod error;
 pub mod idempotency;
 pub mod loans;
+pub mod recon;
 
 use crate::api::ApiState;
 use crate::web::auth::{Principal, Role};
@@ -67,6 +68,11 @@ pub fn api() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(admin::validate_policy))
         .routes(routes!(admin::create_token, admin::list_tokens))
         .routes(routes!(admin::revoke_token))
+        .routes(routes!(recon::report))
+        .routes(routes!(recon::cases))
+        .routes(routes!(recon::resolve))
+        .routes(routes!(recon::refund))
+        .routes(routes!(recon::write_off))
         .split_for_parts()
 }
 

@@ -26,6 +26,7 @@ pub fn routes() -> Router<ApiState> {
         .route("/", get(pages::home))
         .route("/loans", get(pages::loans))
         .route("/loans/{id}", get(pages::loan))
+        .route("/recon", get(pages::recon))
         .route(
             "/login",
             get(session::login_form).post(session::login_submit),

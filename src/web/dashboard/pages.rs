@@ -6,6 +6,7 @@ use super::render::{page, PageError};
 use super::session::Session;
 use crate::api::ApiState;
 use crate::report;
+use crate::web::api::recon::CaseView;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -148,4 +149,40 @@ pub async fn loan(
         audit => queries::audit_log(&mut conn, &id).await?,
     };
     page("loan.html", ctx)
+}
+
+/// Open reconciliation cases shown on the page (newest first).
+const RECON_CASES: i64 = 200;
+
+/// Reconciliation: a statement day's outcomes per channel (`?date=`, default the latest day
+/// reconciled) and every open case, with a resolve form for admins.
+pub async fn recon(
+    session: Session,
+    State(s): State<ApiState>,
+    Query(q): Query<HomeQuery>,
+) -> Result<Response, PageError> {
+    let mut conn = s.engine.db.pool.acquire().await?;
+    let date = match parse_date(q.date.as_deref())? {
+        Some(d) => d,
+        None => queries::latest_recon_date(&mut conn)
+            .await?
+            .unwrap_or_else(|| clock(&s).date_naive()),
+    };
+    let day = crate::recon::recon_report(&mut conn, &date.to_string()).await?;
+    let cases: Vec<CaseView> =
+        crate::recon::cases_page(&mut conn, "open", None, None, None, RECON_CASES + 1)
+            .await?
+            .into_iter()
+            .map(CaseView::from)
+            .collect();
+    let more = cases.len() as i64 > RECON_CASES;
+    let cases: Vec<_> = cases.into_iter().take(RECON_CASES as usize).collect();
+    let ctx = minijinja::context! {
+        user => session.user(),
+        can_resolve => session.is_admin(),
+        date => date.to_string(),
+        counts => day.counts, auto_fixed => day.auto_fixed,
+        cases, more,
+    };
+    page("recon.html", ctx)
 }

@@ -454,3 +454,11 @@ pub async fn audit_log(conn: &mut AnyConnection, loan: &str) -> Result<Vec<Audit
         })
         .collect())
 }
+
+/// The latest statement day reconciled, if any.
+pub async fn latest_recon_date(conn: &mut AnyConnection) -> Result<Option<NaiveDate>, sqlx::Error> {
+    let d: Option<String> = sqlx::query_scalar("SELECT MAX(recon_date) FROM recon_items")
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(d.and_then(|d| NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok()))
+}

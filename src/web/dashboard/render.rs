@@ -14,13 +14,14 @@ macro_rules! templates {
     };
 }
 
-const TEMPLATES: [(&str, &str); 7] = templates![
+const TEMPLATES: [(&str, &str); 8] = templates![
     "base.html",
     "macros.html",
     "login.html",
     "home.html",
     "loans.html",
     "loan.html",
+    "recon.html",
     "error.html",
 ];
 

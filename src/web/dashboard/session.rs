@@ -20,6 +20,11 @@ impl Session {
         self.0.role >= Role::Collections
     }
 
+    /// Whether the person may resolve reconciliation cases.
+    pub fn is_admin(&self) -> bool {
+        self.0.role >= Role::Admin
+    }
+
     /// What the header of every page shows.
     pub fn user(&self) -> UserView {
         UserView {

@@ -88,7 +88,8 @@
         error.hidden = true;
         button.disabled = true;
         try {
-          const url = "/api/v1/loans/" + encodeURIComponent(loan) + "/" + form.dataset.action;
+          const url = form.dataset.url ||
+            "/api/v1/loans/" + encodeURIComponent(loan) + "/" + form.dataset.action;
           const resp = await fetch(url, {
             method: "POST",
             credentials: "same-origin",

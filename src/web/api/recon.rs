@@ -1,0 +1,459 @@
+//! Reconciliation, refunds and write-offs: the day's recon report and its cases (viewer),
+//! resolving a case, refunding an attempt and writing a loan off (admin), each audited.
+
+use super::error::{ApiError, ApiJson, ErrorBody};
+use super::{cursor_in, cursor_out, limit_of, now};
+use super::{Admin, Viewer};
+use crate::api::ApiState;
+use crate::collections;
+use crate::recon::{self, CaseError, CaseRow, ReconError, RefundKind, RefundRequest};
+use crate::web::auth::Principal;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::BTreeMap;
+use utoipa::{IntoParams, ToSchema};
+
+pub mod action {
+    pub const RESOLVE_CASE: &str = "resolve_case";
+    pub const REFUND: &str = "refund";
+    pub const WRITE_OFF: &str = "write_off";
+}
+
+/// The most open cases one report lists.
+pub const REPORT_CASES: i64 = 1000;
+
+/// One reconciliation item that needs (or needed) a person.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CaseView {
+    pub id: i64,
+    pub channel: String,
+    /// The statement day, YYYY-MM-DD in the channel's statement zone.
+    pub recon_date: String,
+    pub order_no: String,
+    pub attempt_id: Option<i64>,
+    /// ours_only, channel_only, amount_differs, status_differs.
+    pub outcome: String,
+    pub our_status: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub our_amount: Option<Decimal>,
+    pub their_status: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub their_amount: Option<Decimal>,
+    /// open or resolved.
+    pub case_status: String,
+    /// The attempt and the statement line as seen when matched (no account numbers).
+    #[schema(value_type = Object)]
+    pub evidence: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub resolved_by: Option<String>,
+    pub resolution: Option<String>,
+}
+
+fn at(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+impl From<CaseRow> for CaseView {
+    fn from(c: CaseRow) -> Self {
+        CaseView {
+            id: c.id,
+            channel: c.channel,
+            recon_date: c.recon_date,
+            order_no: c.order_no,
+            attempt_id: c.attempt_id,
+            outcome: c.outcome,
+            our_status: c.our_status,
+            our_amount: c.our_amount,
+            their_status: c.their_status,
+            their_amount: c.their_amount,
+            case_status: c.case_status,
+            evidence: c.evidence,
+            created_at: at(c.created_at),
+            resolved_at: c.resolved_at.map(at),
+            resolved_by: c.resolved_by,
+            resolution: c.resolution,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReportQuery {
+    /// YYYY-MM-DD (default: today, UTC).
+    pub date: Option<String>,
+    pub channel: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReconReportView {
+    pub date: String,
+    /// channel → outcome → count.
+    #[schema(value_type = Object)]
+    pub counts: BTreeMap<String, BTreeMap<String, u64>>,
+    /// channel → items the match fixed by itself.
+    #[schema(value_type = Object)]
+    pub auto_fixed: BTreeMap<String, u64>,
+    /// The day's open cases (at most 1000).
+    pub open_cases: Vec<CaseView>,
+}
+
+/// The day's outcome counts per channel and its open cases.
+pub async fn report_of(
+    conn: &mut sqlx::AnyConnection,
+    date: NaiveDate,
+    channel: Option<&str>,
+) -> Result<ReconReportView, sqlx::Error> {
+    let date = date.to_string();
+    let mut r = recon::recon_report(conn, &date).await?;
+    if let Some(ch) = channel {
+        r.counts.retain(|c, _| c == ch);
+        r.auto_fixed.retain(|c, _| c == ch);
+    }
+    let cases = recon::cases_page(conn, "open", Some(&date), channel, None, REPORT_CASES).await?;
+    Ok(ReconReportView {
+        date,
+        counts: r.counts,
+        auto_fixed: r.auto_fixed,
+        open_cases: cases.into_iter().map(CaseView::from).collect(),
+    })
+}
+
+pub fn date_of(v: &Option<String>) -> Result<NaiveDate, ApiError> {
+    match v.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(now().date_naive()),
+        Some(s) => NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .map_err(|_| ApiError::bad("date", "a date, YYYY-MM-DD")),
+    }
+}
+
+fn nonempty(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+#[utoipa::path(get, path = "/api/v1/recon/report", tag = "recon", params(ReportQuery),
+    responses((status = 200, body = ReconReportView), (status = "4XX", body = ErrorBody)))]
+pub async fn report(
+    Viewer(_who): Viewer,
+    State(s): State<ApiState>,
+    Query(q): Query<ReportQuery>,
+) -> Result<Json<ReconReportView>, ApiError> {
+    let date = date_of(&q.date)?;
+    let mut conn = s.engine.db.pool.acquire().await?;
+    Ok(Json(
+        report_of(&mut conn, date, nonempty(&q.channel)).await?,
+    ))
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CasesQuery {
+    /// open (default) or resolved.
+    pub status: Option<String>,
+    /// Only cases of this statement day, YYYY-MM-DD.
+    pub date: Option<String>,
+    pub channel: Option<String>,
+    pub cursor: Option<String>,
+    /// 1 to 500 (default 50).
+    pub limit: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CasePage {
+    pub items: Vec<CaseView>,
+    pub next_cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/recon/cases", tag = "recon", params(CasesQuery),
+    description = "Reconciliation cases, newest first.",
+    responses((status = 200, body = CasePage), (status = "4XX", body = ErrorBody)))]
+pub async fn cases(
+    Viewer(_who): Viewer,
+    State(s): State<ApiState>,
+    Query(q): Query<CasesQuery>,
+) -> Result<Json<CasePage>, ApiError> {
+    let status = nonempty(&q.status).unwrap_or("open");
+    if !matches!(status, "open" | "resolved") {
+        return Err(ApiError::bad("status", "open or resolved"));
+    }
+    let date = match nonempty(&q.date) {
+        Some(_) => Some(date_of(&q.date)?.to_string()),
+        None => None,
+    };
+    let limit = limit_of(&q.limit)?;
+    let before = match nonempty(&q.cursor) {
+        Some(c) => Some(
+            cursor_in(c)?
+                .parse::<i64>()
+                .map_err(|_| ApiError::bad("cursor", "not a cursor this API gave"))?,
+        ),
+        None => None,
+    };
+    let mut conn = s.engine.db.pool.acquire().await?;
+    let mut items = recon::cases_page(
+        &mut conn,
+        status,
+        date.as_deref(),
+        nonempty(&q.channel),
+        before,
+        limit + 1,
+    )
+    .await?;
+    let more = items.len() as i64 > limit;
+    items.truncate(limit as usize);
+    let next_cursor = more
+        .then(|| items.last().map(|c| cursor_out(&c.id.to_string())))
+        .flatten();
+    Ok(Json(CasePage {
+        items: items.into_iter().map(CaseView::from).collect(),
+        next_cursor,
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveRequest {
+    /// What was done about it, e.g. "channel confirmed the debit failed".
+    pub resolution: String,
+    pub reason: String,
+}
+
+fn reason_of(reason: &str) -> Result<&str, ApiError> {
+    let r = reason.trim();
+    if r.is_empty() {
+        return Err(ApiError::invalid("reason", "a reason is required"));
+    }
+    if r.chars().count() > 500 {
+        return Err(ApiError::invalid("reason", "at most 500 characters"));
+    }
+    Ok(r)
+}
+
+impl From<CaseError> for ApiError {
+    fn from(e: CaseError) -> Self {
+        match e {
+            CaseError::NotFound(id) => ApiError::not_found(format!("reconciliation case {id}")),
+            CaseError::AlreadyResolved { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
+            CaseError::Invalid { field, message } => ApiError::invalid(&field, message),
+            CaseError::Sql(e) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<ReconError> for ApiError {
+    fn from(e: ReconError) -> Self {
+        match e {
+            ReconError::AttemptNotFound(id) => ApiError::not_found(format!("attempt {id}")),
+            ReconError::LoanNotFound(id) => ApiError::not_found(format!("loan {id}")),
+            ReconError::NotSucceeded { .. } | ReconError::NothingToWriteOff { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
+            ReconError::ExceedsRefundable { .. }
+            | ReconError::ExceedsOverpayment { .. }
+            | ReconError::BadAmount { .. } => ApiError::invalid("amount", e.to_string()),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/recon/cases/{id}/resolve", tag = "recon",
+    params(("id" = i64, Path, description = "case (recon item) id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key")),
+    request_body = ResolveRequest,
+    responses((status = 200, body = CaseView), (status = "4XX", body = ErrorBody)))]
+pub async fn resolve(
+    Admin(p): Admin,
+    State(s): State<ApiState>,
+    Path(id): Path<i64>,
+    ApiJson(b): ApiJson<ResolveRequest>,
+) -> Result<Json<CaseView>, ApiError> {
+    let reason = reason_of(&b.reason)?;
+    let at = now().timestamp_millis();
+    let mut tx = s.engine.db.pool.begin().await?;
+    let case = recon::resolve_case(&mut tx, id, &b.resolution, &p.name, at).await?;
+    let loan = case.evidence["ours"]["loan_id"]
+        .as_str()
+        .map(str::to_string);
+    let detail = json!({
+        "case_id": case.id, "channel": case.channel, "recon_date": case.recon_date,
+        "order_no": case.order_no, "outcome": case.outcome, "resolution": case.resolution,
+    });
+    collections::audit(
+        &mut tx,
+        &p,
+        action::RESOLVE_CASE,
+        loan.as_deref(),
+        Some(reason),
+        &detail,
+        at,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(case.into()))
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundKindBody {
+    /// Money beyond what was owed goes back.
+    Overpayment,
+    /// The debit should not have happened: the allocation is reversed too.
+    Erroneous,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefundBody {
+    /// A decimal string above zero, e.g. "12.50".
+    pub amount: String,
+    pub reason: String,
+    pub kind: RefundKindBody,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RefundView {
+    pub refund_id: i64,
+    pub attempt_id: i64,
+    pub loan_id: String,
+    /// overpayment or erroneous.
+    pub kind: String,
+    #[schema(value_type = String)]
+    pub amount: Decimal,
+    /// The journal entry posted, and the repayment entry it corrects.
+    pub entry_id: i64,
+    pub corrects_entry: i64,
+    /// What the attempt can still refund.
+    #[schema(value_type = String)]
+    pub refundable_left: Decimal,
+    /// Installments re-opened by a reversal.
+    pub reopened: Vec<u32>,
+}
+
+#[utoipa::path(post, path = "/api/v1/attempts/{id}/refund", tag = "recon",
+    description = "Refund (part of) a succeeded attempt from the bank: its own journal entry pointing at the repayment. Refunds of an attempt never exceed its amount.",
+    params(("id" = i64, Path, description = "attempt id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key")),
+    request_body = RefundBody,
+    responses((status = 200, body = RefundView), (status = "4XX", body = ErrorBody)))]
+pub async fn refund(
+    Admin(p): Admin,
+    State(s): State<ApiState>,
+    Path(id): Path<i64>,
+    ApiJson(b): ApiJson<RefundBody>,
+) -> Result<Json<RefundView>, ApiError> {
+    let reason = reason_of(&b.reason)?;
+    let amount = recon::parse_amount(b.amount.trim())?;
+    let kind = match b.kind {
+        RefundKindBody::Overpayment => RefundKind::Overpayment,
+        RefundKindBody::Erroneous => RefundKind::Erroneous,
+    };
+    let req = RefundRequest {
+        attempt_id: id,
+        amount,
+        kind,
+        reason: reason.to_string(),
+        actor: p.name.clone(),
+    };
+    let at = now();
+    let done = recon::refund(&s.engine, &req, at).await?;
+    let view = RefundView {
+        refund_id: done.refund_id,
+        attempt_id: id,
+        loan_id: done.loan_id,
+        kind: kind.as_str().into(),
+        amount: done.amount,
+        entry_id: done.entry_id,
+        corrects_entry: done.corrects_entry,
+        refundable_left: done.refundable_left,
+        reopened: done.reopened,
+    };
+    audit_after(
+        &s,
+        &p,
+        action::REFUND,
+        &view.loan_id,
+        reason,
+        json!(view),
+        at,
+    )
+    .await?;
+    Ok(Json(view))
+}
+
+/// Audit an action its own function committed (refunds and write-offs run their own
+/// transaction).
+async fn audit_after(
+    s: &ApiState,
+    p: &Principal,
+    what: &str,
+    loan: &str,
+    reason: &str,
+    detail: serde_json::Value,
+    at: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    let mut conn = s.engine.db.pool.acquire().await?;
+    collections::audit(
+        &mut conn,
+        p,
+        what,
+        Some(loan),
+        Some(reason),
+        &detail,
+        at.timestamp_millis(),
+    )
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WriteOffRequest {
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WriteOffView {
+    pub loan_id: String,
+    /// Everything the loan still owed, now written off.
+    #[schema(value_type = String)]
+    pub amount: Decimal,
+}
+
+#[utoipa::path(post, path = "/api/v1/loans/{id}/write-off", tag = "recon",
+    description = "Write off everything the loan still owes.",
+    params(("id" = String, Path, description = "loan id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key")),
+    request_body = WriteOffRequest,
+    responses((status = 200, body = WriteOffView), (status = "4XX", body = ErrorBody)))]
+pub async fn write_off(
+    Admin(p): Admin,
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<WriteOffRequest>,
+) -> Result<Json<WriteOffView>, ApiError> {
+    let reason = reason_of(&b.reason)?;
+    let at = now();
+    let amount = recon::write_off_admin(&s.engine, &id, reason, &p.name, at).await?;
+    let view = WriteOffView {
+        loan_id: id,
+        amount,
+    };
+    audit_after(
+        &s,
+        &p,
+        action::WRITE_OFF,
+        &view.loan_id,
+        reason,
+        json!(view),
+        at,
+    )
+    .await?;
+    Ok(Json(view))
+}
