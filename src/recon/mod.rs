@@ -35,11 +35,11 @@ use thiserror::Error;
 
 pub use cases::{cases_page, resolve_case, CaseError, CaseRow};
 pub use matching::{classify, Item, OurAttempt, Outcome};
-pub use refund::{refund, RefundDone, RefundKind, RefundRequest};
+pub use refund::{refund, refund_in, RefundDone, RefundKind, RefundRequest};
 pub use report::{recon_report, ReconReport};
 pub use settle::{settle_due, Settled};
 pub use statement::{fetch_due, import_file, import_lines, ImportOutcome};
-pub use writeoff::{write_off_admin, write_off_past_point};
+pub use writeoff::{write_off_admin, write_off_admin_in, write_off_past_point};
 
 #[derive(Debug, Error)]
 pub enum ReconError {

@@ -78,9 +78,22 @@ struct Original {
 }
 
 /// Refund (part of) a succeeded attempt, in one transaction.
-#[tracing::instrument(skip(engine, req), fields(attempt = req.attempt_id, amount = %req.amount, kind = req.kind.as_str()))]
 pub async fn refund(
     engine: &Engine,
+    req: &RefundRequest,
+    now: DateTime<Utc>,
+) -> Result<RefundDone, ReconError> {
+    let mut tx = engine.db.pool.begin().await?;
+    let done = refund_in(&mut tx, req, now).await?;
+    tx.commit().await?;
+    Ok(done)
+}
+
+/// Refund (part of) a succeeded attempt within the caller's transaction, so that the caller
+/// can record it (the API's audit log) atomically with it.
+#[tracing::instrument(skip(conn, req), fields(attempt = req.attempt_id, amount = %req.amount, kind = req.kind.as_str()))]
+pub async fn refund_in(
+    conn: &mut AnyConnection,
     req: &RefundRequest,
     now: DateTime<Utc>,
 ) -> Result<RefundDone, ReconError> {
@@ -90,13 +103,12 @@ pub async fn refund(
             message: "must be above 0 with at most 2 decimals".into(),
         });
     }
-    let mut tx = engine.db.pool.begin().await?;
-    let orig = original(&mut tx, req.attempt_id).await?;
+    let orig = original(&mut *conn, req.attempt_id).await?;
     let refunded: i64 = sqlx::query_scalar(
         "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM refunds WHERE attempt_id = $1",
     )
     .bind(req.attempt_id)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut *conn)
     .await?;
     let refundable = orig.amount - from_minor(refunded);
     if req.amount > refundable {
@@ -106,7 +118,7 @@ pub async fn refund(
             left: refundable,
         });
     }
-    let reversed = reversed_so_far(&mut tx, orig.entry_id).await?;
+    let reversed = reversed_so_far(&mut *conn, orig.entry_id).await?;
     let held = credited(&orig, ledger::OVERPAYMENTS, None, None)
         - reversed
             .get(&(ledger::OVERPAYMENTS.to_string(), None, None))
@@ -132,7 +144,7 @@ pub async fn refund(
             (ledger::reversal_lines(over, &parts, ledger::BANK), parts)
         }
     };
-    let entry_id = alloc_on(&mut tx, "entry", 1).await?;
+    let entry_id = alloc_on(&mut *conn, "entry", 1).await?;
     let entry = Entry {
         id: entry_id,
         kind: req.kind.entry_kind(),
@@ -147,8 +159,8 @@ pub async fn refund(
         ),
         lines,
     };
-    ledger::post_corrections(&mut tx, &[(entry, orig.entry_id)]).await?;
-    let refund_id = alloc_on(&mut tx, "refund", 1).await?;
+    ledger::post_corrections(&mut *conn, &[(entry, orig.entry_id)]).await?;
+    let refund_id = alloc_on(&mut *conn, "refund", 1).await?;
     sqlx::query(
         "INSERT INTO refunds (id, attempt_id, loan_id, kind, amount, reason, actor, entry_id, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -162,10 +174,9 @@ pub async fn refund(
     .bind(&req.actor)
     .bind(entry_id)
     .bind(now.timestamp_millis())
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
-    let reopened = reopen(&mut tx, &orig.loan_id, &parts, refund_id, now).await?;
-    tx.commit().await?;
+    let reopened = reopen(&mut *conn, &orig.loan_id, &parts, refund_id, now).await?;
     tracing::info!(refund_id, entry_id, "refund posted");
     Ok(RefundDone {
         refund_id,

@@ -8,7 +8,7 @@ use crate::engine::state::load_loans;
 use crate::engine::{Engine, EngineError};
 use chrono::{DateTime, Days, Utc};
 use rust_decimal::Decimal;
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 
 /// Write off everything `loan` still owes, by `actor` (`repayd write-off`).
 pub async fn write_off_admin(
@@ -19,8 +19,21 @@ pub async fn write_off_admin(
     now: DateTime<Utc>,
 ) -> Result<Decimal, ReconError> {
     let mut tx = engine.db.pool.begin().await?;
+    let amount = write_off_admin_in(&mut tx, loan, reason, actor, now).await?;
+    tx.commit().await?;
+    Ok(amount)
+}
+
+/// [`write_off_admin`] within the caller's transaction (the API audits it atomically).
+pub async fn write_off_admin_in(
+    conn: &mut AnyConnection,
+    loan: &str,
+    reason: &str,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<Decimal, ReconError> {
     let ids = vec![loan.to_string()];
-    let mut loans = load_loans(&mut tx, &ids, now.date_naive() - Days::new(2)).await?;
+    let mut loans = load_loans(&mut *conn, &ids, now.date_naive() - Days::new(2)).await?;
     let state = loans
         .get_mut(loan)
         .ok_or_else(|| ReconError::LoanNotFound(loan.into()))?;
@@ -36,8 +49,7 @@ pub async fn write_off_admin(
             status,
         });
     };
-    apply::flush(&mut tx, &mut loans, w, now).await?;
-    tx.commit().await?;
+    apply::flush(&mut *conn, &mut loans, w, now).await?;
     Ok(amount)
 }
 

@@ -144,9 +144,9 @@ role_extractor!(Viewer, Role::Viewer);
 role_extractor!(Collections, Role::Collections);
 role_extractor!(Admin, Role::Admin);
 
-/// The wall clock: API actions happen now.
+/// The process clock (the daemon's, with its demo offset and speed): API actions happen now.
 pub fn now() -> chrono::DateTime<chrono::Utc> {
-    chrono::Utc::now()
+    crate::clock::now()
 }
 
 /// Page size from `limit`: 1 to 500, default 50.

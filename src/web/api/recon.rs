@@ -362,7 +362,8 @@ pub async fn refund(
         actor: p.name.clone(),
     };
     let at = now();
-    let done = recon::refund(&s.engine, &req, at).await?;
+    let mut tx = s.engine.db.pool.begin().await?;
+    let done = recon::refund_in(&mut tx, &req, at).await?;
     let view = RefundView {
         refund_id: done.refund_id,
         attempt_id: id,
@@ -374,8 +375,8 @@ pub async fn refund(
         refundable_left: done.refundable_left,
         reopened: done.reopened,
     };
-    audit_after(
-        &s,
+    audit_in(
+        &mut tx,
         &p,
         action::REFUND,
         &view.loan_id,
@@ -384,13 +385,13 @@ pub async fn refund(
         at,
     )
     .await?;
+    tx.commit().await?;
     Ok(Json(view))
 }
 
-/// Audit an action its own function committed (refunds and write-offs run their own
-/// transaction).
-async fn audit_after(
-    s: &ApiState,
+/// Audit an action in the transaction that made it, so that one never lands without the other.
+async fn audit_in(
+    conn: &mut sqlx::AnyConnection,
     p: &Principal,
     what: &str,
     loan: &str,
@@ -398,9 +399,8 @@ async fn audit_after(
     detail: serde_json::Value,
     at: DateTime<Utc>,
 ) -> Result<(), ApiError> {
-    let mut conn = s.engine.db.pool.acquire().await?;
     collections::audit(
-        &mut conn,
+        conn,
         p,
         what,
         Some(loan),
@@ -440,13 +440,14 @@ pub async fn write_off(
 ) -> Result<Json<WriteOffView>, ApiError> {
     let reason = reason_of(&b.reason)?;
     let at = now();
-    let amount = recon::write_off_admin(&s.engine, &id, reason, &p.name, at).await?;
+    let mut tx = s.engine.db.pool.begin().await?;
+    let amount = recon::write_off_admin_in(&mut tx, &id, reason, &p.name, at).await?;
     let view = WriteOffView {
         loan_id: id,
         amount,
     };
-    audit_after(
-        &s,
+    audit_in(
+        &mut tx,
         &p,
         action::WRITE_OFF,
         &view.loan_id,
@@ -455,5 +456,6 @@ pub async fn write_off(
         at,
     )
     .await?;
+    tx.commit().await?;
     Ok(Json(view))
 }
