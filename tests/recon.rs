@@ -747,6 +747,24 @@ fn cli_recon_refund_and_write_off() {
     assert!(ok && out.contains("loan C1 written off"), "{out}");
     let (ok, out) = run(&["write-off", "C1", "--reason", "again"]);
     assert!(!ok && out.contains("nothing to write off"), "{out}");
+    // What an operator did at the command line is in the audit log, refusals are not.
+    let url = format!("sqlite://{}", dir.path().join("repayd.db").display());
+    let audited: Vec<(String, String, String)> =
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let db = repayd::store::Db::open(&url).await.unwrap();
+            sqlx::query_as("SELECT actor, action, reason FROM audit_log ORDER BY id")
+                .fetch_all(&db.pool)
+                .await
+                .unwrap()
+        });
+    let expect = |a: &str, r: &str| ("cli".to_string(), a.to_string(), r.to_string());
+    assert_eq!(
+        audited,
+        [
+            expect("refund", "debited twice"),
+            expect("write_off", "fraud")
+        ]
+    );
 }
 
 /// A T+2 channel whose fees are a rate with a minimum per line: nothing settles on T+1.

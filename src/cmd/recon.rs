@@ -57,7 +57,7 @@ pub struct RefundArgs {
     pub reason: String,
     #[arg(long, value_enum, default_value = "overpayment")]
     pub kind: KindArg,
-    /// Who asks for it (recorded on the refund).
+    /// Who asks for it (recorded on the refund and in the audit log).
     #[arg(long, default_value = "cli")]
     pub actor: String,
     #[arg(long)]
@@ -173,7 +173,21 @@ pub async fn refund(args: &RefundArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         reason: args.reason.clone(),
         actor: args.actor.clone(),
     };
-    let done = recon::refund(&engine, &req, parse_now(args.now.as_deref())?).await?;
+    let now = parse_now(args.now.as_deref())?;
+    let mut tx = engine.db.pool.begin().await?;
+    let done = recon::refund_in(&mut tx, &req, now).await?;
+    let detail = serde_json::to_value(&done)?;
+    audit(
+        &mut tx,
+        &args.actor,
+        "refund",
+        &done.loan_id,
+        &args.reason,
+        &detail,
+        now,
+    )
+    .await?;
+    tx.commit().await?;
     let text = format!(
         "refund {} ({}) of {} on attempt {}: entry {} corrects {}; refundable left {}; re-opened {:?}\n",
         done.refund_id,
@@ -192,13 +206,46 @@ pub async fn refund(args: &RefundArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
 pub async fn write_off(args: &WriteOffArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let engine = engine(ctx).await?;
     let now = parse_now(args.now.as_deref())?;
+    let mut tx = engine.db.pool.begin().await?;
     let amount =
-        recon::write_off_admin(&engine, &args.loan, &args.reason, &args.actor, now).await?;
+        recon::write_off_admin_in(&mut tx, &args.loan, &args.reason, &args.actor, now).await?;
     let value = serde_json::json!({ "loan": args.loan, "written_off": amount });
+    audit(
+        &mut tx,
+        &args.actor,
+        "write_off",
+        &args.loan,
+        &args.reason,
+        &value,
+        now,
+    )
+    .await?;
+    tx.commit().await?;
     print(
         ctx,
         &value,
         format!("loan {} written off: {amount}\n", args.loan),
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The audit log entry of an operator's action at the command line: the operator has the
+/// database itself, so the entry is recorded with the admin role.
+async fn audit(
+    conn: &mut sqlx::AnyConnection,
+    actor: &str,
+    action: &str,
+    loan: &str,
+    reason: &str,
+    detail: &serde_json::Value,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let who = repayd::web::auth::Principal {
+        token_id: 0,
+        name: actor.to_string(),
+        role: repayd::web::auth::Role::Admin,
+    };
+    let ms = now.timestamp_millis();
+    repayd::collections::audit(conn, &who, action, Some(loan), Some(reason), detail, ms).await?;
+    Ok(())
 }
