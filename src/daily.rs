@@ -8,7 +8,7 @@
 //! reconciliation date. Aggregation runs in SQL; the one per-installment pass (buckets)
 //! streams its rows and keeps one loan at a time.
 
-use crate::domain::{bucket_for, days_past_due, from_minor, local_to_utc, Bucket};
+use crate::domain::{bucket_for, days_past_due, from_minor, local_to_utc};
 use crate::policy::PolicySet;
 use crate::store::Db;
 use chrono::NaiveDate;
@@ -198,23 +198,6 @@ fn ordered<T>(m: BTreeMap<(String, String), T>) -> impl Iterator<Item = ((String
     each.into_iter()
 }
 
-fn buckets_of(policies: &PolicySet, policy: &str) -> Vec<Bucket> {
-    policies
-        .get(policy)
-        .map(|p| {
-            p.delinquency
-                .buckets
-                .iter()
-                .map(|b| Bucket {
-                    name: b.name.clone(),
-                    from: b.from,
-                    to: b.to,
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// One loan's installments due by the day, as the stream brings them.
 struct LoanAcc {
     id: String,
@@ -308,7 +291,7 @@ fn close_loan(
     if dpd == 0 {
         return;
     }
-    let bucket = bucket_for(dpd, &buckets_of(policies, &a.policy))
+    let bucket = bucket_for(dpd, &crate::report::policy_buckets(policies, &a.policy))
         .unwrap_or("unbucketed")
         .to_string();
     for channel in [a.channel, ALL.to_string()] {

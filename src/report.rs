@@ -66,7 +66,8 @@ pub struct LoanView {
     pub ledger: Vec<LedgerLineView>,
 }
 
-fn buckets(policies: &PolicySet, policy: &str) -> Vec<Bucket> {
+/// The delinquency buckets of `policy` (none if the policy is unknown).
+pub fn policy_buckets(policies: &PolicySet, policy: &str) -> Vec<Bucket> {
     policies
         .get(policy)
         .map(|p| {
@@ -117,7 +118,7 @@ pub async fn loan_view(
         email: mask_email(&l.get::<String, _>("email")),
         currency: l.get("currency"),
         timezone: tz.name().into(),
-        bucket: bucket_for(dpd, &buckets(policies, &policy)).map(str::to_string),
+        bucket: bucket_for(dpd, &policy_buckets(policies, &policy)).map(str::to_string),
         policy,
         status: l.get("status"),
         days_past_due: dpd,
@@ -384,6 +385,27 @@ fn attempt_where(f: &AttemptFilter) -> Where {
     w
 }
 
+/// The attempts matching `w`, in `order`, at most `limit`.
+async fn fetch_attempts(
+    conn: &mut AnyConnection,
+    w: Where,
+    order: &str,
+    limit: i64,
+) -> Result<Vec<AttemptView>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {ATTEMPT_COLS} FROM attempts a JOIN mandates m ON m.id = a.mandate_id \
+         WHERE {} ORDER BY {order} LIMIT ${}",
+        w.sql(),
+        w.next()
+    );
+    let rows = w
+        .bind(sqlx::query(&sql))
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(rows.iter().map(attempt_view).collect())
+}
+
 const ATTEMPT_COLS: &str = "a.id, a.loan_id, a.seq, a.channel, m.account_masked, a.order_no, \
     a.kind, a.ladder_step, a.amount, a.status, a.code, a.created_at, a.updated_at, a.requested_by";
 
@@ -416,18 +438,7 @@ pub async fn attempts_page(
 ) -> Result<Vec<AttemptView>, sqlx::Error> {
     let mut w = attempt_where(f);
     w.int("a.id < ?", before_id);
-    let sql = format!(
-        "SELECT {ATTEMPT_COLS} FROM attempts a JOIN mandates m ON m.id = a.mandate_id \
-         WHERE {} ORDER BY a.id DESC LIMIT ${}",
-        w.sql(),
-        w.next()
-    );
-    let rows = w
-        .bind(sqlx::query(&sql))
-        .bind(limit)
-        .fetch_all(&mut *conn)
-        .await?;
-    Ok(rows.iter().map(attempt_view).collect())
+    fetch_attempts(conn, w, "a.id DESC", limit).await
 }
 
 /// Attempts changed after `(updated_at, id)`, oldest change first: the live feed.
@@ -444,18 +455,7 @@ pub async fn attempts_changed_after(
         &format!("(a.updated_at > ${} OR a.id > ?)", n - 1),
         Arg::Int(after.1),
     );
-    let sql = format!(
-        "SELECT {ATTEMPT_COLS} FROM attempts a JOIN mandates m ON m.id = a.mandate_id \
-         WHERE {} ORDER BY a.updated_at, a.id LIMIT ${}",
-        w.sql(),
-        w.next()
-    );
-    let rows = w
-        .bind(sqlx::query(&sql))
-        .bind(limit)
-        .fetch_all(&mut *conn)
-        .await?;
-    Ok(rows.iter().map(attempt_view).collect())
+    fetch_attempts(conn, w, "a.updated_at, a.id", limit).await
 }
 
 /// Attempts whose `updated_at` is within `[from_ms, to_ms]`, newest first (for the feed to
@@ -470,18 +470,7 @@ pub async fn attempts_changed_within(
     let mut w = attempt_where(f);
     w.push("a.updated_at >= ?", Arg::Int(from_ms));
     w.push("a.updated_at <= ?", Arg::Int(to_ms));
-    let sql = format!(
-        "SELECT {ATTEMPT_COLS} FROM attempts a JOIN mandates m ON m.id = a.mandate_id \
-         WHERE {} ORDER BY a.updated_at DESC, a.id DESC LIMIT ${}",
-        w.sql(),
-        w.next()
-    );
-    let rows = w
-        .bind(sqlx::query(&sql))
-        .bind(limit)
-        .fetch_all(&mut *conn)
-        .await?;
-    Ok(rows.iter().map(attempt_view).collect())
+    fetch_attempts(conn, w, "a.updated_at DESC, a.id DESC", limit).await
 }
 
 /// Attempts by id (for the feed to follow attempts it saw open).
@@ -714,7 +703,7 @@ fn loan_summary(r: &sqlx::any::AnyRow, policies: &PolicySet, now: DateTime<Utc>)
     LoanSummary {
         id: r.get("id"),
         borrower_id: r.get("borrower_id"),
-        bucket: bucket_for(dpd, &buckets(policies, &policy)).map(str::to_string),
+        bucket: bucket_for(dpd, &policy_buckets(policies, &policy)).map(str::to_string),
         policy,
         status: r.get("status"),
         currency: r.get("currency"),
@@ -785,9 +774,12 @@ pub async fn delinquency(
         if dpd == 0 {
             continue;
         }
-        let name = bucket_for(dpd, &buckets(policies, &r.get::<String, _>("policy")))
-            .unwrap_or("unbucketed")
-            .to_string();
+        let name = bucket_for(
+            dpd,
+            &policy_buckets(policies, &r.get::<String, _>("policy")),
+        )
+        .unwrap_or("unbucketed")
+        .to_string();
         let e = by.entry(name).or_default();
         e.0 += 1;
         e.1 += from_minor(r.get("owed"));
@@ -907,9 +899,12 @@ async fn overdue_buckets(
         if dpd == 0 {
             continue;
         }
-        let name = bucket_for(dpd, &buckets(policies, &r.get::<String, _>("policy")))
-            .unwrap_or("unbucketed")
-            .to_string();
+        let name = bucket_for(
+            dpd,
+            &policy_buckets(policies, &r.get::<String, _>("policy")),
+        )
+        .unwrap_or("unbucketed")
+        .to_string();
         let e = out.entry(name).or_default();
         e.0 += 1;
         e.1 += from_minor(r.get("owed"));

@@ -2,7 +2,7 @@
 //! re-binding list, loan search, and a loan's notices and audit log. Phones, emails and
 //! accounts come out masked.
 
-use crate::domain::{days_past_due, from_minor, local_date, Bucket};
+use crate::domain::{days_past_due, from_minor, local_date};
 use crate::pii::{mask_email, mask_phone};
 use crate::policy::PolicySet;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -151,23 +151,6 @@ pub struct BucketTotal {
     pub amount: Decimal,
 }
 
-fn policy_buckets(policies: &PolicySet, policy: &str) -> Vec<Bucket> {
-    policies
-        .get(policy)
-        .map(|p| {
-            p.delinquency
-                .buckets
-                .iter()
-                .map(|b| Bucket {
-                    name: b.name.clone(),
-                    from: b.from,
-                    to: b.to,
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Per loan of a zone, the oldest unpaid due date before the day and what is owed on them.
 const OVERDUE_SQL: &str = "SELECT l.policy, l.currency, MIN(i.due_date) AS oldest, \
      CAST(SUM(i.principal + i.interest + i.fee + i.penalty - i.paid_principal - i.paid_interest \
@@ -194,7 +177,7 @@ pub async fn delinquency(
             if owed <= 0 || dpd == 0 {
                 continue;
             }
-            let buckets = policy_buckets(policies, &r.get::<String, _>("policy"));
+            let buckets = crate::report::policy_buckets(policies, &r.get::<String, _>("policy"));
             // The first bucket that contains it, as `bucket_for` decides.
             let bucket = buckets.iter().find(|b| b.contains(dpd));
             let (name, from) = bucket.map_or(("unbucketed".to_string(), u32::MAX), |b| {
