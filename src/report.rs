@@ -20,6 +20,9 @@ pub struct InstallmentView {
     pub due: [Decimal; 4],
     #[schema(value_type = Vec<String>)]
     pub paid: [Decimal; 4],
+    /// penalty, fee, interest, principal written off
+    #[schema(value_type = Vec<String>)]
+    pub written_off: [Decimal; 4],
     #[schema(value_type = String)]
     pub outstanding: Decimal,
     pub status: String,
@@ -134,7 +137,8 @@ async fn installment_views(
 ) -> Result<Vec<InstallmentView>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT seq, due_date, penalty, fee, interest, principal, paid_penalty, paid_fee, paid_interest, \
-         paid_principal, status, attempts FROM installments WHERE loan_id = $1 ORDER BY seq",
+         paid_principal, wo_penalty, wo_fee, wo_interest, wo_principal, status, attempts \
+         FROM installments WHERE loan_id = $1 ORDER BY seq",
     )
     .bind(id)
     .fetch_all(&mut *conn)
@@ -150,9 +154,19 @@ async fn installment_views(
                 m("paid_interest"),
                 m("paid_principal"),
             ];
-            let outstanding = due.iter().sum::<Decimal>() - paid.iter().sum::<Decimal>();
+            let written_off = [
+                m("wo_penalty"),
+                m("wo_fee"),
+                m("wo_interest"),
+                m("wo_principal"),
+            ];
+            let outstanding = due.iter().sum::<Decimal>()
+                - paid.iter().sum::<Decimal>()
+                - written_off.iter().sum::<Decimal>();
             let stored: String = r.get("status");
-            let status = if stored != "paid" && paid.iter().any(|p| !p.is_zero()) {
+            let status = if !matches!(stored.as_str(), "paid" | "written_off")
+                && paid.iter().any(|p| !p.is_zero())
+            {
                 format!("{stored}, partly paid")
             } else {
                 stored
@@ -162,6 +176,7 @@ async fn installment_views(
                 due_date: r.get("due_date"),
                 due,
                 paid,
+                written_off,
                 outstanding,
                 status,
                 attempts: r.get::<i64, _>("attempts") as u32,
@@ -679,10 +694,11 @@ async fn loan_rows(
     }
     let sql = format!(
         "SELECT l.id, l.borrower_id, l.policy, l.status, l.tz, l.currency, l.paused_until, \
-         (SELECT MIN(i.due_date) FROM installments i WHERE i.loan_id = l.id AND i.status <> 'paid') AS oldest, \
+         (SELECT MIN(i.due_date) FROM installments i WHERE i.loan_id = l.id AND i.status NOT IN ('paid', 'written_off')) AS oldest, \
          (SELECT CAST(COALESCE(SUM(i.principal + i.interest + i.fee + i.penalty - i.paid_principal \
-           - i.paid_interest - i.paid_fee - i.paid_penalty), 0) AS BIGINT) FROM installments i \
-           WHERE i.loan_id = l.id AND i.status <> 'paid') AS owed \
+           - i.paid_interest - i.paid_fee - i.paid_penalty - i.wo_principal - i.wo_interest - i.wo_fee \
+           - i.wo_penalty), 0) AS BIGINT) FROM installments i \
+           WHERE i.loan_id = l.id AND i.status NOT IN ('paid', 'written_off')) AS owed \
          FROM loans l WHERE {} ORDER BY l.id LIMIT ${}",
         w.sql(),
         w.next()
@@ -758,7 +774,7 @@ pub async fn delinquency(
            ELSE i.principal + i.interest + i.fee + i.penalty - i.paid_principal - i.paid_interest \
            - i.paid_fee - i.paid_penalty END) AS BIGINT) AS owed \
          FROM installments i JOIN loans l ON l.id = i.loan_id \
-         WHERE i.due_date < $1 AND (i.status <> 'paid' OR i.paid_at >= $2) \
+         WHERE i.due_date < $1 AND (i.status NOT IN ('paid', 'written_off') OR i.paid_at >= $2) \
          GROUP BY i.loan_id, l.policy, l.tz",
     )
     .bind(before.to_string())
@@ -886,7 +902,7 @@ async fn overdue_buckets(
         "SELECT i.loan_id, l.policy, l.tz, MIN(i.due_date) AS oldest, \
          CAST(SUM(i.principal + i.interest + i.fee + i.penalty - i.paid_principal - i.paid_interest - i.paid_fee - i.paid_penalty) AS BIGINT) AS owed \
          FROM installments i JOIN loans l ON l.id = i.loan_id \
-         WHERE i.status <> 'paid' AND i.due_date < $1 GROUP BY i.loan_id, l.policy, l.tz",
+         WHERE i.status NOT IN ('paid', 'written_off') AND i.due_date < $1 GROUP BY i.loan_id, l.policy, l.tz",
     )
     .bind((now.date_naive() + chrono::Days::new(1)).to_string())
     .fetch_all(&mut *conn)

@@ -156,7 +156,7 @@ const OVERDUE_SQL: &str = "SELECT l.policy, l.currency, MIN(i.due_date) AS oldes
      CAST(SUM(i.principal + i.interest + i.fee + i.penalty - i.paid_principal - i.paid_interest \
      - i.paid_fee - i.paid_penalty - i.wo_principal - i.wo_interest - i.wo_fee - i.wo_penalty) AS BIGINT) AS owed \
      FROM installments i JOIN loans l ON l.id = i.loan_id \
-     WHERE i.status <> 'paid' AND l.tz = $1 AND i.due_date < $2 \
+     WHERE i.status NOT IN ('paid', 'written_off') AND l.tz = $1 AND i.due_date < $2 \
      GROUP BY i.loan_id, l.policy, l.currency";
 
 /// Overdue loans and amounts per delinquency bucket (each loan's policy's buckets), per
@@ -307,8 +307,8 @@ pub async fn search_loans(
         "SELECT l.id, b.name, l.status, l.policy, l.currency, l.paused_until, \
          CAST(COALESCE((SELECT SUM(i.principal + i.interest + i.fee + i.penalty - i.paid_principal \
            - i.paid_interest - i.paid_fee - i.paid_penalty - i.wo_principal - i.wo_interest - i.wo_fee \
-           - i.wo_penalty) FROM installments i WHERE i.loan_id = l.id AND i.status <> 'paid'), 0) AS BIGINT) AS outstanding, \
-         (SELECT MIN(i.due_date) FROM installments i WHERE i.loan_id = l.id AND i.status <> 'paid') AS next_due \
+           - i.wo_penalty) FROM installments i WHERE i.loan_id = l.id AND i.status NOT IN ('paid', 'written_off')), 0) AS BIGINT) AS outstanding, \
+         (SELECT MIN(i.due_date) FROM installments i WHERE i.loan_id = l.id AND i.status NOT IN ('paid', 'written_off')) AS next_due \
          FROM loans l JOIN borrowers b ON b.id = l.borrower_id \
          WHERE (LOWER(l.id) LIKE $1 ESCAPE '\\' OR LOWER(b.name) LIKE $1 ESCAPE '\\') \
          AND ($2 = '' OR l.status = $2) ORDER BY l.id LIMIT $3",
