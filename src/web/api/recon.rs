@@ -7,7 +7,6 @@ use super::{Admin, Viewer};
 use crate::api::ApiState;
 use crate::collections;
 use crate::recon::{self, CaseError, CaseRow, ReconError, RefundKind, RefundRequest};
-use crate::web::auth::Principal;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -375,41 +374,18 @@ pub async fn refund(
         refundable_left: done.refundable_left,
         reopened: done.reopened,
     };
-    audit_in(
+    collections::audit(
         &mut tx,
         &p,
         action::REFUND,
-        &view.loan_id,
-        reason,
-        json!(view),
-        at,
+        Some(&view.loan_id),
+        Some(reason),
+        &json!(view),
+        at.timestamp_millis(),
     )
     .await?;
     tx.commit().await?;
     Ok(Json(view))
-}
-
-/// Audit an action in the transaction that made it, so that one never lands without the other.
-async fn audit_in(
-    conn: &mut sqlx::AnyConnection,
-    p: &Principal,
-    what: &str,
-    loan: &str,
-    reason: &str,
-    detail: serde_json::Value,
-    at: DateTime<Utc>,
-) -> Result<(), ApiError> {
-    collections::audit(
-        conn,
-        p,
-        what,
-        Some(loan),
-        Some(reason),
-        &detail,
-        at.timestamp_millis(),
-    )
-    .await?;
-    Ok(())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -446,14 +422,14 @@ pub async fn write_off(
         loan_id: id,
         amount,
     };
-    audit_in(
+    collections::audit(
         &mut tx,
         &p,
         action::WRITE_OFF,
-        &view.loan_id,
-        reason,
-        json!(view),
-        at,
+        Some(&view.loan_id),
+        Some(reason),
+        &json!(view),
+        at.timestamp_millis(),
     )
     .await?;
     tx.commit().await?;
