@@ -135,6 +135,7 @@ fn bench_loan(i: usize, per_loan: usize, first_due: NaiveDate) -> LoanInput {
             phone: format!("139{:08}", i % 100_000_000),
             email: format!("b{i}@example.com"),
             payday: None,
+            update: false,
         },
         currency: "CNY".into(),
         tz: chrono_tz::Asia::Shanghai,

@@ -440,8 +440,13 @@ pub async fn add_mandate(
     .bind(m.channel.as_str())
     .bind(m.agreement.trim())
     .bind(mask_account(&m.account))
-    .bind(per_debit.map(to_minor))
-    .bind(daily.map(to_minor))
+    .bind(
+        per_debit
+            .map(to_minor)
+            .transpose()
+            .map_err(EngineError::from)?,
+    )
+    .bind(daily.map(to_minor).transpose().map_err(EngineError::from)?)
     .execute(&mut *tx)
     .await?;
     let out = mandate_out(&mut tx, id).await?;

@@ -2,7 +2,10 @@
 //! file in one transaction. Re-importing an identical loan changes nothing; a loan id that
 //! comes back with different content is an error, never a silent overwrite.
 
-use crate::domain::{generate_schedule, parse_money, to_minor, Method, PlannedInstallment, Terms};
+use crate::domain::{
+    bounded_sum, check_date, generate_schedule, parse_money, to_minor, Method, PlannedInstallment,
+    Terms, MAX_AMOUNT, MAX_BOOK_MINOR,
+};
 use crate::ledger::{self, Entry};
 use crate::pii::mask_account;
 use crate::policy::PolicySet;
@@ -40,6 +43,18 @@ pub struct BorrowerInput {
     pub phone: String,
     pub email: String,
     pub payday: Option<u32>,
+    /// Replace the stored contact of this borrower id (see [`BorrowerRecord::update`]).
+    /// Not part of the loan's content.
+    #[serde(skip)]
+    pub update: bool,
+}
+
+impl BorrowerInput {
+    /// Whether two records describe the same person the same way.
+    fn same_contact(&self, other: &BorrowerInput) -> bool {
+        (&self.name, &self.phone, &self.email, self.payday)
+            == (&other.name, &other.phone, &other.email, other.payday)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -116,6 +131,8 @@ pub enum ImportError {
     Sql(#[from] sqlx::Error),
     #[error(transparent)]
     Ledger(#[from] ledger::LedgerError),
+    #[error(transparent)]
+    Money(#[from] crate::domain::MoneyError),
 }
 
 fn display_problems(p: &[ImportProblem]) -> String {
@@ -172,6 +189,11 @@ pub struct BorrowerRecord {
     pub email: String,
     #[serde(default)]
     pub payday: Option<u32>,
+    /// The record changes a stored borrower's contact details on purpose. Without it, a
+    /// borrower id that comes back with another name, phone or email is refused: notices
+    /// would otherwise go to the first person's contact.
+    #[serde(default)]
+    pub update: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -269,15 +291,45 @@ pub fn validate_all(
             continue;
         }
         match validate_loan(rec, &origin, policies, channels) {
-            Ok(l) => loans.push(l),
+            Ok(l) => loans.push((l, origin)),
             Err(mut p) => problems.append(&mut p),
         }
     }
+    problems.extend(borrower_conflicts(&loans));
+    let loans: Vec<LoanInput> = loans.into_iter().map(|(l, _)| l).collect();
     if problems.is_empty() {
         Ok(loans)
     } else {
         Err(ImportError::Invalid(problems))
     }
+}
+
+/// Records of one file that give one borrower id two different contacts: both are named.
+fn borrower_conflicts(loans: &[(LoanInput, Origin)]) -> Vec<ImportProblem> {
+    let mut first: HashMap<&str, &(LoanInput, Origin)> = HashMap::new();
+    let mut out = Vec::new();
+    for rec in loans {
+        let b = &rec.0.borrower;
+        let Some((l0, o0)) = first.get(b.id.as_str()).copied() else {
+            first.insert(&b.id, rec);
+            continue;
+        };
+        if !l0.borrower.same_contact(b) {
+            out.push(problem(
+                &rec.1,
+                "borrower",
+                format!(
+                    "borrower `{}` is given other contact details than in {} ({} {}); one \
+                     borrower id is one person",
+                    b.id,
+                    o0.location,
+                    l0.borrower.name,
+                    crate::pii::mask_phone(&l0.borrower.phone)
+                ),
+            ));
+        }
+    }
+    out
 }
 
 fn problem(origin: &Origin, field: &str, message: impl Into<String>) -> ImportProblem {
@@ -405,6 +457,7 @@ pub fn validate_loan(
             phone: rec.borrower.phone,
             email: rec.borrower.email,
             payday: rec.borrower.payday,
+            update: rec.borrower.update,
         },
         currency: rec.currency,
         tz: tz.expect("checked"),
@@ -471,8 +524,8 @@ fn check_mandates(
         if m.agreement.trim().is_empty() {
             bad(&f("agreement"), "is empty".into());
         }
-        if m.account.trim().is_empty() {
-            bad(&f("account"), "is empty".into());
+        if let Err(e) = crate::pii::check_account(&m.account) {
+            bad(&f("account"), e);
         }
         let per_debit = opt_positive(&m.per_debit_limit, &f("per_debit_limit"), bad);
         let daily = opt_positive(&m.daily_limit, &f("daily_limit"), bad);
@@ -511,10 +564,44 @@ fn opt_positive(
 
 fn date_field(s: &str, field: &str, bad: &mut impl FnMut(&str, String)) -> Option<NaiveDate> {
     match NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d") {
-        Ok(d) => Some(d),
+        Ok(d) => match check_date(d) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                bad(field, e);
+                None
+            }
+        },
         Err(_) => {
             bad(field, format!("`{s}` is not a date YYYY-MM-DD"));
             None
+        }
+    }
+}
+
+/// A whole installment and the whole loan stay within [`MAX_AMOUNT`], so every sum the
+/// engine and the ledger make of them fits (see `domain::money`).
+fn check_totals(list: &[PlannedInstallment], bad: &mut impl FnMut(&str, String)) {
+    let mut loan = Decimal::ZERO;
+    for (i, inst) in list.iter().enumerate() {
+        let Ok(total) = bounded_sum([inst.principal, inst.interest, inst.fee]) else {
+            let field = format!("installments[{i}]");
+            bad(
+                &field,
+                format!("principal + interest + fee is more than {MAX_AMOUNT}"),
+            );
+            return;
+        };
+        match bounded_sum([loan, total]) {
+            Ok(t) => loan = t,
+            Err(_) => {
+                let field = format!("installments[{i}]");
+                bad(&field, format!("the loan's total passes {MAX_AMOUNT} here"));
+                return;
+            }
+        }
+        if let Err(e) = check_date(inst.due_date) {
+            bad(&format!("installments[{i}].due_date"), e);
+            return;
         }
     }
 }
@@ -535,8 +622,16 @@ fn check_installments(
             bad("installments", "give installments or terms".into());
             vec![]
         }
-        (Some(list), None) => explicit_installments(list, bad),
-        (None, Some(t)) => terms_installments(t, bad),
+        (Some(list), None) => {
+            let out = explicit_installments(list, bad);
+            check_totals(&out, bad);
+            out
+        }
+        (None, Some(t)) => {
+            let out = terms_installments(t, bad);
+            check_totals(&out, bad);
+            out
+        }
     }
 }
 
@@ -657,10 +752,110 @@ pub async fn store_loans(
     if new.is_empty() {
         return Ok(report);
     }
+    check_book(conn, &new).await?;
+    check_stored_borrowers(conn, &new).await?;
     insert_new(conn, &new, now_ms).await?;
     report.loans_added = new.len();
     report.installments_added = new.iter().map(|l| l.installments.len()).sum();
     Ok(report)
+}
+
+/// The book after this import stays within [`MAX_BOOK_MINOR`], so no sum over it overflows.
+async fn check_book(conn: &mut AnyConnection, new: &[&LoanInput]) -> Result<(), ImportError> {
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(principal + interest + fee), 0) AS BIGINT) FROM installments",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let mut book = stored;
+    for l in new {
+        for i in &l.installments {
+            for part in [i.principal, i.interest, i.fee] {
+                book = crate::domain::add_minor(book, to_minor(part)?)?;
+            }
+        }
+        if book > MAX_BOOK_MINOR {
+            return Err(ImportError::Invalid(vec![ImportProblem {
+                file: "-".into(),
+                location: format!("loan {}", l.id),
+                field: "installments".into(),
+                message: format!(
+                    "the book would pass {} (the most repayd holds); nothing was written",
+                    crate::domain::from_minor(MAX_BOOK_MINOR)
+                ),
+            }]));
+        }
+    }
+    Ok(())
+}
+
+/// A borrower id already stored with another contact is refused, naming the stored record,
+/// unless the record says it is an update (`borrower.update = true`).
+async fn check_stored_borrowers(
+    conn: &mut AnyConnection,
+    new: &[&LoanInput],
+) -> Result<(), ImportError> {
+    let mut ids: Vec<String> = new.iter().map(|l| l.borrower.id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    let stored = stored_borrowers(conn, &ids).await?;
+    let problems: Vec<ImportProblem> = new
+        .iter()
+        .filter(|l| !l.borrower.update)
+        .filter_map(|l| {
+            let (s, loan) = stored.get(&l.borrower.id)?;
+            (!s.same_contact(&l.borrower)).then(|| ImportProblem {
+                file: "-".into(),
+                location: format!("loan {}", l.id),
+                field: "borrower".into(),
+                message: format!(
+                    "borrower `{}` is stored with other contact details ({} {}, loan {loan}); \
+                     give borrower.update = true to change them",
+                    s.id,
+                    s.name,
+                    crate::pii::mask_phone(&s.phone)
+                ),
+            })
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ImportError::Invalid(problems))
+    }
+}
+
+/// Stored borrowers by id, each with one of its loans (to name the earlier record).
+async fn stored_borrowers(
+    conn: &mut AnyConnection,
+    ids: &[String],
+) -> Result<HashMap<String, (BorrowerInput, String)>, sqlx::Error> {
+    let mut out = HashMap::new();
+    for chunk in ids.chunks(5000) {
+        let sql = format!(
+            "SELECT b.id, b.name, b.phone, b.email, b.payday, MIN(l.id) AS loan FROM borrowers b \
+             LEFT JOIN loans l ON l.borrower_id = b.id WHERE b.id IN ({}) \
+             GROUP BY b.id, b.name, b.phone, b.email, b.payday",
+            crate::store::in_list(conn, 1, chunk.len())
+        );
+        let mut q = sqlx::query(&sql).persistent(false);
+        for id in chunk {
+            q = q.bind(id.as_str());
+        }
+        for r in q.fetch_all(&mut *conn).await? {
+            let b = BorrowerInput {
+                id: r.get("id"),
+                name: r.get("name"),
+                phone: r.get("phone"),
+                email: r.get("email"),
+                payday: r.get::<Option<i64>, _>("payday").map(|d| d as u32),
+                update: false,
+            };
+            let loan: Option<String> = r.get("loan");
+            out.insert(b.id.clone(), (b, loan.unwrap_or_else(|| "-".into())));
+        }
+    }
+    Ok(out)
 }
 
 async fn existing_hashes(
@@ -682,6 +877,31 @@ async fn existing_hashes(
         }
     }
     Ok(out)
+}
+
+/// Records marked as updates replace the stored contact of their borrower.
+async fn update_borrowers(conn: &mut AnyConnection, new: &[&LoanInput]) -> Result<(), sqlx::Error> {
+    let mut rows = Rows::new(5);
+    for b in new.iter().map(|l| &l.borrower).filter(|b| b.update) {
+        rows.push(vec![
+            b.id.clone().into(),
+            b.name.clone().into(),
+            b.phone.clone().into(),
+            b.email.clone().into(),
+            b.payday.map(i64::from).into(),
+        ]);
+    }
+    if rows.is_empty() {
+        return Ok(());
+    }
+    rows.with_values(
+        conn,
+        "id, name, phone, email, payday",
+        "UPDATE borrowers SET name = v.name, phone = v.phone, email = v.email, payday = v.payday \
+         FROM v WHERE borrowers.id = v.id",
+    )
+    .await?;
+    Ok(())
 }
 
 async fn insert_new(
@@ -726,8 +946,8 @@ async fn insert_new(
                 m.channel.clone().into(),
                 m.agreement.clone().into(),
                 m.account_masked.clone().into(),
-                m.per_debit_limit.map(to_minor).into(),
-                m.daily_limit.map(to_minor).into(),
+                m.per_debit_limit.map(to_minor).transpose()?.into(),
+                m.daily_limit.map(to_minor).transpose()?.into(),
             ]);
             next_mandate += 1;
         }
@@ -736,9 +956,9 @@ async fn insert_new(
                 l.id.clone().into(),
                 i.seq.into(),
                 i.due_date.to_string().into(),
-                to_minor(i.principal).into(),
-                to_minor(i.interest).into(),
-                to_minor(i.fee).into(),
+                to_minor(i.principal)?.into(),
+                to_minor(i.interest)?.into(),
+                to_minor(i.fee)?.into(),
             ]);
         }
         entries.push(Entry {
@@ -759,6 +979,7 @@ async fn insert_new(
             "ON CONFLICT (id) DO NOTHING",
         )
         .await?;
+    update_borrowers(conn, new).await?;
     loan_rows
         .insert(conn, "INSERT INTO loans (id, borrower_id, currency, tz, policy, allow_early, content_hash, created_at)", "")
         .await?;

@@ -12,6 +12,7 @@ use crate::import::{
     Amount, BorrowerRecord, ImportError, ImportProblem, InstallmentRecord, LoanRecord,
     MandateRecord, Origin, TermsRecord,
 };
+use crate::pii::mask_account;
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -44,6 +45,18 @@ struct CsvRow {
     interest: Option<String>,
     #[serde(default)]
     fee: Option<String>,
+    /// `true` when the row changes a stored borrower's contact on purpose.
+    #[serde(default, deserialize_with = "flag")]
+    borrower_update: bool,
+}
+
+fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    let s: Option<String> = Option::deserialize(d)?;
+    match s.as_deref().map(str::trim) {
+        None | Some("") | Some("false") | Some("0") | Some("no") => Ok(false),
+        Some("true") | Some("1") | Some("yes") => Ok(true),
+        Some(o) => Err(serde::de::Error::custom(format!("`{o}` is not true/false"))),
+    }
 }
 
 fn nonempty(v: &Option<String>) -> Option<&str> {
@@ -168,6 +181,7 @@ fn loan_record(row: &CsvRow, file: &str, line: u64) -> Result<LoanRecord, Import
             phone: row.phone.clone(),
             email: row.email.clone(),
             payday,
+            update: row.borrower_update,
         },
         currency: row.currency.clone(),
         timezone: row.timezone.clone(),
@@ -189,11 +203,27 @@ fn mandates(cell: &str, file: &str, line: u64) -> Result<Vec<MandateRecord>, Imp
     {
         let f: Vec<&str> = part.split(':').map(str::trim).collect();
         if f.len() < 3 || f.len() > 5 {
+            // Every field but the first two may be (part of) an account number: masked.
+            let shown: Vec<String> = f
+                .iter()
+                .enumerate()
+                .map(|(k, v)| {
+                    if k < 2 {
+                        v.to_string()
+                    } else {
+                        mask_account(v)
+                    }
+                })
+                .collect();
             return Err(bad(
                 file,
                 line,
                 &format!("mandates[{i}]"),
-                format!("`{part}` is not channel:agreement:account[:per_debit[:daily]]"),
+                format!(
+                    "`{}` has {} fields; expected channel:agreement:account[:per_debit[:daily]]",
+                    shown.join(":"),
+                    f.len()
+                ),
             ));
         }
         let opt = |k: usize| {

@@ -31,6 +31,8 @@ pub enum LedgerError {
     },
     #[error(transparent)]
     Sql(#[from] sqlx::Error),
+    #[error(transparent)]
+    Money(#[from] crate::domain::MoneyError),
 }
 
 /// The clearing sub-account that holds money a channel collected for us.
@@ -235,8 +237,8 @@ async fn post_linked(
                 e.loan_id.clone().into(),
                 l.seq.map(|s| s as i64).into(),
                 l.component.map(|c| c.as_str().to_string()).into(),
-                to_minor(l.debit).into(),
-                to_minor(l.credit).into(),
+                to_minor(l.debit)?.into(),
+                to_minor(l.credit)?.into(),
             ]);
         }
     }

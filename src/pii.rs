@@ -1,13 +1,65 @@
 //! Masking of card/account numbers and phone numbers. Every log line and staff-facing output
 //! goes through these; full numbers are never stored for accounts (only the masked form).
 
-/// `6222021234561234` → `6222 **** **** 1234`. Short or already-masked values keep at most
-/// their last four characters visible.
-pub fn mask_account(account: &str) -> String {
-    let chars: Vec<char> = account.chars().filter(|c| !c.is_whitespace()).collect();
-    if chars.contains(&'*') {
-        return account.to_string();
+/// Digits an account number may have (bank cards have 12–19; accounts up to 32).
+const ACCOUNT_DIGITS: std::ops::RangeInclusive<usize> = 4..=32;
+
+/// Whether `account` is already in the form [`mask_account`] produces: at most the first and
+/// last four digits visible, the rest `*`. Anything else with a `*` in it is not a mask.
+pub fn is_masked_account(account: &str) -> bool {
+    let t = account.trim();
+    let long = t.len() == 19 && {
+        let b = t.as_bytes();
+        b[..4].iter().all(u8::is_ascii_digit)
+            && &t[4..15] == " **** **** "
+            && b[15..].iter().all(u8::is_ascii_digit)
+    };
+    let short = {
+        let stars = t.chars().take_while(|c| *c == '*').count();
+        let rest = &t[stars..];
+        stars > 0 && rest.len() <= 4 && rest.chars().all(|c| c.is_ascii_digit())
+    };
+    long || short
+}
+
+/// An account number as an import or a person gives it: digits (spaces allowed between
+/// them), or a number already masked by [`mask_account`]. The message never repeats the
+/// number.
+pub fn check_account(account: &str) -> Result<(), String> {
+    if is_masked_account(account) {
+        return Ok(());
     }
+    let t = account.trim();
+    if t.is_empty() {
+        return Err("is empty".into());
+    }
+    if !t.chars().all(|c| c.is_ascii_digit() || c == ' ') {
+        return Err(
+            "must be digits (spaces allowed), or already masked like 6222 **** **** 1234".into(),
+        );
+    }
+    let digits = t.chars().filter(char::is_ascii_digit).count();
+    if !ACCOUNT_DIGITS.contains(&digits) {
+        return Err(format!(
+            "has {digits} digits; an account number has {} to {}",
+            ACCOUNT_DIGITS.start(),
+            ACCOUNT_DIGITS.end()
+        ));
+    }
+    Ok(())
+}
+
+/// `6222021234561234` → `6222 **** **** 1234`. Short values keep at most their last four
+/// characters visible. A value already in masked form is kept; any other value with a `*`
+/// (not a mask, but possibly a full number) is masked like the rest.
+pub fn mask_account(account: &str) -> String {
+    if is_masked_account(account) {
+        return account.trim().to_string();
+    }
+    let chars: Vec<char> = account
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '*')
+        .collect();
     let n = chars.len();
     if n <= 4 {
         return "*".repeat(n);
@@ -62,5 +114,22 @@ mod tests {
         assert_eq!(mask_phone("13812345678"), "138****5678");
         assert_eq!(mask_phone("+1 212 555 0100"), "***********0100");
         assert_eq!(mask_email("alice@example.com"), "a***@example.com");
+    }
+
+    #[test]
+    fn a_star_does_not_make_a_number_masked() {
+        // Before: anything with a `*` was stored as given, full digits and all.
+        assert_eq!(mask_account("6222021234567*890"), "6222 **** **** 7890");
+        assert_eq!(mask_account("*6222021234567890"), "6222 **** **** 7890");
+        assert_eq!(mask_account("****5678"), "****5678");
+        assert!(check_account("6222021234567*890").is_err());
+        assert!(check_account("6222 **** **** 1234").is_ok());
+        assert!(check_account("6222 0212 3456 7890").is_ok());
+        assert!(check_account("62-22").is_err());
+        let e = check_account("62220212345678901234567890123456789").unwrap_err();
+        assert!(
+            !e.contains("6222"),
+            "the message never echoes the number: {e}"
+        );
     }
 }

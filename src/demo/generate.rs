@@ -113,6 +113,7 @@ fn borrower(i: usize, payday: Option<u32>) -> BorrowerInput {
         phone: format!("138{:08}", 10_000_000 + i * 7919 % 89_999_999),
         email: format!("borrower{}@example.com", i + 1),
         payday,
+        update: false,
     }
 }
 

@@ -56,6 +56,13 @@ pub fn penalty_between(
     daily_penalty(base, daily_rate) * Decimal::from(days)
 }
 
+/// An installment's penalty after adding `added`: never more than `cap` (its principal and
+/// interest), so penalties can add at most the book again and every sum stays bounded (see
+/// `domain::money`). A penalty already above the cap is left as it is, never reduced.
+pub fn capped_penalty(current: Decimal, added: Decimal, cap: Decimal) -> Decimal {
+    (current + added).min(cap.max(current))
+}
+
 /// The last penalty-free day: due date plus grace. Penalty accrues for each local day after
 /// it, so this is the `from_exclusive` to pass to [`penalty_between`].
 pub fn penalty_start(due: NaiveDate, grace_days: u32) -> NaiveDate {
@@ -79,6 +86,13 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use rust_decimal_macros::dec;
+
+    #[test]
+    fn penalties_stop_at_their_base() {
+        assert_eq!(capped_penalty(dec!(10), dec!(5), dec!(100)), dec!(15));
+        assert_eq!(capped_penalty(dec!(90), dec!(50), dec!(100)), dec!(100));
+        assert_eq!(capped_penalty(dec!(120), dec!(5), dec!(100)), dec!(120));
+    }
 
     fn date(y: i32, m: u32, d: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(y, m, d).unwrap()

@@ -6,6 +6,29 @@ use chrono::{DateTime, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZon
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
+/// The earliest calendar date repayd accepts anywhere (due dates, statements, `--now`).
+pub const MIN_DATE: NaiveDate = match NaiveDate::from_ymd_opt(1900, 1, 1) {
+    Some(d) => d,
+    None => panic!("valid date"),
+};
+
+/// The latest calendar date repayd accepts anywhere. Beyond it a schedule is a typo, and
+/// far-off dates would make day counts (penalties, days past due) meaningless.
+pub const MAX_DATE: NaiveDate = match NaiveDate::from_ymd_opt(2200, 12, 31) {
+    Some(d) => d,
+    None => panic!("valid date"),
+};
+
+/// `d` itself when it lies within [`MIN_DATE`]..=[`MAX_DATE`]; otherwise a message for the
+/// field that holds it.
+pub fn check_date(d: NaiveDate) -> Result<NaiveDate, String> {
+    if (MIN_DATE..=MAX_DATE).contains(&d) {
+        Ok(d)
+    } else {
+        Err(format!("{d} is outside {MIN_DATE}..{MAX_DATE}"))
+    }
+}
+
 /// The UTC instant of a local wall-clock time.
 ///
 /// A time skipped by a spring-forward gap maps to the first instant after the gap (02:30 →

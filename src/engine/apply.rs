@@ -493,7 +493,7 @@ async fn write_write_offs(
     wos: &[WriteOffRec],
     entries: &[Entry],
     now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), EngineError> {
     if wos.is_empty() {
         return Ok(());
     }
@@ -504,7 +504,7 @@ async fn write_write_offs(
         rows.push(vec![
             Val::Int(first + i as i64),
             wo.loan_id.clone().into(),
-            Val::Int(to_minor(wo.amount)),
+            Val::Int(to_minor(wo.amount)?),
             wo.kind.into(),
             wo.reason.clone().into(),
             wo.actor.clone().into(),
@@ -515,10 +515,10 @@ async fn write_write_offs(
             insts.push(vec![
                 wo.loan_id.clone().into(),
                 p.seq.into(),
-                Val::Int(to_minor(p.principal)),
-                Val::Int(to_minor(p.interest)),
-                Val::Int(to_minor(p.fee)),
-                Val::Int(to_minor(p.penalty)),
+                Val::Int(to_minor(p.principal)?),
+                Val::Int(to_minor(p.interest)?),
+                Val::Int(to_minor(p.fee)?),
+                Val::Int(to_minor(p.penalty)?),
             ]);
         }
     }
@@ -592,7 +592,7 @@ async fn write_attempts(
 pub async fn write_loans(
     conn: &mut AnyConnection,
     loans: &mut HashMap<String, LoanState>,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), EngineError> {
     let mut insts = Rows::new(9);
     let mut mandates = Rows::new(3);
     let mut loan_rows = Rows::new(3);
@@ -601,10 +601,10 @@ pub async fn write_loans(
             insts.push(vec![
                 l.id.clone().into(),
                 i.seq.into(),
-                to_minor(i.paid.principal).into(),
-                to_minor(i.paid.interest).into(),
-                to_minor(i.paid.fee).into(),
-                to_minor(i.paid.penalty).into(),
+                to_minor(i.paid.principal)?.into(),
+                to_minor(i.paid.interest)?.into(),
+                to_minor(i.paid.fee)?.into(),
+                to_minor(i.paid.penalty)?.into(),
                 i.status.clone().into(),
                 i.attempts.into(),
                 i.paid_at.into(),

@@ -34,6 +34,8 @@ pub enum EngineError {
     Ledger(#[from] LedgerError),
     #[error(transparent)]
     Notify(#[from] NotifyError),
+    #[error(transparent)]
+    Money(#[from] crate::domain::MoneyError),
     #[error("loan {loan} follows unknown policy `{policy}`")]
     UnknownPolicy { loan: String, policy: String },
     #[error("no channel `{0}` is configured")]

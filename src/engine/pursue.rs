@@ -510,7 +510,7 @@ async fn apply_round(
             &mut w,
         );
     }
-    summary.collected_minor += to_minor(w.collected);
+    summary.collected_minor += to_minor(w.collected)?;
     summary.notices_queued += w.notices.len() as u64;
     let mut tx = engine.db.pool.begin().await?;
     apply::flush(&mut tx, loans, w, now).await?;
@@ -616,7 +616,7 @@ async fn insert_attempts(
     next: &[NextAttempt],
     now: DateTime<Utc>,
     engine: &Engine,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), EngineError> {
     let wall = Utc::now().timestamp_millis();
     let lease_ms = engine.cfg.lease_ms;
     let mut rows = Rows::new(19);
@@ -632,7 +632,7 @@ async fn insert_attempts(
             r.order_no.clone().into(),
             r.kind.clone().into(),
             r.ladder_step.into(),
-            to_minor(r.amount).into(),
+            to_minor(r.amount)?.into(),
             "submitted".into(),
             r.local_date.to_string().into(),
             Val::Int(now.timestamp_millis()),

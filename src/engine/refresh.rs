@@ -4,7 +4,8 @@
 use super::plan::{action_row, insert_actions};
 use super::{Engine, EngineError, RunSummary};
 use crate::domain::{
-    days_past_due, from_minor, local_date, penalty_between, penalty_start, to_minor, PenaltyBase,
+    capped_penalty, days_past_due, from_minor, local_date, penalty_between, penalty_start,
+    to_minor, PenaltyBase,
 };
 use crate::planner::plan_overdue;
 use crate::store::{Rows, Val};
@@ -21,6 +22,8 @@ struct OverdueRow {
     principal_owed: i64,
     interest_owed: i64,
     penalty: i64,
+    /// Principal and interest in full: the most penalty an installment can carry.
+    penalty_cap: i64,
     penalty_through: Option<NaiveDate>,
     overdue_planned: bool,
     tz: chrono_tz::Tz,
@@ -66,7 +69,7 @@ async fn overdue_batch(
 ) -> Result<Vec<OverdueRow>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT i.loan_id, i.seq, i.due_date, i.principal - i.paid_principal AS p_owed, \
-         i.interest - i.paid_interest AS i_owed, i.penalty, i.penalty_through, i.overdue_planned, \
+         i.interest - i.paid_interest AS i_owed, i.penalty, i.principal + i.interest AS pen_cap, i.penalty_through, i.overdue_planned, \
          l.tz, l.policy, b.payday \
          FROM installments i JOIN loans l ON l.id = i.loan_id JOIN borrowers b ON b.id = l.borrower_id \
          WHERE i.status <> 'paid' AND l.status = 'active' AND i.due_date < $1 \
@@ -89,6 +92,7 @@ async fn overdue_batch(
             principal_owed: r.get("p_owed"),
             interest_owed: r.get("i_owed"),
             penalty: r.get("penalty"),
+            penalty_cap: r.get("pen_cap"),
             penalty_through: r
                 .get::<Option<String>, _>("penalty_through")
                 .map(|s| parse_date(&s)),
@@ -133,7 +137,11 @@ async fn refresh_batch(
         updates.push(vec![
             r.loan_id.clone().into(),
             r.seq.into(),
-            Val::Int(r.penalty + to_minor(added)),
+            Val::Int(to_minor(capped_penalty(
+                from_minor(r.penalty),
+                added,
+                from_minor(r.penalty_cap),
+            ))?),
             today.to_string().into(),
             Val::Int(1),
         ]);

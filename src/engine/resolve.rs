@@ -129,7 +129,7 @@ async fn resolve_batch(
             &mut w,
         );
     }
-    summary.collected_minor += to_minor(w.collected);
+    summary.collected_minor += to_minor(w.collected)?;
     let mut tx = engine.db.pool.begin().await?;
     apply::flush(&mut tx, &mut loans, w, now).await?;
     tx.commit().await?;

@@ -49,6 +49,8 @@ pub enum ReconError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Money(#[from] crate::domain::MoneyError),
     #[error("{file}: {error}")]
     Statement { file: String, error: StatementError },
     #[error("{file}: {message}")]

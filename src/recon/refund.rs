@@ -169,7 +169,7 @@ pub async fn refund_in(
     .bind(req.attempt_id)
     .bind(&orig.loan_id)
     .bind(req.kind.as_str())
-    .bind(to_minor(req.amount))
+    .bind(to_minor(req.amount)?)
     .bind(&req.reason)
     .bind(&req.actor)
     .bind(entry_id)
@@ -313,7 +313,7 @@ async fn reopen(
     parts: &[Reversed],
     refund_id: i64,
     now: DateTime<Utc>,
-) -> Result<Vec<u32>, sqlx::Error> {
+) -> Result<Vec<u32>, ReconError> {
     if parts.is_empty() {
         return Ok(Vec::new());
     }
@@ -335,7 +335,7 @@ async fn reopen(
         sqlx::query(&format!(
             "UPDATE installments SET {col} = {col} - $1 WHERE loan_id = $2 AND seq = $3"
         ))
-        .bind(to_minor(p.amount))
+        .bind(to_minor(p.amount)?)
         .bind(loan_id)
         .bind(p.seq as i64)
         .execute(&mut *conn)

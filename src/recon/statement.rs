@@ -196,7 +196,7 @@ async fn insert_lines(
     id: i64,
     channel: &str,
     lines: &[StatementLine],
-) -> Result<(), sqlx::Error> {
+) -> Result<(), ReconError> {
     let mut rows = Rows::new(9);
     for (i, l) in lines.iter().enumerate() {
         rows.push(vec![
@@ -205,8 +205,8 @@ async fn insert_lines(
             channel.into(),
             l.order_no.clone().into(),
             l.channel_ref.clone().into(),
-            Val::Int(to_minor(l.amount)),
-            Val::Int(to_minor(l.fee)),
+            Val::Int(to_minor(l.amount)?),
+            Val::Int(to_minor(l.fee)?),
             l.status.clone().into(),
             Val::Int(l.at.timestamp_millis()),
         ]);
@@ -379,7 +379,7 @@ async fn insert_items(
     statement_id: i64,
     items: &[Item],
     now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), ReconError> {
     if items.is_empty() {
         return Ok(());
     }
@@ -398,9 +398,9 @@ async fn insert_items(
             theirs.map(|(n, _)| *n as i64).into(),
             it.outcome.as_str().into(),
             ours.map(|a| a.status.clone()).into(),
-            ours.map(|a| to_minor(a.amount)).into(),
+            ours.map(|a| to_minor(a.amount)).transpose()?.into(),
             theirs.map(|(_, l)| l.status.clone()).into(),
-            theirs.map(|(_, l)| to_minor(l.amount)).into(),
+            theirs.map(|(_, l)| to_minor(l.amount)).transpose()?.into(),
             it.auto_fix.map(|f| f.as_str().to_string()).into(),
             it.is_case().then(|| "open".to_string()).into(),
             it.evidence().to_string().into(),
