@@ -111,6 +111,9 @@ async fn metrics(p: Result<Principal, AuthError>, State(s): State<ApiState>) -> 
         .await
         .unwrap_or(0.0);
     metrics::gauge!("repayd_due_lag_seconds").set(lag);
+    if let Ok(parked) = crate::engine::guard::parked_count(&s.engine).await {
+        metrics::gauge!("repayd_loans_parked").set(parked as f64);
+    }
     s.metrics.render().into_response()
 }
 

@@ -211,7 +211,7 @@ async fn one_run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchFi
     let engine = bench_engine(db, loans)?;
     progress(&format!("importing {loans} loans"));
     let t = Instant::now();
-    let mut tx = engine.db.pool.begin().await?;
+    let mut tx = engine.db.begin().await?;
     for chunk_start in (0..loans).step_by(5000) {
         let chunk: Vec<LoanInput> = (chunk_start..(chunk_start + 5000).min(loans))
             .map(|i| bench_loan(i, opts.per_loan, first_due))
@@ -475,7 +475,7 @@ pub async fn run_net_bench(
     engine.cfg.concurrency = 256;
     let first_due = NaiveDate::from_ymd_opt(2027, 3, 15).expect("date");
     progress(&format!("importing {} loans", opts.installments));
-    let mut tx = engine.db.pool.begin().await?;
+    let mut tx = engine.db.begin().await?;
     for start in (0..opts.installments).step_by(5000) {
         let chunk: Vec<LoanInput> = (start..(start + 5000).min(opts.installments))
             .map(|i| {

@@ -18,6 +18,7 @@ use thiserror::Error;
 pub mod action {
     pub const PAUSE: &str = "pause";
     pub const RESUME: &str = "resume";
+    pub const UNPARK: &str = "unpark";
     pub const MANUAL_ATTEMPT: &str = "manual_attempt";
     pub const REVOKE_MANDATE: &str = "revoke_mandate";
     pub const ADD_MANDATE: &str = "add_mandate";
@@ -180,7 +181,7 @@ pub async fn pause(
     now: DateTime<Utc>,
 ) -> Result<PauseState, CollectionsError> {
     let reason = reason_of(reason)?;
-    let mut tx = engine.db.pool.begin().await?;
+    let mut tx = engine.db.begin().await?;
     let tz = loan_tz(&mut tx, loan_id).await?;
     let resume_at = local_to_utc(until, NaiveTime::MIN, tz);
     if resume_at <= now {
@@ -220,7 +221,7 @@ pub async fn resume(
     now: DateTime<Utc>,
 ) -> Result<PauseState, CollectionsError> {
     let reason = reason_of(reason)?;
-    let mut tx = engine.db.pool.begin().await?;
+    let mut tx = engine.db.begin().await?;
     loan_tz(&mut tx, loan_id).await?;
     let r = sqlx::query(
         "UPDATE loans SET paused_until = NULL, pause_reason = NULL WHERE id = $1 AND paused_until > $2",
@@ -249,6 +250,74 @@ pub async fn resume(
         loan_id: loan_id.into(),
         paused_until: None,
         pause_reason: None,
+    })
+}
+
+/// Whether a loan is parked for a person (its pursuit failed), and why.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ParkState {
+    pub loan_id: String,
+    pub parked_at: Option<DateTime<Utc>>,
+    pub parked_reason: Option<String>,
+}
+
+pub async fn park_state(conn: &mut AnyConnection, loan_id: &str) -> Result<ParkState, sqlx::Error> {
+    let row: Option<(Option<i64>, Option<String>)> =
+        sqlx::query_as("SELECT parked_at, parked_reason FROM loans WHERE id = $1")
+            .bind(loan_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let (at, reason) = row.unwrap_or_default();
+    Ok(ParkState {
+        loan_id: loan_id.into(),
+        parked_at: at.and_then(DateTime::from_timestamp_millis),
+        parked_reason: reason,
+    })
+}
+
+/// Give a parked loan back to the engine once a person has looked at it: its pending
+/// actions are claimed again on the next run (missed slots merge into one attempt).
+pub async fn unpark(
+    engine: &Engine,
+    who: &Principal,
+    loan_id: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<ParkState, CollectionsError> {
+    let reason = reason_of(reason)?;
+    let mut tx = engine.db.begin().await?;
+    let before = park_state(&mut tx, loan_id).await?;
+    loan_tz(&mut tx, loan_id).await?;
+    let r = sqlx::query(
+        // Planned again too: a loan parked while being planned has no agenda yet (keys
+        // already planned are left as they are).
+        "UPDATE loans SET parked_at = NULL, parked_reason = NULL, planned = 0 \
+         WHERE id = $1 AND parked_at IS NOT NULL",
+    )
+    .bind(loan_id)
+    .execute(&mut *tx)
+    .await?;
+    if r.rows_affected() == 0 {
+        return Err(CollectionsError::Conflict(format!(
+            "loan {loan_id} is not parked"
+        )));
+    }
+    let detail = json!({ "parked_at": before.parked_at, "parked_reason": before.parked_reason });
+    audit(
+        &mut tx,
+        who,
+        action::UNPARK,
+        Some(loan_id),
+        Some(reason),
+        &detail,
+        now.timestamp_millis(),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(ParkState {
+        loan_id: loan_id.into(),
+        parked_at: None,
+        parked_reason: None,
     })
 }
 
@@ -333,7 +402,7 @@ pub async fn revoke_mandate(
     now: DateTime<Utc>,
 ) -> Result<MandateOut, CollectionsError> {
     let reason = reason_of(reason)?;
-    let mut tx = engine.db.pool.begin().await?;
+    let mut tx = engine.db.begin().await?;
     let status: Option<String> =
         sqlx::query_scalar("SELECT status FROM mandates WHERE id = $1 AND loan_id = $2")
             .bind(mandate_id)
@@ -421,7 +490,7 @@ pub async fn add_mandate(
     }
     let per_debit = limit("per_debit_limit", &m.per_debit_limit)?;
     let daily = limit("daily_limit", &m.daily_limit)?;
-    let mut tx = engine.db.pool.begin().await?;
+    let mut tx = engine.db.begin().await?;
     loan_tz(&mut tx, loan_id).await?;
     let priority: i64 = sqlx::query_scalar(
         "SELECT CAST(COALESCE(MAX(priority), -1) + 1 AS BIGINT) FROM mandates WHERE loan_id = $1",
@@ -485,7 +554,7 @@ pub async fn change_policy(
             ),
         ));
     }
-    let mut tx = engine.db.pool.begin().await?;
+    let mut tx = engine.db.begin().await?;
     let old: Option<String> = sqlx::query_scalar("SELECT policy FROM loans WHERE id = $1")
         .bind(loan_id)
         .fetch_optional(&mut *tx)
@@ -523,7 +592,7 @@ pub async fn read_contact(
     loan_id: &str,
     now: DateTime<Utc>,
 ) -> Result<Contact, CollectionsError> {
-    let mut tx = engine.db.pool.begin().await?;
+    let mut tx = engine.db.begin().await?;
     let r = sqlx::query(
         "SELECT b.id, b.name, b.phone, b.email FROM loans l JOIN borrowers b ON b.id = l.borrower_id \
          WHERE l.id = $1",

@@ -10,9 +10,10 @@
 use crate::api::{self, ApiState};
 use crate::app::{AppError, Sims};
 use crate::config::Config;
-use crate::engine::{Engine, EngineConfig};
-use crate::store::{Backend, Db};
+use crate::engine::{instance, Engine, EngineConfig};
+use crate::store::Backend;
 use chrono::Utc;
+use futures::FutureExt;
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
@@ -102,33 +103,6 @@ pub fn sqlite_file(url: &str) -> PathBuf {
     PathBuf::from(rest.split('?').next().unwrap_or(rest))
 }
 
-fn instance_id() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
-    format!("{host}:{}:{}", std::process::id(), rand::random::<u32>())
-}
-
-async fn register(db: &Db, id: &str) -> Result<(), sqlx::Error> {
-    let now = Utc::now().timestamp_millis();
-    sqlx::query("INSERT INTO instances (id, host, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $4)")
-        .bind(id)
-        .bind(std::env::var("HOSTNAME").unwrap_or_default())
-        .bind(std::process::id() as i64)
-        .bind(now)
-        .execute(&db.pool)
-        .await?;
-    Ok(())
-}
-
-async fn heartbeat(db: &Db, id: &str, last_tick: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE instances SET heartbeat_at = $1, last_tick_at = $2 WHERE id = $3")
-        .bind(Utc::now().timestamp_millis())
-        .bind(last_tick)
-        .bind(id)
-        .execute(&db.pool)
-        .await?;
-    Ok(())
-}
-
 async fn heartbeat_loop(
     engine: Arc<Engine>,
     state: Arc<DaemonState>,
@@ -141,7 +115,7 @@ async fn heartbeat_loop(
             _ = stop.changed() => return,
         }
         let last = state.last_tick_ms.load(Ordering::Relaxed);
-        if let Err(e) = heartbeat(&engine.db, &state.instance, last).await {
+        if let Err(e) = instance::heartbeat(&engine.db, &state.instance, Some(last)).await {
             tracing::warn!(error = %e, "heartbeat failed");
         }
     }
@@ -162,7 +136,14 @@ pub async fn serve(
         instance: engine.cfg.owner.clone(),
         ..DaemonState::default()
     });
-    register(&engine.db, &state.instance).await?;
+    instance::register(&engine.db, &state.instance).await?;
+    let dead = instance::reap_dead_local(&engine.db, &state.instance).await?;
+    if dead > 0 {
+        tracing::warn!(
+            dead,
+            "earlier instances on this host died; taking over their work"
+        );
+    }
     let engine = Arc::new(engine);
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_flag = engine.cfg.stop.clone();
@@ -194,11 +175,7 @@ pub async fn serve(
         .await
         .map_err(|e| DaemonError::Scheduler(e.to_string()))?;
     let _ = server.await;
-    sqlx::query("UPDATE instances SET stopped_at = $1 WHERE id = $2")
-        .bind(Utc::now().timestamp_millis())
-        .bind(&state.instance)
-        .execute(&engine.db.pool)
-        .await?;
+    instance::mark_stopped(&engine.db, &state.instance).await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -296,9 +273,16 @@ async fn run_loop(
 async fn run_tick(engine: &Engine, state: &DaemonState, tick: &Tick, sims: Option<&Sims>) {
     state.busy.store(true, Ordering::SeqCst);
     let now = tick.clock.now();
-    match engine.run_once(now).await {
-        Ok(s) => tracing::debug!(attempts = s.total_attempts(), "tick done"),
-        Err(e) => tracing::error!(error = %e, "run failed; the next tick retries"),
+    // Loans are isolated inside the run; this is the last line: whatever escapes is logged
+    // and the daemon lives on to the next tick.
+    let run = std::panic::AssertUnwindSafe(engine.run_once(now)).catch_unwind();
+    match run.await {
+        Ok(Ok(s)) => tracing::debug!(attempts = s.total_attempts(), "tick done"),
+        Ok(Err(e)) => tracing::error!(error = %e, "run failed; the next tick retries"),
+        Err(p) => tracing::error!(
+            panic = %crate::engine::guard::panic_text(p.as_ref()),
+            "run panicked; the next tick retries"
+        ),
     }
     match crate::recon::fetch_due(engine, &tick.statement_channels, now).await {
         Ok(done) if !done.is_empty() => {
@@ -325,7 +309,7 @@ async fn run_tick(engine: &Engine, state: &DaemonState, tick: &Tick, sims: Optio
 pub fn engine_config(cfg: &Config) -> EngineConfig {
     EngineConfig {
         batch_size: cfg.daemon.batch_size,
-        owner: instance_id(),
+        owner: instance::new_instance_id(),
         lease_ms: cfg.daemon.lease_seconds as i64 * 1000,
         ..EngineConfig::default()
     }

@@ -169,6 +169,13 @@ enum LoansCmd {
     Import { file: PathBuf },
     /// A loan's plan, balances, days past due and ledger lines.
     Show { id: String },
+    /// Give a loan parked for a person (its pursuit failed) back to the engine.
+    Unpark {
+        id: String,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -350,6 +357,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Loans(LoansCmd::Import { file }) => import_file(g, file).await?,
         Cmd::Loans(LoansCmd::Show { id }) => show_loan(g, id).await?,
+        Cmd::Loans(LoansCmd::Unpark { id, reason }) => unpark_loan(g, id, reason).await?,
         Cmd::Policy(PolicyCmd::Check { files }) => return policy_check(files),
         Cmd::Policy(PolicyCmd::List) => {
             let set = load_policies(&g.policies)?;
@@ -364,8 +372,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 bail!("`repayd run` needs --once (the long-running daemon is `repayd serve`)");
             }
             let now = parse_now(now.as_deref())?;
-            let (engine, sims) = engine_with_sims(&settings(g), EngineConfig::default()).await?;
-            let summary = engine.run_once(now).await?;
+            let cfg = EngineConfig {
+                owner: repayd::engine::instance::new_instance_id(),
+                ..EngineConfig::default()
+            };
+            let (engine, sims) = engine_with_sims(&settings(g), cfg).await?;
+            let summary = repayd::engine::instance::run_registered(&engine, now).await?;
             sims.save()?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
         }
@@ -470,7 +482,7 @@ async fn import_file(g: &Global, file: &PathBuf) -> anyhow::Result<()> {
     let (engine, _) = engine_with_sims(&settings(g), EngineConfig::default()).await?;
     let channels: Vec<String> = engine.channel_configs.keys().cloned().collect();
     let loans = import::read_file(file, &engine.policies, &channels)?;
-    let mut tx = engine.db.pool.begin().await?;
+    let mut tx = engine.db.begin().await?;
     let r = import::store_loans(&mut tx, &loans, Utc::now().timestamp_millis()).await?;
     tx.commit().await?;
     let ids: Vec<String> = loans.iter().map(|l| l.id.clone()).collect();
@@ -483,6 +495,25 @@ async fn import_file(g: &Global, file: &PathBuf) -> anyhow::Result<()> {
         r.loans_unchanged,
         actions
     );
+    Ok(())
+}
+
+async fn unpark_loan(g: &Global, id: &str, reason: &str) -> anyhow::Result<()> {
+    let (engine, _) = engine_with_sims(&settings(g), EngineConfig::default()).await?;
+    let who = repayd::web::auth::Principal {
+        token_id: 0,
+        name: format!(
+            "cli:{}",
+            std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+        ),
+        role: repayd::web::auth::Role::Admin,
+    };
+    let state = repayd::collections::unpark(&engine, &who, id, reason, Utc::now()).await?;
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&state)?);
+    } else {
+        println!("loan {id} unparked; its pending actions run on the next tick");
+    }
     Ok(())
 }
 
@@ -508,6 +539,10 @@ async fn show_loan(g: &Global, id: &str) -> anyhow::Result<()> {
         v.days_past_due,
         v.bucket.as_deref().unwrap_or("-")
     );
+    let park = repayd::collections::park_state(&mut conn, id).await?;
+    if let (Some(at), Some(why)) = (park.parked_at, park.parked_reason) {
+        println!("PARKED for a person since {at}: {why}  (repayd loans unpark {id} --reason …)");
+    }
     for m in &v.mandates {
         println!(
             "mandate {} {:<8} {}  {}{}",

@@ -122,6 +122,32 @@ pub fn plan_installment(
     out
 }
 
+/// The later advance notice that makes pre-due notice `slot` stale at `now`: one planned for
+/// the same installment, due by `now` as well, and closer to the due date. After downtime
+/// both are due at once; only the latest is worth sending (the texts say the same).
+pub fn superseding_pre_due(
+    policy: &Policy,
+    tz: Tz,
+    due: NaiveDate,
+    slot: &str,
+    now: DateTime<Utc>,
+) -> Option<String> {
+    let mine = policy
+        .notices
+        .before_due
+        .iter()
+        .find(|n| format!("pre:T-{}", n.days) == slot)?;
+    let mine_at = local_to_utc(due - Days::new(mine.days as u64), mine.at, tz);
+    policy
+        .notices
+        .before_due
+        .iter()
+        .map(|n| (n, local_to_utc(due - Days::new(n.days as u64), n.at, tz)))
+        .filter(|(_, t)| *t > mine_at && *t <= now)
+        .max_by_key(|(_, t)| *t)
+        .map(|(n, _)| format!("pre:T-{}", n.days))
+}
+
 /// Days after the due date on which the overdue cadence attempts, up to the stop point.
 pub fn overdue_days(policy: &Policy) -> Vec<u32> {
     let o = &policy.overdue;
@@ -264,6 +290,29 @@ mod tests {
         assert!(
             no_early.iter().all(|x| !x.slot.starts_with("early")),
             "contract forbids early debits"
+        );
+    }
+
+    #[test]
+    fn a_later_pre_due_notice_supersedes_an_earlier_one_due_with_it() {
+        let tz: Tz = "Asia/Shanghai".parse().unwrap();
+        let due = d("2027-01-15");
+        let plan = plan_installment(&standard(), tz, 1, due, true);
+        let t1 = plan.iter().find(|x| x.slot == "pre:T-1").unwrap().due_at;
+        let t3 = plan.iter().find(|x| x.slot == "pre:T-3").unwrap().due_at;
+        // On time: T-3 runs alone and nothing supersedes it.
+        assert_eq!(
+            superseding_pre_due(&standard(), tz, due, "pre:T-3", t3),
+            None
+        );
+        // After downtime both are due: T-3 is stale, T-1 goes out.
+        assert_eq!(
+            superseding_pre_due(&standard(), tz, due, "pre:T-3", t1),
+            Some("pre:T-1".into())
+        );
+        assert_eq!(
+            superseding_pre_due(&standard(), tz, due, "pre:T-1", t1),
+            None
         );
     }
 

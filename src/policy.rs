@@ -362,6 +362,8 @@ impl CodeTable {
                 "INSUFFICIENT_BALANCE",
                 "EXCEED_SINGLE_LIMIT",
                 "EXCEED_DAILY_LIMIT",
+                // A timed-out order the channel (simulator) never applied: nothing debited.
+                "TIMEOUT_NOT_APPLIED",
             ]),
             hard: strings(&[
                 "CARD_FROZEN",

@@ -602,6 +602,8 @@ pub struct LoanFilter {
     pub dpd_max: Option<u32>,
     /// Part of the loan id or borrower id.
     pub q: Option<String>,
+    /// Only loans parked for a person (`true`), or only those that are not.
+    pub parked: Option<bool>,
 }
 
 /// A row of the loan list.
@@ -617,6 +619,8 @@ pub struct LoanSummary {
     #[schema(value_type = String)]
     pub outstanding: Decimal,
     pub paused_until: Option<DateTime<Utc>>,
+    /// Parked for a person after its pursuit failed (see `engine::guard`).
+    pub parked: bool,
 }
 
 /// `q` as a LIKE pattern matching it anywhere, its wildcards taken literally.
@@ -682,6 +686,10 @@ async fn loan_rows(
     w.text("l.id > ?", &after.map(str::to_string));
     w.text("l.status = ?", &f.status);
     w.text("l.policy = ?", &f.policy);
+    w.int(
+        "(CASE WHEN l.parked_at IS NULL THEN 0 ELSE 1 END) = ?",
+        f.parked.map(i64::from),
+    );
     w.text(
         "EXISTS (SELECT 1 FROM mandates m WHERE m.loan_id = l.id AND m.channel = ?)",
         &f.channel,
@@ -693,7 +701,7 @@ async fn loan_rows(
         );
     }
     let sql = format!(
-        "SELECT l.id, l.borrower_id, l.policy, l.status, l.tz, l.currency, l.paused_until, \
+        "SELECT l.id, l.borrower_id, l.policy, l.status, l.tz, l.currency, l.paused_until, l.parked_at, \
          (SELECT MIN(i.due_date) FROM installments i WHERE i.loan_id = l.id AND i.status NOT IN ('paid', 'written_off')) AS oldest, \
          (SELECT CAST(COALESCE(SUM(i.principal + i.interest + i.fee + i.penalty - i.paid_principal \
            - i.paid_interest - i.paid_fee - i.paid_penalty - i.wo_principal - i.wo_interest - i.wo_fee \
@@ -729,6 +737,7 @@ fn loan_summary(r: &sqlx::any::AnyRow, policies: &PolicySet, now: DateTime<Utc>)
             .get::<Option<i64>, _>("paused_until")
             .and_then(DateTime::from_timestamp_millis)
             .filter(|t| *t > now),
+        parked: r.get::<Option<i64>, _>("parked_at").is_some(),
     }
 }
 

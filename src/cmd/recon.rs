@@ -174,7 +174,7 @@ pub async fn refund(args: &RefundArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         actor: args.actor.clone(),
     };
     let now = parse_now(args.now.as_deref())?;
-    let mut tx = engine.db.pool.begin().await?;
+    let mut tx = engine.db.begin().await?;
     let done = recon::refund_in(&mut tx, &req, now).await?;
     let detail = serde_json::to_value(&done)?;
     audit(
@@ -206,7 +206,7 @@ pub async fn refund(args: &RefundArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
 pub async fn write_off(args: &WriteOffArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let engine = engine(ctx).await?;
     let now = parse_now(args.now.as_deref())?;
-    let mut tx = engine.db.pool.begin().await?;
+    let mut tx = engine.db.begin().await?;
     let amount =
         recon::write_off_admin_in(&mut tx, &args.loan, &args.reason, &args.actor, now).await?;
     let value = serde_json::json!({ "loan": args.loan, "written_off": amount });

@@ -60,7 +60,7 @@ pub async fn token(cmd: &TokenCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             if name.is_empty() {
                 bail!("--name must not be empty");
             }
-            let mut tx = db.pool.begin().await?;
+            let mut tx = db.begin().await?;
             let (id, token) = repayd::web::api::admin::create_named(&mut tx, name, role, now)
                 .await
                 .map_err(|e| anyhow::anyhow!(e.body.message))?;

@@ -69,7 +69,7 @@ pub async fn run_demo(opts: &DemoOptions) -> Result<PortfolioSummary, AppError> 
     let channels: Vec<String> = engine.channel_configs.keys().cloned().collect();
     let loans = import::read_file(&portfolio, &engine.policies, &channels)?;
     let start: DateTime<Utc> = opts.start.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
-    let mut tx = engine.db.pool.begin().await?;
+    let mut tx = engine.db.begin().await?;
     let report = import::store_loans(&mut tx, &loans, start.timestamp_millis()).await?;
     tx.commit().await?;
     println!(

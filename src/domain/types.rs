@@ -4,6 +4,10 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
+/// The failure code of an attempt the channel says it never received: its query answered
+/// "not found" after the channel had time to see it. Nothing was debited.
+pub const NOT_FOUND: &str = "NOT_FOUND";
+
 /// A component of an installment that a payment can be allocated to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -90,11 +90,11 @@ pub fn verdict_of_query(
     match r {
         Ok(QueryOutcome::Found(o)) => verdict_of(policy, channel, o),
         Ok(QueryOutcome::NotFound) if queries >= 2 => Verdict::Failed {
-            code: "NOT_FOUND".into(),
+            code: crate::domain::NOT_FOUND.into(),
             class: FailureClass::Soft,
         },
         Ok(QueryOutcome::NotFound) => Verdict::Unknown {
-            code: "NOT_FOUND".into(),
+            code: crate::domain::NOT_FOUND.into(),
         },
         Err(_) => Verdict::Unknown {
             code: "QUERY_FAILED".into(),
@@ -139,6 +139,44 @@ pub struct Writes {
     paid: Vec<(String, u32)>,
     pub collected: Decimal,
     write_offs: Vec<WriteOffRec>,
+}
+
+impl Writes {
+    /// Take over what `other` staged (one loan's writes, staged apart so that a failure
+    /// leaves nothing half-staged).
+    pub fn merge(&mut self, other: Writes) {
+        let base = self.entries.len();
+        self.attempts.extend(other.attempts);
+        self.entries.extend(other.entries);
+        self.notices.extend(other.notices);
+        self.paid.extend(other.paid);
+        self.collected += other.collected;
+        self.write_offs
+            .extend(other.write_offs.into_iter().map(|mut wo| {
+                wo.entry_idx = wo.entry_idx.map(|i| i + base);
+                wo
+            }));
+    }
+}
+
+/// Stage an attempt as `unknown`, to be queried, without touching its loan (whose state
+/// could not be trusted).
+pub fn stage_unknown(
+    att: &AttemptRec,
+    code: &str,
+    now: DateTime<Utc>,
+    ctx: &ApplyCtx,
+    w: &mut Writes,
+) {
+    let mut u = update(
+        att,
+        "unknown",
+        Some(code.into()),
+        Some("unknown".into()),
+        None,
+    );
+    u.next_query_at = Some(next_query_at(now, att.queries, ctx.backoff).timestamp_millis());
+    w.attempts.push(u);
 }
 
 /// A write-off staged with its entry (by position in `Writes::entries`; none when no

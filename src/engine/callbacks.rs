@@ -33,7 +33,7 @@ pub async fn record_callback(
     cb: &Callback,
     body: &[u8],
 ) -> Result<Effect, EngineError> {
-    let mut tx = engine.db.pool.begin().await?;
+    let mut tx = engine.db.begin().await?;
     let status: Option<String> =
         sqlx::query_scalar("SELECT status FROM attempts WHERE channel = $1 AND order_no = $2")
             .bind(channel)

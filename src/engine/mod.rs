@@ -8,6 +8,8 @@
 
 pub mod apply;
 pub mod callbacks;
+pub mod guard;
+pub mod instance;
 pub mod plan;
 pub mod pursue;
 pub mod refresh;
@@ -50,6 +52,20 @@ pub enum EngineError {
     Conflict(String),
 }
 
+impl EngineError {
+    /// Whether the error comes from one loan's own data (an amount out of range, a policy
+    /// gone, an entry that would not balance), so the loan is parked and the rest go on.
+    /// Anything else (the database, a channel's configuration) stops the run, to be
+    /// retried whole on the next tick.
+    pub fn is_loan_data(&self) -> bool {
+        match self {
+            EngineError::Money(_) | EngineError::UnknownPolicy { .. } => true,
+            EngineError::Ledger(l) => !matches!(l, LedgerError::Sql(_)),
+            _ => false,
+        }
+    }
+}
+
 /// Tunables of the engine.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -67,6 +83,10 @@ pub struct EngineConfig {
     /// Waits before re-querying an unknown attempt: the n-th query waits the n-th value
     /// (the last one repeats).
     pub query_backoff_secs: Vec<i64>,
+    /// An attempt still unknown after this many queries, or this long after it was made,
+    /// opens a reconciliation case for a person (it keeps being queried).
+    pub unknown_case_after_queries: u32,
+    pub unknown_case_after_ms: i64,
 }
 
 impl Default for EngineConfig {
@@ -79,6 +99,8 @@ impl Default for EngineConfig {
             concurrency: 64,
             stop: Arc::new(AtomicBool::new(false)),
             query_backoff_secs: vec![60, 300, 3600, 86_400],
+            unknown_case_after_queries: 6,
+            unknown_case_after_ms: 48 * 3600 * 1000,
         }
     }
 }
@@ -101,6 +123,10 @@ pub struct RunSummary {
     pub loans_to_collections: u64,
     pub actions_claimed: u64,
     pub actions_skipped: u64,
+    /// Actions of loans another instance held: left pending for later.
+    pub actions_deferred: u64,
+    /// Loans parked for a person after their pursuit failed.
+    pub loans_parked: u64,
     pub notices_queued: u64,
     pub notices_sent: u64,
     pub notices_held: u64,

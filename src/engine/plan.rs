@@ -2,10 +2,11 @@
 
 use super::{Engine, EngineError};
 use crate::planner::{plan_installment, PlannedAction};
-use crate::store::{in_list, Rows, Val};
+use crate::store::{in_list, DecodeError, Rows, Val};
 use chrono::NaiveDate;
 use chrono_tz::Tz;
 use sqlx::{AnyConnection, Row};
+use std::collections::HashMap;
 
 const PLAN_BATCH: i64 = 2000;
 
@@ -17,7 +18,7 @@ const ANALYZE_AFTER: u64 = 20_000;
 pub async fn plan_new_loans(engine: &Engine, only: Option<&[String]>) -> Result<u64, EngineError> {
     let mut written = 0;
     loop {
-        let mut tx = engine.db.pool.begin().await?;
+        let mut tx = engine.db.begin().await?;
         let loans = unplanned(&mut tx, only).await?;
         if loans.is_empty() {
             tx.commit().await?;
@@ -38,7 +39,7 @@ pub async fn plan_new_loans(engine: &Engine, only: Option<&[String]>) -> Result<
 
 struct Unplanned {
     id: String,
-    tz: Tz,
+    tz: Result<Tz, crate::store::DecodeError>,
     policy: String,
     allow_early: bool,
 }
@@ -71,7 +72,7 @@ async fn unplanned(
         .into_iter()
         .map(|r| Unplanned {
             id: r.get("id"),
-            tz: r.get::<String, _>("tz").parse().unwrap_or(chrono_tz::UTC),
+            tz: crate::store::stored_tz("tz", &r.get::<String, _>("tz")),
             policy: r.get("policy"),
             allow_early: r.get::<i64, _>("allow_early") != 0,
         })
@@ -91,10 +92,9 @@ async fn plan_batch(
     for l in loans {
         q = q.bind(l.id.as_str());
     }
-    let mut by_loan: std::collections::HashMap<String, Vec<(u32, NaiveDate)>> = Default::default();
+    let mut by_loan: HashMap<String, Vec<(u32, Result<NaiveDate, DecodeError>)>> = HashMap::new();
     for r in q.fetch_all(&mut *conn).await? {
-        let due = NaiveDate::parse_from_str(&r.get::<String, _>("due_date"), "%Y-%m-%d")
-            .expect("stored date");
+        let due = crate::store::stored_date("due_date", &r.get::<String, _>("due_date"));
         by_loan
             .entry(r.get("loan_id"))
             .or_default()
@@ -102,16 +102,17 @@ async fn plan_batch(
     }
     let mut rows = Rows::new(5);
     for l in loans {
-        let policy = engine
-            .policies
-            .get(&l.policy)
-            .ok_or_else(|| EngineError::UnknownPolicy {
-                loan: l.id.clone(),
-                policy: l.policy.clone(),
-            })?;
-        for (seq, due) in by_loan.get(&l.id).into_iter().flatten() {
-            for a in plan_installment(policy, l.tz, *seq, *due, l.allow_early) {
-                rows.push(action_row(&l.id, &a));
+        let insts = by_loan.get(&l.id).map_or(&[][..], |v| v.as_slice());
+        match plan_loan(engine, l, insts) {
+            Ok(actions) => {
+                for a in actions {
+                    rows.push(action_row(&l.id, &a));
+                }
+            }
+            // Marked planned below with the rest, so the batch moves on; unparking the loan
+            // plans it again.
+            Err(why) => {
+                super::guard::park_loan(&mut *conn, &l.id, &why, chrono::Utc::now()).await?;
             }
         }
     }
@@ -126,6 +127,29 @@ async fn plan_batch(
     }
     q.execute(&mut *conn).await?;
     Ok(written)
+}
+
+/// The agenda of one loan, pure; a stored value that does not decode, an unknown policy or a
+/// panic is the loan's own failure, returned as the reason to park it.
+fn plan_loan(
+    engine: &Engine,
+    l: &Unplanned,
+    insts: &[(u32, Result<NaiveDate, DecodeError>)],
+) -> Result<Vec<PlannedAction>, String> {
+    let tz = l.tz.clone().map_err(|e| e.to_string())?;
+    let policy = engine
+        .policies
+        .get(&l.policy)
+        .ok_or_else(|| format!("unknown policy `{}`", l.policy))?;
+    let mut out = Vec::new();
+    for (seq, due) in insts {
+        let due = due.clone().map_err(|e| e.to_string())?;
+        let planned =
+            super::guard::catch(|| plan_installment(policy, tz, *seq, due, l.allow_early))
+                .map_err(|e| format!("panic while planning installment {seq}: {e}"))?;
+        out.extend(planned);
+    }
+    Ok(out)
 }
 
 /// One agenda row: (loan_id, seq, kind, slot, due_at).

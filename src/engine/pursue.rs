@@ -7,19 +7,21 @@
 //! mandate; success, unknown or an exhausted ladder ends the loan's pursuit for this slot.
 
 use super::apply::{self, AttemptRec, Verdict, Writes};
+use super::guard::{self, catch};
 use super::state::{load_loans, LoanState};
-use super::{Engine, EngineError, RunSummary};
+use super::{instance, Engine, EngineError, RunSummary};
 use crate::channel::DebitRequest;
 use crate::domain::{ladder_amounts, local_date, to_minor, LadderInput};
 use crate::notify::{self, NoticeFacts, NoticeKind, NoticeRow};
-use crate::planner::AttemptKind;
+use crate::planner::{superseding_pre_due, AttemptKind};
 use crate::policy::Policy;
 use crate::store::{alloc_on, in_list, Backend, Rows, Val};
 use chrono::{DateTime, Days, NaiveDate, Utc};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use rust_decimal::Decimal;
 use sqlx::{AnyConnection, Row};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
 
 /// A claimed agenda row.
 #[derive(Debug, Clone)]
@@ -31,22 +33,37 @@ pub struct ClaimedAction {
     pub slot: String,
 }
 
-/// Give back the claims of instances that died: their lease ran out and their heartbeat is
-/// stale. Expiry is decided by heartbeats, so a slow but healthy instance keeps its work.
-async fn rescue_dead_claims(engine: &Engine) -> Result<u64, sqlx::Error> {
+/// Give back the claims and loan holds of instances that died: their heartbeat is stale, or
+/// they ran on this host and their process is gone. A slow but healthy instance keeps its
+/// work, however long it takes: only heartbeats decide, never elapsed time alone.
+async fn rescue_dead_claims(engine: &Engine) -> Result<(u64, u64), EngineError> {
+    instance::reap_dead_local(&engine.db, &engine.cfg.owner).await?;
     let wall = Utc::now().timestamp_millis();
-    let sql = format!(
+    let actions = format!(
         "UPDATE actions SET status = 'pending', lease_owner = NULL, lease_until = NULL \
-         WHERE status = 'claimed' AND lease_until < $1 AND NOT EXISTS ({})",
+         WHERE status = 'claimed' AND lease_owner <> $1 AND NOT EXISTS ({})",
         alive_owner("actions.lease_owner", "$2")
     );
-    let r = sqlx::query(&sql)
-        .bind(wall)
-        .bind(wall - engine.cfg.lease_ms)
-        .execute(&engine.db.pool)
-        .await?;
-    Ok(r.rows_affected())
+    let holds = format!(
+        "UPDATE loans SET busy_owner = NULL, busy_until = NULL \
+         WHERE busy_owner IS NOT NULL AND busy_owner <> $1 AND NOT EXISTS ({})",
+        alive_owner("loans.busy_owner", "$2")
+    );
+    let mut freed = [0; 2];
+    for (i, sql) in [actions, holds].iter().enumerate() {
+        freed[i] = sqlx::query(sql)
+            .bind(engine.cfg.owner.as_str())
+            .bind(wall - engine.cfg.lease_ms)
+            .execute(&engine.db.pool)
+            .await?
+            .rows_affected();
+    }
+    Ok((freed[0], freed[1]))
 }
+
+/// Batches start small and grow, so that a process that lives only a moment (killed soon
+/// after it starts) still commits and sends its first attempts.
+const FIRST_BATCH: usize = 32;
 
 /// Claim and execute every action due at `now`, batch by batch.
 pub async fn run_due_actions(
@@ -55,20 +72,30 @@ pub async fn run_due_actions(
     summary: &mut RunSummary,
 ) -> Result<(), EngineError> {
     let mut attempted: HashSet<String> = HashSet::new();
-    let rescued = rescue_dead_claims(engine).await?;
-    if rescued > 0 {
-        tracing::warn!(rescued, "took over actions claimed by instances that died");
+    let (actions, holds) = rescue_dead_claims(engine).await?;
+    if actions + holds > 0 {
+        tracing::warn!(actions, holds, "took over the work of instances that died");
     }
+    let mut size = FIRST_BATCH.min(engine.cfg.batch_size.max(1));
+    let mut idle_batches = 0;
     loop {
         if engine.cfg.stop.load(std::sync::atomic::Ordering::SeqCst) {
             return Ok(());
         }
-        let claimed = claim_due_actions(engine, now).await?;
+        let claimed = claim_due_actions(engine, now, size).await?;
         if claimed.is_empty() {
             return Ok(());
         }
-        summary.actions_claimed += claimed.len() as u64;
-        process_batch(engine, claimed, now, &mut attempted, summary).await?;
+        size = (size * 4).min(engine.cfg.batch_size.max(1));
+        let n = claimed.len() as u64;
+        summary.actions_claimed += n;
+        let deferred = process_batch(engine, claimed, now, &mut attempted, summary).await?;
+        // Loans held elsewhere stay pending; a run that only finds those stops trying, and
+        // the next tick looks again.
+        idle_batches = if deferred == n { idle_batches + 1 } else { 0 };
+        if idle_batches >= 3 {
+            return Ok(());
+        }
     }
 }
 
@@ -77,6 +104,7 @@ pub async fn run_due_actions(
 pub async fn claim_due_actions(
     engine: &Engine,
     now: DateTime<Utc>,
+    limit: usize,
 ) -> Result<Vec<ClaimedAction>, EngineError> {
     let wall = Utc::now().timestamp_millis();
     let lock = match engine.db.backend {
@@ -84,12 +112,14 @@ pub async fn claim_due_actions(
         Backend::Sqlite => "",
     };
     // Pending rows in due order straight off the (status, due_at) index: no sort, so a claim
-    // costs the same on a million-row agenda as on a small one. Paused loans' actions stay
-    // pending; after the pause they are claimed late and merge into one catch-up attempt.
+    // costs the same on a million-row agenda as on a small one. Paused and parked loans'
+    // actions stay pending, and so do those of loans another instance holds right now;
+    // afterwards they are claimed late and merge into one catch-up attempt.
     let sql = format!(
         "UPDATE actions SET status = 'claimed', lease_owner = $1, lease_until = $2 \
          WHERE id IN (SELECT id FROM actions WHERE status = 'pending' AND due_at <= $3 \
-         AND NOT EXISTS (SELECT 1 FROM loans p WHERE p.id = actions.loan_id AND p.paused_until > $3) \
+         AND NOT EXISTS (SELECT 1 FROM loans p WHERE p.id = actions.loan_id AND \
+         (p.paused_until > $3 OR p.parked_at IS NOT NULL OR p.busy_owner <> $1)) \
          ORDER BY due_at LIMIT $4 {lock}) \
          RETURNING id, loan_id, seq, kind, slot"
     );
@@ -97,7 +127,7 @@ pub async fn claim_due_actions(
         .bind(engine.cfg.owner.as_str())
         .bind(wall + engine.cfg.lease_ms)
         .bind(now.timestamp_millis())
-        .bind(engine.cfg.batch_size as i64)
+        .bind(limit as i64)
         .fetch_all(&engine.db.pool)
         .await?;
     Ok(rows
@@ -161,7 +191,141 @@ struct NextAttempt {
     requested_by: Option<String>,
 }
 
+/// Pursue one claimed batch. Loans another instance holds keep their actions pending;
+/// returns how many actions were deferred that way. A panic anywhere in the batch is caught:
+/// its loans are retried one by one, and a loan that panics alone is parked for a person.
 async fn process_batch(
+    engine: &Engine,
+    claimed: Vec<ClaimedAction>,
+    now: DateTime<Utc>,
+    attempted: &mut HashSet<String>,
+    summary: &mut RunSummary,
+) -> Result<u64, EngineError> {
+    let mut ids: Vec<String> = claimed.iter().map(|a| a.loan_id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    let mut conn = engine.db.pool.acquire().await?;
+    let mine = claim_loans(&mut conn, engine, &ids).await?;
+    drop(conn);
+    let (ours, theirs): (Vec<_>, Vec<_>) =
+        claimed.into_iter().partition(|a| mine.contains(&a.loan_id));
+    let others: Vec<String> = ids.into_iter().filter(|l| !mine.contains(l)).collect();
+    let deferred = theirs.len() as u64;
+    if deferred > 0 {
+        // Held by another instance right now: back to the agenda, never ended.
+        guard::requeue_claims(engine, &others).await?;
+        summary.actions_deferred += deferred;
+    }
+    let batch = AssertUnwindSafe(pursue_batch(engine, ours, now, attempted, summary))
+        .catch_unwind()
+        .await;
+    let failure = match batch {
+        Ok(Err(e)) if e.is_loan_data() => Some(e.to_string()),
+        Ok(Ok(())) => {
+            release_loans(engine, &mine).await?;
+            return Ok(deferred);
+        }
+        Ok(Err(e)) => {
+            // The run stops (the database, say); nothing of the batch may stay claimed by
+            // this live instance, where no one would rescue it.
+            let held: Vec<String> = mine.iter().cloned().collect();
+            let _ = guard::settle_in_flight(engine, &held, now).await;
+            let _ = guard::requeue_claims(engine, &held).await;
+            let _ = release_loans(engine, &mine).await;
+            return Err(e);
+        }
+        Err(p) => Some(format!("panic: {}", guard::panic_text(p.as_ref()))),
+    };
+    let why = failure.unwrap_or_default();
+    tracing::error!(loans = mine.len(), error = %why, "a batch failed on a loan's data; retrying its loans one by one");
+    let result = retry_one_by_one(engine, &mine, now, attempted, summary).await;
+    release_loans(engine, &mine).await?;
+    result.map(|()| deferred)
+}
+
+/// After a batch panicked: settle what was in flight (queried, never resent), then pursue
+/// each held loan's remaining claims alone; a loan that panics alone is parked.
+async fn retry_one_by_one(
+    engine: &Engine,
+    mine: &HashSet<String>,
+    now: DateTime<Utc>,
+    attempted: &mut HashSet<String>,
+    summary: &mut RunSummary,
+) -> Result<(), EngineError> {
+    let loans: Vec<String> = mine.iter().cloned().collect();
+    guard::settle_in_flight(engine, &loans, now).await?;
+    for (loan_id, actions) in still_claimed(engine, &loans).await? {
+        let alone = AssertUnwindSafe(pursue_batch(engine, actions, now, attempted, summary))
+            .catch_unwind()
+            .await;
+        let reason = match alone {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) if e.is_loan_data() => e.to_string(),
+            Ok(Err(e)) => return Err(e),
+            Err(p) => format!("panic while pursuing: {}", guard::panic_text(p.as_ref())),
+        };
+        park(engine, &loan_id, &reason, now, summary).await?;
+    }
+    Ok(())
+}
+
+/// Park a loan whose pursuit failed: its in-flight attempts are settled by query and its
+/// claimed actions go back to pending, where they wait for a person to unpark the loan.
+async fn park(
+    engine: &Engine,
+    loan_id: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+    summary: &mut RunSummary,
+) -> Result<(), EngineError> {
+    let one = [loan_id.to_string()];
+    guard::park_loan(&mut *engine.db.pool.acquire().await?, loan_id, reason, now).await?;
+    guard::settle_in_flight(engine, &one, now).await?;
+    guard::requeue_claims(engine, &one).await?;
+    summary.loans_parked += 1;
+    Ok(())
+}
+
+/// This instance's claimed actions of `loans`, by loan.
+async fn still_claimed(
+    engine: &Engine,
+    loans: &[String],
+) -> Result<BTreeMap<String, Vec<ClaimedAction>>, EngineError> {
+    let mut out: BTreeMap<String, Vec<ClaimedAction>> = BTreeMap::new();
+    let mut conn = engine.db.pool.acquire().await?;
+    for chunk in loans.chunks(5000) {
+        let n = chunk.len();
+        let sql = format!(
+            "SELECT id, loan_id, seq, kind, slot FROM actions WHERE status = 'claimed' \
+             AND lease_owner = ${} AND loan_id IN ({}) ORDER BY id",
+            n + 1,
+            in_list(&conn, 1, n)
+        );
+        let mut q = sqlx::query(&sql).persistent(false);
+        for id in chunk {
+            q = q.bind(id.as_str());
+        }
+        for r in q
+            .bind(engine.cfg.owner.as_str())
+            .fetch_all(&mut *conn)
+            .await?
+        {
+            let a = ClaimedAction {
+                id: r.get("id"),
+                loan_id: r.get("loan_id"),
+                seq: r.get::<i64, _>("seq") as u32,
+                kind: r.get("kind"),
+                slot: r.get("slot"),
+            };
+            out.entry(a.loan_id.clone()).or_default().push(a);
+        }
+    }
+    Ok(out)
+}
+
+/// Decide and pursue the claimed actions of loans this instance holds. A loan whose own
+/// decisions panic is parked and left out; the others go on.
+async fn pursue_batch(
     engine: &Engine,
     claimed: Vec<ClaimedAction>,
     now: DateTime<Utc>,
@@ -172,7 +336,6 @@ async fn process_batch(
     ids.sort();
     ids.dedup();
     let mut conn = engine.db.pool.acquire().await?;
-    let mine = claim_loans(&mut conn, engine, &ids).await?;
     let since = now.date_naive() - Days::new(2);
     let mut loans = load_loans(&mut conn, &ids, since).await?;
     drop(conn);
@@ -180,37 +343,80 @@ async fn process_batch(
     for a in claimed {
         by_loan.entry(a.loan_id.clone()).or_default().push(a);
     }
-    let mut ends = Vec::new();
-    let mut notices = Vec::new();
-    let mut pursuits = Vec::new();
+    let mut d = Decisions::default();
+    let mut poisoned = Vec::new();
     for (loan_id, actions) in by_loan {
         let Some(loan) = loans.get(&loan_id) else {
-            ends.extend(
+            d.ends.extend(
                 actions
                     .iter()
                     .map(|a| end(a.id, "skipped", "loan not found")),
             );
             continue;
         };
-        let policy = engine.policy(&loan.policy)?;
+        match decide_loan(engine, loan, actions, now, attempted) {
+            Ok(one) => d.merge(one),
+            Err(why) => poisoned.push((loan_id, why)),
+        }
+    }
+    for (loan_id, why) in &poisoned {
+        loans.remove(loan_id);
+        park(engine, loan_id, why, now, summary).await?;
+    }
+    summary.actions_skipped += d.ends.iter().filter(|e| e.status == "skipped").count() as u64;
+    summary.notices_queued += d.notices.len() as u64;
+    pursue_rounds(
+        engine, &mut loans, d.pursuits, d.ends, d.notices, now, summary,
+    )
+    .await
+}
+
+/// What the pure decisions of a batch came to: action outcomes, notices to queue and the
+/// pursuits to run.
+#[derive(Default)]
+struct Decisions {
+    ends: Vec<ActionEnd>,
+    notices: Vec<NoticeRow>,
+    pursuits: Vec<Pursuit>,
+}
+
+impl Decisions {
+    fn merge(&mut self, other: Decisions) {
+        self.ends.extend(other.ends);
+        self.notices.extend(other.notices);
+        self.pursuits.extend(other.pursuits);
+    }
+}
+
+/// One loan's decisions for its claimed actions, pure. An unknown policy or a panic is the
+/// loan's own failure, returned as the reason to park it.
+fn decide_loan(
+    engine: &Engine,
+    loan: &LoanState,
+    actions: Vec<ClaimedAction>,
+    now: DateTime<Utc>,
+    attempted: &mut HashSet<String>,
+) -> Result<Decisions, String> {
+    if let Some(why) = &loan.broken {
+        return Err(why.clone());
+    }
+    let policy = engine.policy(&loan.policy).map_err(|e| e.to_string())?;
+    // A panic may leave the loan in `attempted`; it is parked, so that changes nothing.
+    catch(|| {
+        let mut d = Decisions::default();
         let (notice_actions, attempt_actions): (Vec<_>, Vec<_>) =
             actions.into_iter().partition(|a| a.kind == "notice");
         for a in notice_actions {
-            ends.push(action_notice(engine, loan, policy, &a, now, &mut notices));
+            d.ends
+                .push(action_notice(engine, loan, policy, &a, now, &mut d.notices));
         }
-        if !mine.contains(&loan_id) {
-            let note = "merged: loan pursued by another instance";
-            ends.extend(attempt_actions.iter().map(|a| end(a.id, "skipped", note)));
-        } else if !attempt_actions.is_empty() {
-            let p = start_pursuit(loan, policy, attempt_actions, now, attempted, &mut ends);
-            pursuits.extend(p);
+        if !attempt_actions.is_empty() {
+            let p = start_pursuit(loan, policy, attempt_actions, now, attempted, &mut d.ends);
+            d.pursuits.extend(p);
         }
-    }
-    summary.actions_skipped += ends.iter().filter(|e| e.status == "skipped").count() as u64;
-    summary.notices_queued += notices.len() as u64;
-    let result = pursue_rounds(engine, &mut loans, pursuits, ends, notices, now, summary).await;
-    release_loans(engine, &mine).await?;
-    result
+        d
+    })
+    .map_err(|p| format!("panic while deciding: {p}"))
 }
 
 /// Take the loans of a batch for this instance. Another instance pursuing one of them at the
@@ -286,6 +492,11 @@ fn action_notice(
     let pre_due = a.slot.starts_with("pre:");
     if pre_due && inst.due < today {
         return end(a.id, "skipped", "stale: due date passed");
+    }
+    if pre_due {
+        if let Some(later) = superseding_pre_due(policy, loan.tz, inst.due, &a.slot, now) {
+            return end(a.id, "skipped", format!("stale: superseded by {later}"));
+        }
     }
     if loan.status != "active" {
         return end(a.id, "skipped", format!("loan {}", loan.status));
@@ -462,7 +673,7 @@ async fn pursue_rounds(
         let (ends, notices) = first.take().unwrap_or_default();
         if next.is_empty() {
             if !ends.is_empty() || !notices.is_empty() {
-                let mut tx = engine.db.pool.begin().await?;
+                let mut tx = engine.db.begin().await?;
                 write_action_ends(&mut tx, &ends, now).await?;
                 notify::queue_notices(&mut tx, &notices, now).await?;
                 tx.commit().await?;
@@ -485,37 +696,55 @@ async fn apply_round(
     summary: &mut RunSummary,
 ) -> Result<(), EngineError> {
     let verdicts = submit_all(engine, loans, next, now).await;
+    let ctx = apply::ApplyCtx::of(&engine.cfg);
     let mut w = Writes::default();
+    let mut poisoned = Vec::new();
     for (n, v) in next.iter().zip(verdicts) {
-        let loan = loans.get_mut(&n.rec.loan_id).expect("loaded");
-        let policy = engine.policy(&loan.policy)?;
-        apply::apply_verdict(
-            loan,
-            policy,
-            &n.rec,
-            &v,
-            now,
-            &apply::ApplyCtx::of(&engine.cfg),
-            &mut w,
-        );
         summary.count_attempt(&n.rec.kind, v.outcome_name());
-        advance(
-            &mut pursuits[n.pursuit],
-            loan,
-            policy,
-            &n.rec,
-            &v,
-            now,
-            &engine.cfg.render,
-            &mut w,
-        );
+        let Some(loan) = loans.get_mut(&n.rec.loan_id) else {
+            continue;
+        };
+        match stage_verdict(engine, loan, &mut pursuits[n.pursuit], &n.rec, &v, now) {
+            Ok(one) => w.merge(one),
+            Err(why) => {
+                // Nothing of this loan is written but the attempt, left to be queried.
+                pursuits[n.pursuit].done = true;
+                loans.remove(&n.rec.loan_id);
+                apply::stage_unknown(&n.rec, "UNAPPLIED", now, &ctx, &mut w);
+                poisoned.push((n.rec.loan_id.clone(), why));
+            }
+        }
     }
     summary.collected_minor += to_minor(w.collected)?;
     summary.notices_queued += w.notices.len() as u64;
-    let mut tx = engine.db.pool.begin().await?;
+    let mut tx = engine.db.begin().await?;
     apply::flush(&mut tx, loans, w, now).await?;
     tx.commit().await?;
+    for (loan_id, why) in poisoned {
+        park(engine, &loan_id, &why, now, summary).await?;
+    }
     Ok(())
+}
+
+/// Apply one answer to its loan and decide the pursuit's next step, into writes of its own:
+/// a panic (or an unknown policy) leaves nothing of the loan staged.
+fn stage_verdict(
+    engine: &Engine,
+    loan: &mut LoanState,
+    p: &mut Pursuit,
+    rec: &AttemptRec,
+    v: &Verdict,
+    now: DateTime<Utc>,
+) -> Result<Writes, String> {
+    let policy = engine.policy(&loan.policy).map_err(|e| e.to_string())?;
+    let ctx = apply::ApplyCtx::of(&engine.cfg);
+    catch(|| {
+        let mut w = Writes::default();
+        apply::apply_verdict(loan, policy, rec, v, now, &ctx, &mut w);
+        advance(p, loan, policy, rec, v, now, &engine.cfg.render, &mut w);
+        w
+    })
+    .map_err(|e| format!("panic while applying attempt {}: {e}", rec.id))
 }
 
 /// The attempt each live pursuit makes next.
@@ -566,7 +795,7 @@ async fn record_submitted(
     notices: &[NoticeRow],
     now: DateTime<Utc>,
 ) -> Result<Vec<NextAttempt>, EngineError> {
-    let mut tx = engine.db.pool.begin().await?;
+    let mut tx = engine.db.begin().await?;
     let first_id = alloc_on(&mut tx, "attempt", next.len() as i64).await?;
     let mut per_channel: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, n) in next.iter_mut().enumerate() {
@@ -592,6 +821,7 @@ async fn record_submitted(
                     })?;
         }
     }
+    reassert_holds(&mut tx, engine, &next).await?;
     insert_attempts(&mut tx, &next, now, engine).await?;
     for n in &next {
         let loan = loans.get_mut(&n.rec.loan_id).expect("loaded");
@@ -609,6 +839,45 @@ async fn record_submitted(
     notify::queue_notices(&mut tx, notices, now).await?;
     tx.commit().await?;
     Ok(next)
+}
+
+/// The attempts' loans are still held by this instance: checked (and the holds renewed) in
+/// the transaction that records the attempts, so an instance taken for dead (its heartbeat
+/// stalled) cannot record an attempt for a loan another instance took over. On PostgreSQL
+/// the update also locks the rows until the commit.
+async fn reassert_holds(
+    conn: &mut AnyConnection,
+    engine: &Engine,
+    next: &[NextAttempt],
+) -> Result<(), EngineError> {
+    let mut ids: Vec<&str> = next.iter().map(|n| n.rec.loan_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let until = Utc::now().timestamp_millis() + engine.cfg.lease_ms;
+    let mut held = 0;
+    for chunk in ids.chunks(5000) {
+        let n = chunk.len();
+        let sql = format!(
+            "UPDATE loans SET busy_until = ${} WHERE busy_owner = ${} AND id IN ({})",
+            n + 1,
+            n + 2,
+            in_list(conn, 1, n)
+        );
+        let mut q = sqlx::query(&sql).persistent(false);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        let q = q.bind(until).bind(engine.cfg.owner.as_str());
+        held += q.execute(&mut *conn).await?.rows_affected();
+    }
+    if held != ids.len() as u64 {
+        return Err(EngineError::Conflict(format!(
+            "{} of {} loans were taken over by another instance; nothing was recorded",
+            ids.len() as u64 - held,
+            ids.len()
+        )));
+    }
+    Ok(())
 }
 
 async fn insert_attempts(

@@ -8,7 +8,7 @@ use crate::domain::{
     to_minor, PenaltyBase,
 };
 use crate::planner::plan_overdue;
-use crate::store::{Rows, Val};
+use crate::store::{stored_date, stored_tz, Rows, Val};
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use sqlx::{AnyConnection, Row};
 use std::collections::{BTreeSet, HashMap};
@@ -29,10 +29,8 @@ struct OverdueRow {
     tz: chrono_tz::Tz,
     policy: String,
     payday: Option<u32>,
-}
-
-fn parse_date(s: &str) -> NaiveDate {
-    NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("stored date")
+    /// A stored value that did not decode: the loan is parked instead of refreshed.
+    bad: Option<String>,
 }
 
 /// Bring every overdue installment up to `now`'s local date.
@@ -46,7 +44,7 @@ pub async fn refresh_overdue(
     let bound = (now.date_naive() + Days::new(1)).to_string();
     let mut after = (String::new(), 0i64);
     loop {
-        let mut tx = engine.db.pool.begin().await?;
+        let mut tx = engine.db.begin().await?;
         let rows = overdue_batch(&mut tx, &bound, &after).await?;
         let Some(last) = rows.last() else {
             tx.commit().await?;
@@ -72,7 +70,7 @@ async fn overdue_batch(
          i.interest - i.paid_interest AS i_owed, i.penalty, i.principal + i.interest AS pen_cap, i.penalty_through, i.overdue_planned, \
          l.tz, l.policy, b.payday \
          FROM installments i JOIN loans l ON l.id = i.loan_id JOIN borrowers b ON b.id = l.borrower_id \
-         WHERE i.status <> 'paid' AND l.status = 'active' AND i.due_date < $1 \
+         WHERE i.status <> 'paid' AND l.status = 'active' AND l.parked_at IS NULL AND i.due_date < $1 \
          AND (i.penalty_through IS NULL OR i.penalty_through < $1) \
          AND (i.loan_id, i.seq) > ($2, $3) \
          ORDER BY i.loan_id, i.seq LIMIT $4",
@@ -83,25 +81,38 @@ async fn overdue_batch(
     .bind(REFRESH_BATCH)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| OverdueRow {
-            loan_id: r.get("loan_id"),
-            seq: r.get::<i64, _>("seq") as u32,
-            due: parse_date(&r.get::<String, _>("due_date")),
-            principal_owed: r.get("p_owed"),
-            interest_owed: r.get("i_owed"),
-            penalty: r.get("penalty"),
-            penalty_cap: r.get("pen_cap"),
-            penalty_through: r
-                .get::<Option<String>, _>("penalty_through")
-                .map(|s| parse_date(&s)),
-            overdue_planned: r.get::<i64, _>("overdue_planned") != 0,
-            tz: r.get::<String, _>("tz").parse().unwrap_or(chrono_tz::UTC),
-            policy: r.get("policy"),
-            payday: r.get::<Option<i64>, _>("payday").map(|d| d as u32),
-        })
-        .collect())
+    Ok(rows.iter().map(overdue_row).collect())
+}
+
+fn overdue_row(r: &sqlx::any::AnyRow) -> OverdueRow {
+    let mut bad = None;
+    let mut keep = |e: crate::store::DecodeError| {
+        bad.get_or_insert(e.to_string());
+    };
+    let due = stored_date("due_date", &r.get::<String, _>("due_date"))
+        .map_err(&mut keep)
+        .unwrap_or(NaiveDate::MIN);
+    let penalty_through = r
+        .get::<Option<String>, _>("penalty_through")
+        .and_then(|s| stored_date("penalty_through", &s).map_err(&mut keep).ok());
+    let tz = stored_tz("tz", &r.get::<String, _>("tz"))
+        .map_err(&mut keep)
+        .unwrap_or(chrono_tz::UTC);
+    OverdueRow {
+        loan_id: r.get("loan_id"),
+        seq: r.get::<i64, _>("seq") as u32,
+        due,
+        principal_owed: r.get("p_owed"),
+        interest_owed: r.get("i_owed"),
+        penalty: r.get("penalty"),
+        penalty_cap: r.get("pen_cap"),
+        penalty_through,
+        overdue_planned: r.get::<i64, _>("overdue_planned") != 0,
+        tz,
+        policy: r.get("policy"),
+        payday: r.get::<Option<i64>, _>("payday").map(|d| d as u32),
+        bad,
+    }
 }
 
 async fn refresh_batch(
@@ -115,41 +126,104 @@ async fn refresh_batch(
     let mut actions = Rows::new(5);
     let mut to_collections = BTreeSet::new();
     let mut oldest_due: HashMap<String, NaiveDate> = HashMap::new();
+    let mut poisoned: Vec<(String, String)> = Vec::new();
     for r in rows {
-        let today = local_date(now, r.tz);
-        if r.due >= today || r.penalty_through == Some(today) && r.overdue_planned {
+        if poisoned.iter().any(|(l, _)| *l == r.loan_id) {
             continue;
         }
-        let policy = engine.policy(&r.policy)?;
-        let pen = &policy.penalty;
-        let base = match pen.base {
-            PenaltyBase::Principal => r.principal_owed,
-            PenaltyBase::PrincipalInterest => r.principal_owed + r.interest_owed,
-        };
-        let start = penalty_start(r.due, pen.grace_days);
-        let from = r.penalty_through.map_or(start, |t| t.max(start));
-        let added = penalty_between(from_minor(base), pen.daily_rate, from, today);
-        if !r.overdue_planned {
-            for a in plan_overdue(policy, r.tz, r.seq, r.due, r.payday) {
-                actions.push(action_row(&r.loan_id, &a));
+        match refresh_row(engine, &r, now) {
+            Ok(None) => {}
+            Ok(Some(u)) => {
+                for a in u.overdue_plan {
+                    actions.push(action_row(&r.loan_id, &a));
+                }
+                updates.push(vec![
+                    r.loan_id.clone().into(),
+                    r.seq.into(),
+                    Val::Int(u.penalty),
+                    u.today.to_string().into(),
+                    Val::Int(1),
+                ]);
+                let oldest = oldest_due.entry(r.loan_id.clone()).or_insert(r.due);
+                if days_past_due(Some(*oldest), u.today) > u.stop_after {
+                    to_collections.insert(r.loan_id);
+                }
             }
-        }
-        updates.push(vec![
-            r.loan_id.clone().into(),
-            r.seq.into(),
-            Val::Int(to_minor(capped_penalty(
-                from_minor(r.penalty),
-                added,
-                from_minor(r.penalty_cap),
-            ))?),
-            today.to_string().into(),
-            Val::Int(1),
-        ]);
-        let oldest = oldest_due.entry(r.loan_id.clone()).or_insert(r.due);
-        if days_past_due(Some(*oldest), today) > policy.limits.stop_after_days_past_due {
-            to_collections.insert(r.loan_id);
+            Err(why) => poisoned.push((r.loan_id, why)),
         }
     }
+    for (loan, why) in &poisoned {
+        super::guard::park_loan(&mut *conn, loan, why, now).await?;
+        summary.loans_parked += 1;
+    }
+    refresh_writes(conn, updates, actions, to_collections, summary).await
+}
+
+/// What refreshing one overdue installment changes.
+struct Refreshed {
+    today: NaiveDate,
+    /// The installment's penalty after today's accrual, in minor units.
+    penalty: i64,
+    /// The overdue part of its plan, when not planned yet.
+    overdue_plan: Vec<crate::planner::PlannedAction>,
+    stop_after: u32,
+}
+
+/// Penalty accrual and the overdue plan of one installment, pure; `None` when it is up to
+/// date. A panic or an unknown policy is the loan's own failure.
+fn refresh_row(
+    engine: &Engine,
+    r: &OverdueRow,
+    now: DateTime<Utc>,
+) -> Result<Option<Refreshed>, String> {
+    if let Some(why) = &r.bad {
+        return Err(why.clone());
+    }
+    let today = local_date(now, r.tz);
+    if r.due >= today || r.penalty_through == Some(today) && r.overdue_planned {
+        return Ok(None);
+    }
+    let policy = engine.policy(&r.policy).map_err(|e| e.to_string())?;
+    super::guard::catch(|| refresh_in_policy(policy, r, today))
+        .map_err(|e| format!("panic while refreshing installment {}: {e}", r.seq))?
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+fn refresh_in_policy(
+    policy: &crate::policy::Policy,
+    r: &OverdueRow,
+    today: NaiveDate,
+) -> Result<Refreshed, crate::domain::MoneyError> {
+    let pen = &policy.penalty;
+    let base = match pen.base {
+        PenaltyBase::Principal => r.principal_owed,
+        PenaltyBase::PrincipalInterest => r.principal_owed + r.interest_owed,
+    };
+    let start = penalty_start(r.due, pen.grace_days);
+    let from = r.penalty_through.map_or(start, |t| t.max(start));
+    let added = penalty_between(from_minor(base), pen.daily_rate, from, today);
+    let overdue_plan = if r.overdue_planned {
+        Vec::new()
+    } else {
+        plan_overdue(policy, r.tz, r.seq, r.due, r.payday)
+    };
+    let penalty = capped_penalty(from_minor(r.penalty), added, from_minor(r.penalty_cap));
+    Ok(Refreshed {
+        today,
+        penalty: to_minor(penalty)?,
+        overdue_plan,
+        stop_after: policy.limits.stop_after_days_past_due,
+    })
+}
+
+async fn refresh_writes(
+    conn: &mut AnyConnection,
+    updates: Rows,
+    actions: Rows,
+    to_collections: BTreeSet<String>,
+    summary: &mut RunSummary,
+) -> Result<(), EngineError> {
     summary.installments_refreshed += updates.len() as u64;
     summary.loans_to_collections += to_collections.len() as u64;
     if !updates.is_empty() {

@@ -1,7 +1,7 @@
 //! In-memory state of the loans a batch works on, loaded with a few set-based queries.
 
 use crate::domain::{from_minor, Outstanding};
-use crate::store::in_list;
+use crate::store::{in_list, stored_date, stored_tz};
 use chrono::NaiveDate;
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
@@ -83,6 +83,8 @@ pub struct LoanState {
     /// Amount debited or in flight per (mandate, local date), for daily limits.
     pub used: HashMap<(i64, NaiveDate), Decimal>,
     pub dirty: bool,
+    /// A stored value of the loan did not decode: it cannot be pursued, only parked.
+    pub broken: Option<String>,
 }
 
 impl LoanState {
@@ -120,8 +122,9 @@ fn bind_ids<'q>(
     q
 }
 
-fn date(s: &str) -> NaiveDate {
-    NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("stored dates are YYYY-MM-DD")
+/// Note the first value of a loan that did not decode.
+fn mark_broken(loan: &mut LoanState, e: crate::store::DecodeError) {
+    loan.broken.get_or_insert_with(|| e.to_string());
 }
 
 /// Load loans, their unpaid installments, mandates and open attempts.
@@ -150,8 +153,8 @@ async fn load_chunk(
          FROM loans l JOIN borrowers b ON b.id = l.borrower_id WHERE l.id IN ({list})"
     );
     for r in bind_ids(&sql, ids).fetch_all(&mut *conn).await? {
-        let tz: String = r.get("tz");
-        let loan = LoanState {
+        let tz = stored_tz("tz", &r.get::<String, _>("tz"));
+        let mut loan = LoanState {
             id: r.get("id"),
             borrower_id: r.get("borrower_id"),
             borrower_name: r.get("name"),
@@ -159,7 +162,7 @@ async fn load_chunk(
             email: r.get("email"),
             payday: r.get::<Option<i64>, _>("payday").map(|d| d as u32),
             currency: r.get("currency"),
-            tz: tz.parse().unwrap_or(chrono_tz::UTC),
+            tz: *tz.as_ref().unwrap_or(&chrono_tz::UTC),
             policy: r.get("policy"),
             allow_early: r.get::<i64, _>("allow_early") != 0,
             status: r.get("status"),
@@ -169,7 +172,11 @@ async fn load_chunk(
             open_attempt: false,
             used: HashMap::new(),
             dirty: false,
+            broken: None,
         };
+        if let Err(e) = tz {
+            mark_broken(&mut loan, e);
+        }
         out.insert(loan.id.clone(), loan);
     }
     load_installments(conn, ids, &list, out).await?;
@@ -192,9 +199,13 @@ async fn load_installments(
     for r in bind_ids(&sql, ids).fetch_all(&mut *conn).await? {
         let m = |c: &str| from_minor(r.get::<i64, _>(c));
         let seq = r.get::<i64, _>("seq") as u32;
+        let Some(l) = out.get_mut(&r.get::<String, _>("loan_id")) else {
+            continue;
+        };
+        let due = stored_date("due_date", &r.get::<String, _>("due_date"));
         let inst = InstState {
             seq,
-            due: date(&r.get::<String, _>("due_date")),
+            due: *due.as_ref().unwrap_or(&NaiveDate::MIN),
             principal: m("principal"),
             interest: m("interest"),
             fee: m("fee"),
@@ -211,9 +222,10 @@ async fn load_installments(
             paid_at: r.get("paid_at"),
             dirty: false,
         };
-        if let Some(l) = out.get_mut(&r.get::<String, _>("loan_id")) {
-            l.insts.push(inst);
+        if let Err(e) = due {
+            mark_broken(l, e);
         }
+        l.insts.push(inst);
     }
     Ok(())
 }
@@ -275,10 +287,14 @@ async fn load_attempt_facts(
         if status != "succeeded" {
             l.open_attempt = true;
         }
-        let key = (
-            r.get::<i64, _>("mandate_id"),
-            date(&r.get::<String, _>("local_date")),
-        );
+        let day = match stored_date("local_date", &r.get::<String, _>("local_date")) {
+            Ok(d) => d,
+            Err(e) => {
+                mark_broken(l, e);
+                continue;
+            }
+        };
+        let key = (r.get::<i64, _>("mandate_id"), day);
         *l.used.entry(key).or_default() += from_minor(r.get::<i64, _>("total"));
     }
     Ok(())

@@ -1,6 +1,7 @@
 //! Matching statement lines to attempts by order number (流水勾兑), pure.
 
 use crate::channel::StatementLine;
+use crate::domain::NOT_FOUND;
 use rust_decimal::Decimal;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -14,6 +15,8 @@ pub struct OurAttempt {
     pub amount: Decimal,
     /// submitted, unknown, succeeded, failed.
     pub status: String,
+    /// The failure code, if any.
+    pub code: Option<String>,
     pub channel_ref: Option<String>,
     pub created_at: i64,
     /// Nobody else is settling it right now: an unknown attempt whose query lease is free,
@@ -118,12 +121,19 @@ pub fn classify(ours: Vec<OurAttempt>, theirs: Vec<(usize, StatementLine)>) -> V
         .collect()
 }
 
+fn never_sent(a: &OurAttempt) -> bool {
+    a.status == "failed" && a.code.as_deref() == Some(NOT_FOUND)
+}
+
 fn verdict(
     ours: Option<&OurAttempt>,
     theirs: Option<&StatementLine>,
 ) -> (Outcome, Option<AutoFix>) {
     let (a, l) = match (ours, theirs) {
         (Some(a), Some(l)) => (a, l),
+        // Proved never to have reached the channel (its query answered "not found"): the
+        // statement rightly does not show it, and no person needs to look at it.
+        (Some(a), None) if never_sent(a) => return (Outcome::Matched, None),
         (Some(_), None) => return (Outcome::OursOnly, None),
         (None, _) => return (Outcome::ChannelOnly, None),
     };
@@ -156,6 +166,7 @@ mod tests {
             order_no: no.into(),
             amount,
             status: status.into(),
+            code: None,
             channel_ref: None,
             created_at: 0,
             fixable: true,
@@ -174,6 +185,25 @@ mod tests {
                 at: Utc.with_ymd_and_hms(2026, 12, 19, 2, 0, 0).unwrap(),
             },
         )
+    }
+
+    #[test]
+    fn an_attempt_the_channel_never_received_is_no_case() {
+        let never = OurAttempt {
+            code: Some(NOT_FOUND.into()),
+            ..ours("N", "failed", dec!(100))
+        };
+        let soft = OurAttempt {
+            code: Some("INSUFFICIENT_BALANCE".into()),
+            ..ours("S", "failed", dec!(100))
+        };
+        let items = classify(vec![never, soft], vec![]);
+        let got: Vec<(&str, Outcome)> = items
+            .iter()
+            .map(|i| (i.order_no.as_str(), i.outcome))
+            .collect();
+        assert_eq!(got, [("N", Outcome::Matched), ("S", Outcome::OursOnly)]);
+        assert!(!items[0].is_case());
     }
 
     #[test]

@@ -83,7 +83,7 @@ pub async fn refund(
     req: &RefundRequest,
     now: DateTime<Utc>,
 ) -> Result<RefundDone, ReconError> {
-    let mut tx = engine.db.pool.begin().await?;
+    let mut tx = engine.db.begin().await?;
     let done = refund_in(&mut tx, req, now).await?;
     tx.commit().await?;
     Ok(done)

@@ -63,7 +63,7 @@ async fn settle_day(
     day: NaiveDate,
     now: DateTime<Utc>,
 ) -> Result<Option<Settled>, ReconError> {
-    let mut tx = engine.db.pool.begin().await?;
+    let mut tx = engine.db.begin().await?;
     let rows = sqlx::query(
         "SELECT r.their_amount, COALESCE(l.fee, 0) AS fee FROM recon_items r \
          LEFT JOIN statement_lines l ON l.statement_id = r.statement_id AND l.line_no = r.line_no \

@@ -121,7 +121,7 @@ pub async fn import_lines(
         lines: lines.len(),
         ..Default::default()
     };
-    let mut tx = engine.db.pool.begin().await?;
+    let mut tx = engine.db.begin().await?;
     let prior = sqlx::query(
         "SELECT id, content_hash FROM statements WHERE channel = $1 AND stmt_date = $2",
     )
@@ -222,7 +222,7 @@ async fn insert_lines(
     Ok(())
 }
 
-const ATTEMPT_COLS: &str = "id, loan_id, order_no, amount, status, channel_ref, created_at, \
+const ATTEMPT_COLS: &str = "id, loan_id, order_no, amount, status, code, channel_ref, created_at, \
     lease_until, lease_owner";
 
 /// The channel's attempts created on `date` (local to the channel's statement zone), plus
@@ -277,6 +277,7 @@ fn our_attempt(r: &sqlx::any::AnyRow, wall: i64, engine: &Engine) -> OurAttempt 
         order_no: r.get("order_no"),
         amount: from_minor(r.get("amount")),
         status,
+        code: r.get("code"),
         channel_ref: r.get("channel_ref"),
         created_at: r.get("created_at"),
         fixable,
@@ -411,7 +412,15 @@ async fn insert_items(
             conn,
             "INSERT INTO recon_items (id, channel, recon_date, order_no, attempt_id, statement_id, line_no, \
              outcome, our_status, our_amount, their_status, their_amount, auto_fix, case_status, evidence, created_at)",
-            "ON CONFLICT (channel, recon_date, order_no) DO NOTHING",
+            // An attempt escalated while unknown has an `unresolved` case under this key:
+            // the statement line is the evidence it waited for, so the item takes its place.
+            "ON CONFLICT (channel, recon_date, order_no) DO UPDATE SET \
+             statement_id = excluded.statement_id, line_no = excluded.line_no, \
+             outcome = excluded.outcome, our_status = excluded.our_status, \
+             our_amount = excluded.our_amount, their_status = excluded.their_status, \
+             their_amount = excluded.their_amount, auto_fix = excluded.auto_fix, \
+             case_status = excluded.case_status, evidence = excluded.evidence \
+             WHERE recon_items.outcome = 'unresolved'",
         )
         .await?;
     Ok(())

@@ -18,7 +18,7 @@ pub async fn write_off_admin(
     actor: &str,
     now: DateTime<Utc>,
 ) -> Result<Decimal, ReconError> {
-    let mut tx = engine.db.pool.begin().await?;
+    let mut tx = engine.db.begin().await?;
     let amount = write_off_admin_in(&mut tx, loan, reason, actor, now).await?;
     tx.commit().await?;
     Ok(amount)
@@ -86,7 +86,7 @@ async fn write_off_chunk(
     days: u32,
     now: DateTime<Utc>,
 ) -> Result<u64, EngineError> {
-    let mut tx = engine.db.pool.begin().await?;
+    let mut tx = engine.db.begin().await?;
     let mut loans = load_loans(&mut tx, ids, now.date_naive() - Days::new(2)).await?;
     let mut w = Writes::default();
     let mut n = 0;

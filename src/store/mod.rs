@@ -6,8 +6,10 @@
 //! attempts costs a handful of round trips, not thousands.
 
 mod bulk;
+pub mod decode;
 
 pub use bulk::{bind_val, in_list, is_sqlite, placeholders, Rows, Val};
+pub use decode::{stored_date, stored_tz, DecodeError};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection, Executor};
@@ -96,6 +98,17 @@ impl Db {
     pub async fn alloc(&self, name: &str, n: i64) -> Result<i64, sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
         alloc_on(&mut conn, name, n).await
+    }
+
+    /// Begin a transaction that writes. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`): a deferred transaction that reads first and writes later fails
+    /// with "database is locked" when another connection wrote in between, and waiting
+    /// (`busy_timeout`) cannot help it. On PostgreSQL it is a plain `BEGIN`.
+    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
     }
 
     pub fn is_postgres(&self) -> bool {

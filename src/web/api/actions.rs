@@ -5,7 +5,7 @@ use super::error::{ApiError, ApiJson, ErrorBody};
 use super::{cursor_in, cursor_out, limit_of, now};
 use super::{Collections, Viewer};
 use crate::api::ApiState;
-use crate::collections::{self, AuditItem, MandateOut, NewMandate, PauseState};
+use crate::collections::{self, AuditItem, MandateOut, NewMandate, ParkState, PauseState};
 use crate::report::{self, AttemptView};
 use axum::extract::{Path, Query, State};
 use axum::Json;
@@ -63,6 +63,22 @@ pub async fn pause(
         .map_err(|_| ApiError::invalid("until", "a date, YYYY-MM-DD"))?;
     Ok(Json(
         collections::pause(&s.engine, &p, &id, until, &b.reason, now()).await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/loans/{id}/unpark", tag = "collections",
+    params(("id" = String, Path, description = "loan id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key")),
+    request_body = ReasonRequest,
+    responses((status = 200, body = ParkState), (status = "4XX", body = ErrorBody)))]
+pub async fn unpark(
+    Collections(p): Collections,
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<ReasonRequest>,
+) -> Result<Json<ParkState>, ApiError> {
+    Ok(Json(
+        collections::unpark(&s.engine, &p, &id, &b.reason, now()).await?,
     ))
 }
 

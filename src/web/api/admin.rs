@@ -65,7 +65,7 @@ pub async fn create_token(
         return Err(ApiError::invalid("name", "1 to 100 characters"));
     }
     let now = now();
-    let mut tx = s.engine.db.pool.begin().await?;
+    let mut tx = s.engine.db.begin().await?;
     let (id, token) = create_named(&mut tx, name, role, now.timestamp_millis()).await?;
     let detail = serde_json::json!({ "token_id": id, "name": name, "role": role.as_str() });
     collections::audit(
@@ -154,7 +154,7 @@ pub async fn revoke_token(
     Path(name): Path<String>,
 ) -> Result<Json<TokenRevoked>, ApiError> {
     let now = now().timestamp_millis();
-    let mut tx = s.engine.db.pool.begin().await?;
+    let mut tx = s.engine.db.begin().await?;
     let revoked = auth::revoke_token(&mut tx, &name, now).await?;
     if revoked == 0 {
         return Err(ApiError::not_found(format!("active token `{name}`")));

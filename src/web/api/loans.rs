@@ -33,6 +33,8 @@ pub struct LoanQuery {
     pub dpd_max: Option<String>,
     /// Text found in the loan id or the borrower id.
     pub q: Option<String>,
+    /// `true`: only loans parked for a person; `false`: only the others.
+    pub parked: Option<String>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// 1 to 500 (default 50).
@@ -74,6 +76,12 @@ pub async fn list_loans(
         dpd_min: dpd("dpd_min", &q.dpd_min)?,
         dpd_max: dpd("dpd_max", &q.dpd_max)?,
         q: nonempty(&q.q),
+        parked: match nonempty(&q.parked).as_deref() {
+            None => None,
+            Some("true") => Some(true),
+            Some("false") => Some(false),
+            Some(_) => return Err(ApiError::bad("parked", "true or false")),
+        },
     };
     let limit = limit_of(&q.limit)? as usize;
     let after = q.cursor.as_deref().map(cursor_in).transpose()?;
@@ -106,6 +114,9 @@ pub struct LoanDetail {
     pub due_now: Decimal,
     pub paused_until: Option<DateTime<Utc>>,
     pub pause_reason: Option<String>,
+    /// Set when the loan's pursuit failed and a person must look at it (then unpark it).
+    pub parked_at: Option<DateTime<Utc>>,
+    pub parked_reason: Option<String>,
     pub agenda: Vec<ActionView>,
     pub attempts: Vec<AttemptView>,
     pub notices: Vec<NoticeView>,
@@ -134,11 +145,14 @@ pub async fn get_loan(
         .map(|i| i.outstanding)
         .sum();
     let (paused_until, pause_reason) = pause_of(&mut conn, &id, now).await?;
+    let park = crate::collections::park_state(&mut conn, &id).await?;
     Ok(Json(LoanDetail {
         outstanding,
         due_now,
         paused_until,
         pause_reason,
+        parked_at: park.parked_at,
+        parked_reason: park.parked_reason,
         agenda: report::plan_view(&mut conn, &id).await?,
         attempts: report::attempts(&mut conn, Some(&id), 200).await?,
         notices: report::notices_of(&mut conn, &id).await?,
@@ -219,7 +233,7 @@ pub async fn import_loans(
     let loans =
         import::validate_all(records, &s.engine.policies, &channels).map_err(import_error)?;
     let now = now();
-    let mut tx = s.engine.db.pool.begin().await?;
+    let mut tx = s.engine.db.begin().await?;
     let r = import::store_loans(&mut tx, &loans, now.timestamp_millis())
         .await
         .map_err(import_error)?;

@@ -57,6 +57,7 @@ pub fn api() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(actions::pause))
         .routes(routes!(actions::resume))
         .routes(routes!(actions::manual_attempt))
+        .routes(routes!(actions::unpark))
         .routes(routes!(actions::add_mandate))
         .routes(routes!(actions::revoke_mandate))
         .routes(routes!(actions::audit))

@@ -275,7 +275,7 @@ pub async fn resolve(
 ) -> Result<Json<CaseView>, ApiError> {
     let reason = reason_of(&b.reason)?;
     let at = now().timestamp_millis();
-    let mut tx = s.engine.db.pool.begin().await?;
+    let mut tx = s.engine.db.begin().await?;
     let case = recon::resolve_case(&mut tx, id, &b.resolution, &p.name, at).await?;
     let loan = case.evidence["ours"]["loan_id"]
         .as_str()
@@ -361,7 +361,7 @@ pub async fn refund(
         actor: p.name.clone(),
     };
     let at = now();
-    let mut tx = s.engine.db.pool.begin().await?;
+    let mut tx = s.engine.db.begin().await?;
     let done = recon::refund_in(&mut tx, &req, at).await?;
     let view = RefundView {
         refund_id: done.refund_id,
@@ -416,7 +416,7 @@ pub async fn write_off(
 ) -> Result<Json<WriteOffView>, ApiError> {
     let reason = reason_of(&b.reason)?;
     let at = now();
-    let mut tx = s.engine.db.pool.begin().await?;
+    let mut tx = s.engine.db.begin().await?;
     let amount = recon::write_off_admin_in(&mut tx, &id, reason, &p.name, at).await?;
     let view = WriteOffView {
         loan_id: id,

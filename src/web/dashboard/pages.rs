@@ -82,12 +82,13 @@ pub async fn home(
     let head = report::attempts_feed_head(&mut conn).await?;
     let feed = report::attempts(&mut conn, None, FEED_ROWS).await?;
     let rebind = queries::needs_rebinding(&mut conn).await?;
+    let parked = queries::parked_loans(&mut conn).await?;
     let ctx = minijinja::context! {
         user => session.user(),
         date => fixed.map(|d| d.to_string()),
         now => now.timestamp_millis(),
         feed_after => format!("{}-{}", head.0, head.1),
-        tiles, bucket_charts, rate_charts, feed, rebind,
+        tiles, bucket_charts, rate_charts, feed, rebind, parked,
     };
     page("home.html", ctx)
 }
@@ -143,6 +144,7 @@ pub async fn loan(
         today => crate::domain::local_date(now, tz).to_string(),
         loan => view,
         paused, paused_until_local, pause_reason => pause.reason,
+        parked_at => pause.parked_at, parked_reason => pause.parked_reason,
         plan => report::plan_view(&mut conn, &id).await?,
         attempts => report::attempts(&mut conn, Some(&id), 500).await?,
         notices => queries::notices(&mut conn, &id).await?,

@@ -248,6 +248,36 @@ pub struct RebindRow {
     pub active_left: i64,
 }
 
+#[derive(Debug, Clone, Serialize)]
+pub struct ParkedRow {
+    pub loan_id: String,
+    pub borrower: String,
+    pub parked_at: Option<i64>,
+    pub reason: String,
+}
+
+/// Loans parked for a person after their pursuit failed, newest first.
+pub async fn parked_loans(conn: &mut AnyConnection) -> Result<Vec<ParkedRow>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT l.id, b.name, l.parked_at, l.parked_reason FROM loans l \
+         JOIN borrowers b ON b.id = l.borrower_id WHERE l.parked_at IS NOT NULL \
+         ORDER BY l.parked_at DESC, l.id LIMIT 500",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| ParkedRow {
+            loan_id: r.get("id"),
+            borrower: r.get("name"),
+            parked_at: r.get("parked_at"),
+            reason: r
+                .get::<Option<String>, _>("parked_reason")
+                .unwrap_or_default(),
+        })
+        .collect())
+}
+
 /// Mandates invalidated by a hard failure: the borrower must re-bind them.
 pub async fn needs_rebinding(conn: &mut AnyConnection) -> Result<Vec<RebindRow>, sqlx::Error> {
     let rows = sqlx::query(
@@ -344,16 +374,23 @@ pub async fn loan_statuses(conn: &mut AnyConnection) -> Result<Vec<String>, sqlx
 pub struct PauseState {
     pub paused_until: Option<i64>,
     pub reason: Option<String>,
+    /// Parked for a person after its pursuit failed.
+    pub parked_at: Option<i64>,
+    pub parked_reason: Option<String>,
 }
 
 pub async fn pause_state(conn: &mut AnyConnection, id: &str) -> Result<PauseState, sqlx::Error> {
-    let r = sqlx::query("SELECT paused_until, pause_reason FROM loans WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let r = sqlx::query(
+        "SELECT paused_until, pause_reason, parked_at, parked_reason FROM loans WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
     Ok(PauseState {
         paused_until: r.as_ref().and_then(|r| r.get("paused_until")),
         reason: r.as_ref().and_then(|r| r.get("pause_reason")),
+        parked_at: r.as_ref().and_then(|r| r.get("parked_at")),
+        parked_reason: r.as_ref().and_then(|r| r.get("parked_reason")),
     })
 }
 
