@@ -1621,3 +1621,60 @@ async fn watch_prints_attempts(backend: Backend) {
     app.cleanup().await;
 }
 both_backends!(watch_prints_attempts);
+
+/// A client that shows redirects instead of following them.
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// After login the browser goes only to a page of the dashboard: anything else in `next`
+/// (other hosts, control characters, backslashes, `//`, dot segments) goes to `/`, and a
+/// malformed `next` is never a server error.
+async fn login_next_stays_on_the_dashboard(backend: Backend) {
+    let app = spawn_web(backend, RICH).await;
+    let http = no_redirects();
+    #[rustfmt::skip]
+    let cases = [
+        ("/loans/L1", "/loans/L1"),
+        ("/loans?q=l&status=overdue", "/loans?q=l&status=overdue"),
+        ("/recon?date=2027-01-15", "/recon?date=2027-01-15"),
+        ("/?date=2027-01-15", "/?date=2027-01-15"),
+        ("/", "/"),
+        ("/\t/evil.example/", "/"),
+        ("/\n/evil.example/", "/"),
+        ("/\r\nset-cookie: x=1", "/"),
+        ("/ /evil.example", "/"),
+        ("//evil.example", "/"),
+        ("/\\evil.example", "/"),
+        ("/%09/evil.example", "/"),
+        ("/loans/..//evil.example", "/"),
+        ("/loans//evil.example", "/"),
+        ("https://evil.example", "/"),
+        ("/login", "/"),
+        ("/loansx", "/"),
+        ("", "/"),
+    ];
+    for (next, want) in cases {
+        let form = [("token", app.viewer.as_str()), ("next", next)];
+        let r = http
+            .post(app.url("/login"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{next:?}");
+        assert_eq!(r.headers()["location"], want, "{next:?}");
+        let q = serde_urlencoded::to_string([("next", next)]).unwrap();
+        let r = http.get(app.url(&format!("/login?{q}"))).send().await;
+        assert_eq!(
+            r.unwrap().status(),
+            StatusCode::OK,
+            "login form for {next:?}"
+        );
+    }
+    app.cleanup().await;
+}
+both_backends!(login_next_stays_on_the_dashboard);
