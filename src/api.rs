@@ -129,6 +129,16 @@ async fn channel_callback(
     let Some(secret) = s.channel_secrets.get(&name) else {
         return (StatusCode::NOT_FOUND, format!("no channel `{name}`")).into_response();
     };
+    if secret.is_empty() {
+        // An HMAC with the empty key is one anybody can make: without a secret nothing
+        // proves the channel sent it, so no callback is taken (the daemon warned at start).
+        tracing::warn!(channel = %name, "callback refused: the channel has no secret");
+        return (
+            StatusCode::UNAUTHORIZED,
+            "this channel has no secret; its callbacks are refused",
+        )
+            .into_response();
+    }
     let now = chrono::Utc::now().timestamp();
     let verified = crate::channel::protocol::verify(
         secret.expose().as_bytes(),
@@ -173,6 +183,11 @@ async fn sms_delivery_report(
     let Some(secret) = &s.sms_secret else {
         return (StatusCode::NOT_FOUND, "no SMS gateway configured").into_response();
     };
+    if secret.is_empty() {
+        // Same as a channel without a secret: an empty key proves nothing.
+        tracing::warn!("SMS delivery report refused: the gateway has no token");
+        return (StatusCode::UNAUTHORIZED, "the SMS gateway has no token").into_response();
+    }
     let verified = crate::channel::protocol::verify(
         secret.as_bytes(),
         header(&headers, "x-repayd-timestamp"),

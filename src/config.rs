@@ -286,7 +286,8 @@ locale = "zh-CN"                  # zh-CN or en
 # timeout_ms = 5000
 
 # Channels. kind = "sim" uses the in-process simulator; kind = "http" speaks repayd's signed
-# JSON protocol to base_url (for example `repayd channel-sim`).
+# JSON protocol to base_url (for example `repayd channel-sim`). Callbacks are taken only from
+# a channel with a secret (the daemon names the others at start).
 [[channels]]
 name = "unionpay"
 kind = "sim"

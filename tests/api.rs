@@ -1678,3 +1678,84 @@ async fn login_next_stays_on_the_dashboard(backend: Backend) {
     app.cleanup().await;
 }
 both_backends!(login_next_stays_on_the_dashboard);
+
+/// A failure callback for `order_no`, signed with `key`, to the channel's webhook.
+async fn callback(app: &WebApp, channel: &str, key: &[u8], order_no: &str) -> Resp {
+    use repayd::channel::protocol::{self, Callback};
+    let outcome = repayd::channel::DebitOutcome::Failed {
+        code: "NSF".into(),
+        message: "forged".into(),
+    };
+    let cb = Callback {
+        order_no: order_no.into(),
+        outcome,
+    };
+    let body = serde_json::to_vec(&cb).unwrap();
+    let ts = protocol::now_unix();
+    let req = app
+        .client
+        .post(app.url(&format!("/webhooks/channels/{channel}")))
+        .header(protocol::TIMESTAMP_HEADER, ts.to_string())
+        .header(protocol::SIGNATURE_HEADER, protocol::sign(key, ts, &body))
+        .body(body);
+    app.send(req, &format!("POST callback {channel}")).await
+}
+
+/// A channel without a secret accepts no callback: one signed with the empty key is refused
+/// and not recorded. A channel with a secret still takes its signed callbacks.
+async fn callbacks_need_a_channel_secret(backend: Backend) {
+    let mut cfg = repayd::config::Config::default();
+    let wechat = cfg.channels.iter_mut().find(|c| c.name == "wechat");
+    wechat.unwrap().secret = "wx-secret".into();
+    cfg.notices.sms = Some(repayd::config::SmsConfig {
+        kind: "generic".into(),
+        url: "http://127.0.0.1:9/sms".into(),
+        token: Default::default(),
+        account_sid: String::new(),
+        from: String::new(),
+        timeout_ms: 1000,
+    });
+    let daemon = std::sync::Arc::new(repayd::daemon::DaemonState::default());
+    let app = common::web::spawn_web_with(backend, RICH, move |e| {
+        repayd::api::ApiState::new(e, daemon, &cfg)
+    })
+    .await;
+    let loan = loan_json(
+        "L1",
+        SH,
+        "test",
+        None,
+        false,
+        &[("unionpay", "AGR-1")],
+        &[("2027-01-15", "1000.00")],
+    );
+    app.import(&json!([loan])).await;
+    let attempt = manual(&app, "100.00").await;
+    let order_no = attempt["order_no"].as_str().unwrap().to_string();
+    let forged = callback(&app, "unionpay", b"", &order_no).await;
+    assert_eq!(forged.status, StatusCode::UNAUTHORIZED, "{}", forged.text);
+    let recorded = "SELECT COUNT(*) FROM channel_callbacks";
+    assert_eq!(app.scalar_i64(recorded).await, 0, "nothing recorded");
+    let r = callback(&app, "wechat", b"", "WX-NOPE").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+    let r = callback(&app, "wechat", b"wx-secret", "WX-NOPE").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    assert!(r.text.contains("unknown order number"), "{}", r.text);
+    assert_eq!(app.scalar_i64(recorded).await, 1, "the signed one recorded");
+    // An SMS gateway without a token: its delivery reports are refused the same way.
+    let body = br#"{"id":"sms-1","status":"delivered"}"#.to_vec();
+    let ts = repayd::channel::protocol::now_unix();
+    let req = app
+        .client
+        .post(app.url("/webhooks/sms"))
+        .header("x-repayd-timestamp", ts.to_string())
+        .header(
+            "x-repayd-signature",
+            repayd::channel::protocol::sign(b"", ts, &body),
+        )
+        .body(body);
+    let r = app.send(req, "POST sms report").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+    app.cleanup().await;
+}
+both_backends!(callbacks_need_a_channel_secret);

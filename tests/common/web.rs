@@ -37,6 +37,15 @@ pub struct Resp {
 }
 
 pub async fn spawn_web(backend: Backend, scenario: &str) -> WebApp {
+    spawn_web_with(backend, scenario, ApiState::for_engine).await
+}
+
+/// [`spawn_web`] with the router's state made by `state` (channel secrets, limits).
+pub async fn spawn_web_with(
+    backend: Backend,
+    scenario: &str,
+    state: impl FnOnce(Arc<Engine>) -> ApiState,
+) -> WebApp {
     let TestApp {
         engine,
         sims,
@@ -44,7 +53,7 @@ pub async fn spawn_web(backend: Backend, scenario: &str) -> WebApp {
         pg_database,
     } = spawn_app(backend, scenario).await;
     let engine = Arc::new(engine);
-    let router = repayd::api::router(ApiState::for_engine(engine.clone()));
+    let router = repayd::api::router(state(engine.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
