@@ -73,11 +73,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .route("/webhooks/channels/{name}", post(channel_callback))
         .route("/webhooks/sms", post(sms_delivery_report))
-        .merge(crate::web::router())
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::web::api::idempotency::layer,
-        ))
+        .merge(crate::web::router(&state))
         .with_state(state)
 }
 

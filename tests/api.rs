@@ -275,7 +275,7 @@ async fn idempotent_posts(backend: Backend) {
     assert!(a > b, "{a} then {b}");
     assert_eq!(p1.json["items"][0]["amount"], "50.00");
 
-    // Keys are per actor: the admin's "k-1" is a different key.
+    // Keys are per token: the admin's "k-1" is a different key.
     let pause = json!({ "until": "2099-01-01", "reason": "dispute" });
     let r = app
         .post_keyed(
@@ -307,8 +307,9 @@ async fn idempotent_posts(backend: Backend) {
         hex::encode(h.finalize())
     };
     sqlx::query(
-        "INSERT INTO idempotency_keys (actor, key, method, path, request_hash, created_at) \
-         VALUES ('carol-collections', 'k-busy', 'POST', '/api/v1/loans/L1/resume', $1, $2)",
+        "INSERT INTO idempotency_keys (token_id, key, method, path, request_hash, created_at) \
+         SELECT id, 'k-busy', 'POST', '/api/v1/loans/L1/resume', $1, $2 \
+         FROM api_tokens WHERE name = 'carol-collections'",
     )
     .bind(hash)
     .bind(chrono::Utc::now().timestamp_millis())
@@ -1759,3 +1760,123 @@ async fn callbacks_need_a_channel_secret(backend: Backend) {
     app.cleanup().await;
 }
 both_backends!(callbacks_need_a_channel_secret);
+
+/// Idempotency keys belong to one token (by id), a response holding a secret is never
+/// stored or replayed, and token names are never given out twice: the outside tester's
+/// escalation (a revoked admin's key replayed to a viewer of the same name, with the admin
+/// token it had created) cannot happen.
+async fn idempotency_keys_belong_to_one_token(backend: Backend) {
+    use repayd::web::auth::{create_token, Role};
+    let app = app_with_loan(backend).await;
+    let mut conn = app.engine.db.pool.acquire().await.unwrap();
+    let (alice_id, alice) = create_token(&mut conn, "alice", Role::Admin, 0)
+        .await
+        .unwrap();
+    let body = json!({ "name": "mallory", "role": "admin" });
+    let first = app
+        .post_keyed("/api/v1/tokens", Some(&alice), &body, Some("k"))
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
+    let secret = first.json["token"].as_str().unwrap().to_string();
+    // Shown once: the same key again is refused, and the token is not shown again.
+    let again = app
+        .post_keyed("/api/v1/tokens", Some(&alice), &body, Some("k"))
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text);
+    assert_eq!(again.json["error"], "idempotency_key_secret_shown");
+    assert!(!again.text.contains(&secret), "{}", again.text);
+    let n = "SELECT COUNT(*) FROM api_tokens WHERE name = 'mallory'";
+    assert_eq!(app.scalar_i64(n).await, 1, "one token made");
+    let stored = "SELECT COUNT(*) FROM idempotency_keys WHERE response LIKE '%rpd_%'";
+    assert_eq!(
+        app.scalar_i64(stored).await,
+        0,
+        "no stored answer holds a token"
+    );
+    let by_id =
+        format!("SELECT COUNT(*) FROM idempotency_keys WHERE token_id = {alice_id} AND key = 'k'");
+    assert_eq!(
+        app.scalar_i64(&by_id).await,
+        1,
+        "kept under alice's token id"
+    );
+    // Another token with the same key and body: a key of its own, refused by its role.
+    let viewer = app
+        .post_keyed("/api/v1/tokens", Some(&app.viewer), &body, Some("k"))
+        .await;
+    assert_eq!(viewer.status, StatusCode::FORBIDDEN, "{}", viewer.text);
+    // Alice revoked: her key gets 401, and her name is not given to anyone else.
+    let r = app
+        .post(
+            "/api/v1/tokens/alice/revoke",
+            Some(&app.admin),
+            &json!(null),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = app
+        .post_keyed("/api/v1/tokens", Some(&alice), &body, Some("k"))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+    let new_alice = json!({ "name": "alice", "role": "viewer" });
+    let r = app
+        .post_keyed("/api/v1/tokens", Some(&app.admin), &new_alice, Some("k"))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert_eq!(field(&r), "name");
+    assert!(!r.text.contains(&secret));
+    // Not even straight into the table (a unique index).
+    assert!(create_token(&mut conn, "alice", Role::Viewer, 0)
+        .await
+        .is_err());
+    drop(conn);
+    assert_no_pii(&app);
+    app.cleanup().await;
+}
+both_backends!(idempotency_keys_belong_to_one_token);
+
+/// Send a POST's head and the first bytes of a large body, then wait for an answer: a
+/// server that reads the body first never answers, one that refuses first answers at once.
+async fn answer_before_body(app: &WebApp, path: &str, headers: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = app.base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n\
+         content-length: 31457280\r\n{headers}\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&[b' '; 4096]).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("an answer before the body is sent")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// A keyed POST is authenticated first: without a valid token it gets 401, whatever its
+/// Idempotency-Key (even an empty one) and before its body is read.
+async fn keyed_posts_authenticate_first(backend: Backend) {
+    let app = spawn_web(backend, RICH).await;
+    for token in [None, Some("rpd_not-a-token")] {
+        for key in ["", "k"] {
+            let r = app
+                .post_keyed("/api/v1/loans", token, &json!([]), Some(key))
+                .await;
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{token:?} {key:?}");
+            assert_eq!(r.json["error"], "unauthorized");
+        }
+    }
+    let r = app
+        .post_keyed("/api/v1/loans", Some(&app.admin), &json!([]), Some(""))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    for auth in ["", "authorization: Bearer rpd_not-a-token\r\n"] {
+        let headers = format!("{auth}idempotency-key: big\r\n");
+        let answer = answer_before_body(&app, "/api/v1/loans", &headers).await;
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    }
+    app.cleanup().await;
+}
+both_backends!(keyed_posts_authenticate_first);

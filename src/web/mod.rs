@@ -8,7 +8,10 @@ pub mod dashboard;
 use crate::api::ApiState;
 use axum::Router;
 
-/// Every workspace route; merged into the daemon's router by [`crate::api::router`].
-pub fn router() -> Router<ApiState> {
-    api::routes().merge(dashboard::routes())
+/// Every workspace route; merged into the daemon's router by [`crate::api::router`]. The
+/// API's POSTs take `Idempotency-Key` ([`api::idempotency`]); the dashboard's (login,
+/// logout) carry no token to keep keys under.
+pub fn router(state: &ApiState) -> Router<ApiState> {
+    let idempotency = axum::middleware::from_fn_with_state(state.clone(), api::idempotency::layer);
+    api::routes().layer(idempotency).merge(dashboard::routes())
 }
