@@ -239,6 +239,8 @@ async fn start_http(
         let graceful = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
+        // Client addresses, for the limit on failed authentication per address.
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(graceful)
             .await

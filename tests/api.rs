@@ -1880,3 +1880,116 @@ async fn keyed_posts_authenticate_first(backend: Backend) {
     app.cleanup().await;
 }
 both_backends!(keyed_posts_authenticate_first);
+
+/// Failed authentication is limited per client address: a burst of 20 failures, then about
+/// 5 a second. Over that, 429 with Retry-After before the token is even looked at (so a
+/// valid token from that address waits too), for bearer tokens, the dashboard's cookie and
+/// the login form alike; another address is not affected; both are counted in /metrics.
+async fn failed_auth_is_rate_limited(backend: Backend) {
+    let app = common::web::spawn_web_with(backend, RICH, repayd::api::ApiState::for_engine).await;
+    let bad_bearer = || async {
+        let r = app.get("/api/v1/loans", Some("rpd_guess")).await;
+        (r.status.as_u16(), r.headers.get("retry-after").cloned())
+    };
+    let (seen, retry) = fail_until_limited(bad_bearer).await;
+    assert!(
+        seen.len() > 20 && seen[..20].iter().all(|s| *s == 401),
+        "{seen:?}"
+    );
+    // While limited, a valid token from that address is refused unseen. The refusal lasts
+    // about 1/5 s, so a slow machine may need another bad token to be inside it.
+    let mut blocked = None;
+    for _ in 0..20 {
+        fail_until_limited(bad_bearer).await;
+        let r = app.get("/api/v1/loans", Some(&app.viewer)).await;
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            blocked = Some(r);
+            break;
+        }
+    }
+    let blocked = blocked.expect("a valid token is refused while the address is limited");
+    assert_eq!(blocked.json["error"], "rate_limited", "{}", blocked.text);
+    retry_after(&blocked);
+    let elsewhere = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let r = elsewhere
+        .get(app.url("/api/v1/loans"))
+        .bearer_auth(&app.viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "another address is not limited");
+    tokio::time::sleep(Duration::from_secs(retry)).await;
+    let r = app.get("/api/v1/loans", Some(&app.viewer)).await;
+    assert_eq!(r.status, StatusCode::OK, "let in again after Retry-After");
+    // The dashboard's cookie counts too (its pages send a bad one to the login form).
+    let http = no_redirects();
+    let bad_cookie = || async {
+        let r = http
+            .get(app.url("/loans"))
+            .header("cookie", "repayd_token=rpd_guess");
+        let r = r.send().await.unwrap();
+        (r.status().as_u16(), r.headers().get("retry-after").cloned())
+    };
+    let (seen, retry) = fail_until_limited(bad_cookie).await;
+    assert_eq!(seen[0], 303, "{seen:?}");
+    tokio::time::sleep(Duration::from_secs(retry)).await;
+    // And so does the login form.
+    let bad_login = || async {
+        let r = http.post(app.url("/login")).form(&[("token", "rpd_guess")]);
+        let r = r.send().await.unwrap();
+        (r.status().as_u16(), r.headers().get("retry-after").cloned())
+    };
+    let (seen, retry) = fail_until_limited(bad_login).await;
+    assert_eq!(seen[0], 401, "{seen:?}");
+    tokio::time::sleep(Duration::from_secs(retry)).await;
+    let m = app.get("/metrics", Some(&app.viewer)).await;
+    assert_eq!(m.status, StatusCode::OK);
+    for name in [
+        "repayd_auth_failures_total",
+        "repayd_auth_rate_limited_total",
+    ] {
+        assert!(
+            m.text.contains(&format!("# HELP {name} ")),
+            "{name}: {}",
+            m.text
+        );
+        assert!(m.text.contains(&format!("# TYPE {name} counter")), "{name}");
+    }
+    app.cleanup().await;
+}
+
+/// Send `fail` until it is answered 429 (at most 500 times): the statuses seen, and the
+/// 429's Retry-After in seconds.
+async fn fail_until_limited<F, Fut>(fail: F) -> (Vec<u16>, u64)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = (u16, Option<reqwest::header::HeaderValue>)>,
+{
+    let mut seen = Vec::new();
+    for _ in 0..500 {
+        let (status, retry) = fail().await;
+        seen.push(status);
+        if status == 429 {
+            let secs: u64 = retry
+                .expect("Retry-After")
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((1..=60).contains(&secs), "{secs}");
+            return (seen, secs);
+        }
+    }
+    panic!("never limited: {seen:?}");
+}
+both_backends!(failed_auth_is_rate_limited);
+
+fn retry_after(r: &Resp) -> u64 {
+    let v = r.headers.get("retry-after").expect("Retry-After");
+    let secs: u64 = v.to_str().unwrap().parse().expect("seconds");
+    assert!((1..=60).contains(&secs), "{secs}");
+    secs
+}

@@ -1,9 +1,11 @@
 //! The collections workspace: the JSON API (`api`), the server-rendered dashboard
-//! (`dashboard`), and the bearer-token auth both use (`auth`).
+//! (`dashboard`), the bearer-token auth both use (`auth`), and the limit on failed
+//! authentication per client address (`throttle`).
 
 pub mod api;
 pub mod auth;
 pub mod dashboard;
+pub mod throttle;
 
 use crate::api::ApiState;
 use axum::Router;

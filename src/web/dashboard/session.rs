@@ -4,6 +4,7 @@
 use super::render::{html_response, render, PageError};
 use crate::api::ApiState;
 use crate::web::auth::{authenticate, AuthError, Principal, Role, COOKIE};
+use crate::web::throttle::AuthFailed;
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -47,13 +48,18 @@ impl FromRequestParts<ApiState> for Session {
         match Principal::from_request_parts(parts, s).await {
             Ok(p) => Ok(Session(p)),
             Err(AuthError::Store(e)) => Err(PageError::Sql(e).into_response()),
-            Err(_) => {
+            Err(e) => {
                 let next = parts
                     .uri
                     .path_and_query()
                     .map_or("/", |p| p.as_str())
                     .to_string();
-                Err(to_login(&next).into_response())
+                let mut resp = to_login(&next).into_response();
+                if matches!(e, AuthError::Invalid) {
+                    // A wrong cookie is a guess like a wrong bearer token: counted as one.
+                    resp.extensions_mut().insert(AuthFailed);
+                }
+                Err(resp)
             }
         }
     }
