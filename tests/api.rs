@@ -1910,17 +1910,8 @@ async fn failed_auth_is_rate_limited(backend: Backend) {
     let blocked = blocked.expect("a valid token is refused while the address is limited");
     assert_eq!(blocked.json["error"], "rate_limited", "{}", blocked.text);
     retry_after(&blocked);
-    let elsewhere = reqwest::Client::builder()
-        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
-        .build()
-        .unwrap();
-    let r = elsewhere
-        .get(app.url("/api/v1/loans"))
-        .bearer_auth(&app.viewer)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK, "another address is not limited");
+    let elsewhere = get_from(&app, "127.0.0.2", "/api/v1/loans", &app.viewer).await;
+    assert_eq!(elsewhere, StatusCode::OK, "another address is not limited");
     tokio::time::sleep(Duration::from_secs(retry)).await;
     let r = app.get("/api/v1/loans", Some(&app.viewer)).await;
     assert_eq!(r.status, StatusCode::OK, "let in again after Retry-After");
@@ -1959,6 +1950,16 @@ async fn failed_auth_is_rate_limited(backend: Backend) {
         assert!(m.text.contains(&format!("# TYPE {name} counter")), "{name}");
     }
     app.cleanup().await;
+}
+
+/// GET `path` with `token` from another loopback address.
+async fn get_from(app: &WebApp, ip: &str, path: &str, token: &str) -> StatusCode {
+    let client = reqwest::Client::builder()
+        .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let r = client.get(app.url(path)).bearer_auth(token).send().await;
+    r.unwrap().status()
 }
 
 /// Send `fail` until it is answered 429 (at most 500 times): the statuses seen, and the
