@@ -1,10 +1,12 @@
 //! The daemon's HTTP surface: health, Prometheus metrics, and the channel and SMS webhooks.
-//! Webhooks authenticate by signature, not by token; `/metrics` needs a viewer token.
+//! Webhooks authenticate by signature, not by token; `/metrics` needs a viewer token. Every
+//! route but `/healthz` is behind the limit on failed authentication ([`throttle`]).
 
 use crate::config::{Config, Secret};
 use crate::daemon::DaemonState;
 use crate::engine::{callbacks, Engine};
 use crate::web::auth::{AuthError, Principal, Role};
+use crate::web::throttle::{self, AuthLimits, AuthThrottle};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -25,6 +27,8 @@ pub struct ApiState {
     /// Shared secrets per channel, for callback signatures.
     pub channel_secrets: Arc<HashMap<String, Secret>>,
     pub metrics: PrometheusHandle,
+    /// Failed authentications per client address.
+    pub auth_throttle: Arc<AuthThrottle>,
 }
 
 impl ApiState {
@@ -34,24 +38,39 @@ impl ApiState {
             .iter()
             .map(|c| (c.name.clone(), c.secret.clone()))
             .collect();
+        let limits = AuthLimits {
+            burst: cfg.daemon.auth_failure_burst,
+            per_second: cfg.daemon.auth_failures_per_second,
+        };
+        let metrics = metrics_handle();
         ApiState {
             sms_secret: cfg.notices.sms.as_ref().map(|s| s.token.clone()),
             engine,
             daemon,
             channel_secrets: Arc::new(secrets),
-            metrics: metrics_handle(),
+            metrics,
+            auth_throttle: Arc::new(AuthThrottle::new(limits)),
         }
     }
 
     /// State for an engine without a daemon around it (tests, tools): no webhook secrets.
+    /// The default limits on failed authentication apply.
     pub fn for_engine(engine: Arc<Engine>) -> Self {
+        let metrics = metrics_handle();
         ApiState {
             engine,
             sms_secret: None,
             daemon: Arc::new(DaemonState::default()),
             channel_secrets: Arc::new(HashMap::new()),
-            metrics: metrics_handle(),
+            metrics,
+            auth_throttle: Arc::new(AuthThrottle::new(AuthLimits::default())),
         }
+    }
+
+    /// Other limits on failed authentication (tests that fail on purpose many times).
+    pub fn with_auth_limits(mut self, limits: AuthLimits) -> Self {
+        self.auth_throttle = Arc::new(AuthThrottle::new(limits));
+        self
     }
 }
 
@@ -67,17 +86,21 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
+/// Serve it with `into_make_service_with_connect_info::<SocketAddr>()`, so that failed
+/// authentication is limited per client address rather than for all clients together.
 pub fn router(state: ApiState) -> Router {
     Router::new()
-        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/webhooks/channels/{name}", post(channel_callback))
         .route("/webhooks/sms", post(sms_delivery_report))
-        .merge(crate::web::router())
+        .merge(crate::web::router(&state))
+        // Outermost, so an address over its limit is refused before its token is looked at.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::web::api::idempotency::layer,
+            throttle::layer,
         ))
+        // Added after the layer, so outside it: health takes no credential to fail.
+        .route("/healthz", get(healthz))
         .with_state(state)
 }
 
@@ -132,6 +155,16 @@ async fn channel_callback(
     let Some(secret) = s.channel_secrets.get(&name) else {
         return (StatusCode::NOT_FOUND, format!("no channel `{name}`")).into_response();
     };
+    if secret.is_empty() {
+        // An HMAC with the empty key is one anybody can make: without a secret nothing
+        // proves the channel sent it, so no callback is taken (the daemon warned at start).
+        tracing::warn!(channel = %name, "callback refused: the channel has no secret");
+        return (
+            StatusCode::UNAUTHORIZED,
+            "this channel has no secret; its callbacks are refused",
+        )
+            .into_response();
+    }
     let now = chrono::Utc::now().timestamp();
     let verified = crate::channel::protocol::verify(
         secret.expose().as_bytes(),
@@ -176,6 +209,11 @@ async fn sms_delivery_report(
     let Some(secret) = &s.sms_secret else {
         return (StatusCode::NOT_FOUND, "no SMS gateway configured").into_response();
     };
+    if secret.is_empty() {
+        // Same as a channel without a secret: an empty key proves nothing.
+        tracing::warn!("SMS delivery report refused: the gateway has no token");
+        return (StatusCode::UNAUTHORIZED, "the SMS gateway has no token").into_response();
+    }
     let verified = crate::channel::protocol::verify(
         secret.as_bytes(),
         header(&headers, "x-repayd-timestamp"),

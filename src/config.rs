@@ -64,6 +64,11 @@ pub struct DaemonConfig {
     pub scenario: Option<PathBuf>,
     /// Where `kind = "sim"` channels keep their state between restarts.
     pub sim_state: Option<PathBuf>,
+    /// Failed authentications (bad tokens or cookies, refused logins) a client address may
+    /// make at once before it is answered 429 ...
+    pub auth_failure_burst: u32,
+    /// ... and per second after that.
+    pub auth_failures_per_second: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -204,6 +209,8 @@ impl Default for DaemonConfig {
             query_backoff_seconds: vec![60, 300, 3600, 86_400],
             scenario: None,
             sim_state: Some(PathBuf::from("repayd-sim")),
+            auth_failure_burst: 20,
+            auth_failures_per_second: 5,
         }
     }
 }
@@ -261,6 +268,8 @@ log_json = false
 query_backoff_seconds = [60, 300, 3600, 86400]   # re-query unknown results: 1 min, 5 min, 1 h, daily
 # scenario = "scenario.toml"      # the in-process simulator's scenario (kind = "sim" channels)
 sim_state = "repayd-sim"          # where kind = "sim" channels keep balances between restarts
+auth_failure_burst = 20           # failed authentications (bad token or cookie, refused login)
+auth_failures_per_second = 5      #   per client address at once, then per second; over: 429
 
 [notices]
 sink = "log"                      # "log" (dev: append to log_file) or "providers"
@@ -286,7 +295,8 @@ locale = "zh-CN"                  # zh-CN or en
 # timeout_ms = 5000
 
 # Channels. kind = "sim" uses the in-process simulator; kind = "http" speaks repayd's signed
-# JSON protocol to base_url (for example `repayd channel-sim`).
+# JSON protocol to base_url (for example `repayd channel-sim`). Callbacks are taken only from
+# a channel with a secret (the daemon names the others at start).
 [[channels]]
 name = "unionpay"
 kind = "sim"

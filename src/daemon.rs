@@ -160,6 +160,7 @@ pub async fn serve(
         every,
         stop_rx.clone(),
     ));
+    warn_unsigned(&cfg);
     let server = start_http(&cfg, engine.clone(), state.clone(), stop_rx.clone()).await?;
     let (tick_tx, tick_rx) = mpsc::channel::<()>(1);
     let mut sched = start_ticks(cfg.daemon.tick_seconds, tick_tx, state.clone()).await?;
@@ -178,6 +179,22 @@ pub async fn serve(
     instance::mark_stopped(&engine.db, &state.instance).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Callbacks and delivery reports are only taken when signed with a secret; say at start
+/// which senders have none, so a missing secret is found before callbacks go missing.
+fn warn_unsigned(cfg: &Config) {
+    for c in cfg.channels.iter().filter(|c| c.secret.is_empty()) {
+        tracing::warn!(
+            channel = %c.name,
+            "channel has no secret: its callbacks will be refused (set `secret` or \
+             REPAYD_CHANNEL_{}_SECRET)",
+            c.name.to_uppercase()
+        );
+    }
+    if cfg.notices.sms.as_ref().is_some_and(|s| s.token.is_empty()) {
+        tracing::warn!("the SMS gateway has no token: its delivery reports will be refused");
+    }
 }
 
 async fn start_http(
@@ -199,6 +216,8 @@ async fn start_http(
         let graceful = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
+        // Client addresses, for the limit on failed authentication per address.
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(graceful)
             .await

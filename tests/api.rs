@@ -276,7 +276,7 @@ async fn idempotent_posts(backend: Backend) {
     assert!(a > b, "{a} then {b}");
     assert_eq!(p1.json["items"][0]["amount"], "50.00");
 
-    // Keys are per actor: the admin's "k-1" is a different key.
+    // Keys are per token: the admin's "k-1" is a different key.
     let pause = json!({ "until": "2099-01-01", "reason": "dispute" });
     let r = app
         .post_keyed(
@@ -308,8 +308,9 @@ async fn idempotent_posts(backend: Backend) {
         hex::encode(h.finalize())
     };
     sqlx::query(
-        "INSERT INTO idempotency_keys (actor, key, method, path, request_hash, created_at) \
-         VALUES ('carol-collections', 'k-busy', 'POST', '/api/v1/loans/L1/resume', $1, $2)",
+        "INSERT INTO idempotency_keys (token_id, key, method, path, request_hash, created_at) \
+         SELECT id, 'k-busy', 'POST', '/api/v1/loans/L1/resume', $1, $2 \
+         FROM api_tokens WHERE name = 'carol-collections'",
     )
     .bind(hash)
     .bind(chrono::Utc::now().timestamp_millis())
@@ -1623,3 +1624,375 @@ async fn watch_prints_attempts(backend: Backend) {
     app.cleanup().await;
 }
 both_backends!(watch_prints_attempts);
+
+/// A client that shows redirects instead of following them.
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// After login the browser goes only to a page of the dashboard: anything else in `next`
+/// (other hosts, control characters, backslashes, `//`, dot segments) goes to `/`, and a
+/// malformed `next` is never a server error.
+async fn login_next_stays_on_the_dashboard(backend: Backend) {
+    let app = spawn_web(backend, RICH).await;
+    let http = no_redirects();
+    #[rustfmt::skip]
+    let cases = [
+        ("/loans/L1", "/loans/L1"),
+        ("/loans?q=l&status=overdue", "/loans?q=l&status=overdue"),
+        ("/recon?date=2027-01-15", "/recon?date=2027-01-15"),
+        ("/?date=2027-01-15", "/?date=2027-01-15"),
+        ("/", "/"),
+        ("/\t/evil.example/", "/"),
+        ("/\n/evil.example/", "/"),
+        ("/\r\nset-cookie: x=1", "/"),
+        ("/ /evil.example", "/"),
+        ("//evil.example", "/"),
+        ("/\\evil.example", "/"),
+        ("/%09/evil.example", "/"),
+        ("/loans/..//evil.example", "/"),
+        ("/loans//evil.example", "/"),
+        ("https://evil.example", "/"),
+        ("/login", "/"),
+        ("/loansx", "/"),
+        ("", "/"),
+    ];
+    for (next, want) in cases {
+        let form = [("token", app.viewer.as_str()), ("next", next)];
+        let r = http
+            .post(app.url("/login"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{next:?}");
+        assert_eq!(r.headers()["location"], want, "{next:?}");
+        let q = serde_urlencoded::to_string([("next", next)]).unwrap();
+        let r = http.get(app.url(&format!("/login?{q}"))).send().await;
+        assert_eq!(
+            r.unwrap().status(),
+            StatusCode::OK,
+            "login form for {next:?}"
+        );
+    }
+    app.cleanup().await;
+}
+both_backends!(login_next_stays_on_the_dashboard);
+
+/// A failure callback for `order_no`, signed with `key`, to the channel's webhook.
+async fn callback(app: &WebApp, channel: &str, key: &[u8], order_no: &str) -> Resp {
+    use repayd::channel::protocol::{self, Callback};
+    let outcome = repayd::channel::DebitOutcome::Failed {
+        code: "NSF".into(),
+        message: "forged".into(),
+    };
+    let cb = Callback {
+        order_no: order_no.into(),
+        outcome,
+    };
+    let body = serde_json::to_vec(&cb).unwrap();
+    let ts = protocol::now_unix();
+    let req = app
+        .client
+        .post(app.url(&format!("/webhooks/channels/{channel}")))
+        .header(protocol::TIMESTAMP_HEADER, ts.to_string())
+        .header(protocol::SIGNATURE_HEADER, protocol::sign(key, ts, &body))
+        .body(body);
+    app.send(req, &format!("POST callback {channel}")).await
+}
+
+/// A channel without a secret accepts no callback: one signed with the empty key is refused
+/// and not recorded. A channel with a secret still takes its signed callbacks.
+async fn callbacks_need_a_channel_secret(backend: Backend) {
+    let mut cfg = repayd::config::Config::default();
+    let wechat = cfg.channels.iter_mut().find(|c| c.name == "wechat");
+    wechat.unwrap().secret = "wx-secret".into();
+    cfg.notices.sms = Some(repayd::config::SmsConfig {
+        kind: "generic".into(),
+        url: "http://127.0.0.1:9/sms".into(),
+        token: Default::default(),
+        account_sid: String::new(),
+        from: String::new(),
+        timeout_ms: 1000,
+    });
+    let daemon = std::sync::Arc::new(repayd::daemon::DaemonState::default());
+    let app = common::web::spawn_web_with(backend, RICH, move |e| {
+        repayd::api::ApiState::new(e, daemon, &cfg)
+    })
+    .await;
+    let loan = loan_json(
+        "L1",
+        SH,
+        "test",
+        None,
+        false,
+        &[("unionpay", "AGR-1")],
+        &[("2027-01-15", "1000.00")],
+    );
+    app.import(&json!([loan])).await;
+    let attempt = manual(&app, "100.00").await;
+    let order_no = attempt["order_no"].as_str().unwrap().to_string();
+    let forged = callback(&app, "unionpay", b"", &order_no).await;
+    assert_eq!(forged.status, StatusCode::UNAUTHORIZED, "{}", forged.text);
+    let recorded = "SELECT COUNT(*) FROM channel_callbacks";
+    assert_eq!(app.scalar_i64(recorded).await, 0, "nothing recorded");
+    let r = callback(&app, "wechat", b"", "WX-NOPE").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+    let r = callback(&app, "wechat", b"wx-secret", "WX-NOPE").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    assert!(r.text.contains("unknown order number"), "{}", r.text);
+    assert_eq!(app.scalar_i64(recorded).await, 1, "the signed one recorded");
+    // An SMS gateway without a token: its delivery reports are refused the same way.
+    let body = br#"{"id":"sms-1","status":"delivered"}"#.to_vec();
+    let ts = repayd::channel::protocol::now_unix();
+    let req = app
+        .client
+        .post(app.url("/webhooks/sms"))
+        .header("x-repayd-timestamp", ts.to_string())
+        .header(
+            "x-repayd-signature",
+            repayd::channel::protocol::sign(b"", ts, &body),
+        )
+        .body(body);
+    let r = app.send(req, "POST sms report").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+    app.cleanup().await;
+}
+both_backends!(callbacks_need_a_channel_secret);
+
+/// Idempotency keys belong to one token (by id), a response holding a secret is never
+/// stored or replayed, and token names are never given out twice: the outside tester's
+/// escalation (a revoked admin's key replayed to a viewer of the same name, with the admin
+/// token it had created) cannot happen.
+async fn idempotency_keys_belong_to_one_token(backend: Backend) {
+    use repayd::web::auth::{create_token, Role};
+    let app = app_with_loan(backend).await;
+    let mut conn = app.engine.db.pool.acquire().await.unwrap();
+    let (alice_id, alice) = create_token(&mut conn, "alice", Role::Admin, 0)
+        .await
+        .unwrap();
+    let body = json!({ "name": "mallory", "role": "admin" });
+    let first = app
+        .post_keyed("/api/v1/tokens", Some(&alice), &body, Some("k"))
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
+    let secret = first.json["token"].as_str().unwrap().to_string();
+    // Shown once: the same key again is refused, and the token is not shown again.
+    let again = app
+        .post_keyed("/api/v1/tokens", Some(&alice), &body, Some("k"))
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text);
+    assert_eq!(again.json["error"], "idempotency_key_secret_shown");
+    assert!(!again.text.contains(&secret), "{}", again.text);
+    let n = "SELECT COUNT(*) FROM api_tokens WHERE name = 'mallory'";
+    assert_eq!(app.scalar_i64(n).await, 1, "one token made");
+    let stored = "SELECT COUNT(*) FROM idempotency_keys WHERE response LIKE '%rpd_%'";
+    assert_eq!(
+        app.scalar_i64(stored).await,
+        0,
+        "no stored answer holds a token"
+    );
+    let by_id =
+        format!("SELECT COUNT(*) FROM idempotency_keys WHERE token_id = {alice_id} AND key = 'k'");
+    assert_eq!(
+        app.scalar_i64(&by_id).await,
+        1,
+        "kept under alice's token id"
+    );
+    // Another token with the same key and body: a key of its own, refused by its role.
+    let viewer = app
+        .post_keyed("/api/v1/tokens", Some(&app.viewer), &body, Some("k"))
+        .await;
+    assert_eq!(viewer.status, StatusCode::FORBIDDEN, "{}", viewer.text);
+    // Alice revoked: her key gets 401, and her name is not given to anyone else.
+    let r = app
+        .post(
+            "/api/v1/tokens/alice/revoke",
+            Some(&app.admin),
+            &json!(null),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = app
+        .post_keyed("/api/v1/tokens", Some(&alice), &body, Some("k"))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+    let new_alice = json!({ "name": "alice", "role": "viewer" });
+    let r = app
+        .post_keyed("/api/v1/tokens", Some(&app.admin), &new_alice, Some("k"))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert_eq!(field(&r), "name");
+    assert!(!r.text.contains(&secret));
+    // Not even straight into the table (a unique index).
+    assert!(create_token(&mut conn, "alice", Role::Viewer, 0)
+        .await
+        .is_err());
+    drop(conn);
+    assert_no_pii(&app);
+    app.cleanup().await;
+}
+both_backends!(idempotency_keys_belong_to_one_token);
+
+/// Send a POST's head and the first bytes of a large body, then wait for an answer: a
+/// server that reads the body first never answers, one that refuses first answers at once.
+async fn answer_before_body(app: &WebApp, path: &str, headers: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = app.base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n\
+         content-length: 31457280\r\n{headers}\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&[b' '; 4096]).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("an answer before the body is sent")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// A keyed POST is authenticated first: without a valid token it gets 401, whatever its
+/// Idempotency-Key (even an empty one) and before its body is read.
+async fn keyed_posts_authenticate_first(backend: Backend) {
+    let app = spawn_web(backend, RICH).await;
+    for token in [None, Some("rpd_not-a-token")] {
+        for key in ["", "k"] {
+            let r = app
+                .post_keyed("/api/v1/loans", token, &json!([]), Some(key))
+                .await;
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{token:?} {key:?}");
+            assert_eq!(r.json["error"], "unauthorized");
+        }
+    }
+    let r = app
+        .post_keyed("/api/v1/loans", Some(&app.admin), &json!([]), Some(""))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    for auth in ["", "authorization: Bearer rpd_not-a-token\r\n"] {
+        let headers = format!("{auth}idempotency-key: big\r\n");
+        let answer = answer_before_body(&app, "/api/v1/loans", &headers).await;
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    }
+    app.cleanup().await;
+}
+both_backends!(keyed_posts_authenticate_first);
+
+/// Failed authentication is limited per client address: a burst of 20 failures, then about
+/// 5 a second. Over that, 429 with Retry-After before the token is even looked at (so a
+/// valid token from that address waits too), for bearer tokens, the dashboard's cookie and
+/// the login form alike; another address is not affected; both are counted in /metrics.
+async fn failed_auth_is_rate_limited(backend: Backend) {
+    let app = common::web::spawn_web_with(backend, RICH, repayd::api::ApiState::for_engine).await;
+    let bad_bearer = || async {
+        let r = app.get("/api/v1/loans", Some("rpd_guess")).await;
+        (r.status.as_u16(), r.headers.get("retry-after").cloned())
+    };
+    let (seen, retry) = fail_until_limited(bad_bearer).await;
+    assert!(
+        seen.len() > 20 && seen[..20].iter().all(|s| *s == 401),
+        "{seen:?}"
+    );
+    // While limited, a valid token from that address is refused unseen. The refusal lasts
+    // about 1/5 s, so a slow machine may need another bad token to be inside it.
+    let mut blocked = None;
+    for _ in 0..20 {
+        fail_until_limited(bad_bearer).await;
+        let r = app.get("/api/v1/loans", Some(&app.viewer)).await;
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            blocked = Some(r);
+            break;
+        }
+    }
+    let blocked = blocked.expect("a valid token is refused while the address is limited");
+    assert_eq!(blocked.json["error"], "rate_limited", "{}", blocked.text);
+    retry_after(&blocked);
+    let elsewhere = get_from(&app, "127.0.0.2", "/api/v1/loans", &app.viewer).await;
+    assert_eq!(elsewhere, StatusCode::OK, "another address is not limited");
+    tokio::time::sleep(Duration::from_secs(retry)).await;
+    let r = app.get("/api/v1/loans", Some(&app.viewer)).await;
+    assert_eq!(r.status, StatusCode::OK, "let in again after Retry-After");
+    // The dashboard's cookie counts too (its pages send a bad one to the login form).
+    let http = no_redirects();
+    let bad_cookie = || async {
+        let r = http
+            .get(app.url("/loans"))
+            .header("cookie", "repayd_token=rpd_guess");
+        let r = r.send().await.unwrap();
+        (r.status().as_u16(), r.headers().get("retry-after").cloned())
+    };
+    let (seen, retry) = fail_until_limited(bad_cookie).await;
+    assert_eq!(seen[0], 303, "{seen:?}");
+    tokio::time::sleep(Duration::from_secs(retry)).await;
+    // And so does the login form.
+    let bad_login = || async {
+        let r = http.post(app.url("/login")).form(&[("token", "rpd_guess")]);
+        let r = r.send().await.unwrap();
+        (r.status().as_u16(), r.headers().get("retry-after").cloned())
+    };
+    let (seen, retry) = fail_until_limited(bad_login).await;
+    assert_eq!(seen[0], 401, "{seen:?}");
+    tokio::time::sleep(Duration::from_secs(retry)).await;
+    let m = app.get("/metrics", Some(&app.viewer)).await;
+    assert_eq!(m.status, StatusCode::OK);
+    for name in [
+        "repayd_auth_failures_total",
+        "repayd_auth_rate_limited_total",
+    ] {
+        assert!(
+            m.text.contains(&format!("# HELP {name} ")),
+            "{name}: {}",
+            m.text
+        );
+        assert!(m.text.contains(&format!("# TYPE {name} counter")), "{name}");
+    }
+    app.cleanup().await;
+}
+
+/// GET `path` with `token` from another loopback address.
+async fn get_from(app: &WebApp, ip: &str, path: &str, token: &str) -> StatusCode {
+    let client = reqwest::Client::builder()
+        .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let r = client.get(app.url(path)).bearer_auth(token).send().await;
+    r.unwrap().status()
+}
+
+/// Send `fail` until it is answered 429 (at most 500 times): the statuses seen, and the
+/// 429's Retry-After in seconds.
+async fn fail_until_limited<F, Fut>(fail: F) -> (Vec<u16>, u64)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = (u16, Option<reqwest::header::HeaderValue>)>,
+{
+    let mut seen = Vec::new();
+    for _ in 0..500 {
+        let (status, retry) = fail().await;
+        seen.push(status);
+        if status == 429 {
+            let secs: u64 = retry
+                .expect("Retry-After")
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((1..=60).contains(&secs), "{secs}");
+            return (seen, secs);
+        }
+    }
+    panic!("never limited: {seen:?}");
+}
+both_backends!(failed_auth_is_rate_limited);
+
+fn retry_after(r: &Resp) -> u64 {
+    let v = r.headers.get("retry-after").expect("Retry-After");
+    let secs: u64 = v.to_str().unwrap().parse().expect("seconds");
+    assert!((1..=60).contains(&secs), "{secs}");
+    secs
+}

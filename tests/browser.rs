@@ -180,7 +180,8 @@ async fn start_site(backend: Backend) -> Site {
         .await
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    let service = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, service).await });
     Site { base, app, due }
 }
 

@@ -416,3 +416,52 @@ fn a_second_daemon_on_the_same_sqlite_file_is_refused() {
         "{err}"
     );
 }
+
+/// A channel without a secret cannot check a callback's signature, so its callbacks are
+/// refused; the daemon says so at start, for each such channel.
+#[test]
+fn channels_without_a_secret_are_named_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let port = free_port();
+    let cfg = format!(
+        "[database]\nurl = \"sqlite://{}\"\n[daemon]\nlisten = \"127.0.0.1:{port}\"\n",
+        d.join("w.db").display()
+    );
+    std::fs::write(d.join("w.toml"), cfg).unwrap();
+    let _daemon = Proc(
+        repayd(d, &["serve", "--config", "w.toml"])
+            .env("REPAYD_CHANNEL_WECHAT_SECRET", "wx-secret")
+            .stderr(std::fs::File::create(d.join("w.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(port, "the daemon");
+    let log = strip_ansi(&std::fs::read_to_string(d.join("w.log")).unwrap());
+    let warned = |name: &str| {
+        log.lines().any(|l| {
+            l.contains("WARN") && l.contains("no secret") && l.contains(&format!("channel={name}"))
+        })
+    };
+    assert!(warned("unionpay") && warned("bank"), "{log}");
+    assert!(!warned("wechat"), "wechat has a secret: {log}");
+}
+
+/// The log without its colour codes.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters, ended by a letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

@@ -8,6 +8,7 @@ use repayd::api::ApiState;
 use repayd::app::Sims;
 use repayd::engine::{Engine, RunSummary};
 use repayd::web::auth::{create_token, Role};
+use repayd::web::throttle::AuthLimits;
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
@@ -37,6 +38,25 @@ pub struct Resp {
 }
 
 pub async fn spawn_web(backend: Backend, scenario: &str) -> WebApp {
+    spawn_web_with(backend, scenario, |e| {
+        // Tests fail authentication on purpose, many times in a row from one address.
+        ApiState::for_engine(e).with_auth_limits(TEST_AUTH_LIMITS)
+    })
+    .await
+}
+
+/// The limit on failed authentication in tests: on, but far above what they do on purpose.
+pub const TEST_AUTH_LIMITS: AuthLimits = AuthLimits {
+    burst: 1000,
+    per_second: 100,
+};
+
+/// [`spawn_web`] with the router's state made by `state` (channel secrets, limits).
+pub async fn spawn_web_with(
+    backend: Backend,
+    scenario: &str,
+    state: impl FnOnce(Arc<Engine>) -> ApiState,
+) -> WebApp {
     let TestApp {
         engine,
         sims,
@@ -44,12 +64,13 @@ pub async fn spawn_web(backend: Backend, scenario: &str) -> WebApp {
         pg_database,
     } = spawn_app(backend, scenario).await;
     let engine = Arc::new(engine);
-    let router = repayd::api::router(ApiState::for_engine(engine.clone()));
+    let router = repayd::api::router(state(engine.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, router).await.expect("serve") });
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, service).await.expect("serve") });
     let mut conn = engine.db.pool.acquire().await.expect("conn");
     let admin = create_token(&mut conn, "alice-admin", Role::Admin, 0)
         .await

@@ -1,6 +1,7 @@
 //! Tokens (admin), policies, and the delinquency report.
 
 use super::error::{ApiError, ApiJson, ErrorBody};
+use super::idempotency::ShownOnce;
 use super::now;
 use super::{Admin, Viewer};
 use crate::api::ApiState;
@@ -10,7 +11,7 @@ use crate::web::auth::{self, Role};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -55,7 +56,7 @@ pub async fn create_token(
     Admin(p): Admin,
     State(s): State<ApiState>,
     ApiJson(b): ApiJson<TokenRequest>,
-) -> Result<(StatusCode, Json<TokenCreated>), ApiError> {
+) -> Result<(StatusCode, Extension<ShownOnce>, Json<TokenCreated>), ApiError> {
     let role: Role = b
         .role
         .parse()
@@ -79,8 +80,10 @@ pub async fn create_token(
     )
     .await?;
     tx.commit().await?;
+    // The secret is in this answer only: never stored for an Idempotency-Key replay.
     Ok((
         StatusCode::CREATED,
+        Extension(ShownOnce),
         Json(TokenCreated {
             id,
             name: name.into(),
@@ -90,28 +93,37 @@ pub async fn create_token(
     ))
 }
 
-/// Create a token whose name no active token has (names are what the audit log shows).
+/// Create a token with a name no token ever had. Names are what the audit log shows and what
+/// tokens are revoked by, so a name is one token for good, even after it is revoked (the
+/// schema's unique index holds it when two creations race).
 pub async fn create_named(
     conn: &mut sqlx::AnyConnection,
     name: &str,
     role: Role,
     now_ms: i64,
 ) -> Result<(i64, String), ApiError> {
-    let taken: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM api_tokens WHERE name = $1 AND revoked_at IS NULL",
-    )
-    .bind(name)
-    .fetch_one(&mut *conn)
-    .await?;
-    if taken > 0 {
-        return Err(ApiError::new(
+    let taken: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_tokens WHERE name = $1")
+        .bind(name)
+        .fetch_one(&mut *conn)
+        .await?;
+    let name_taken = || {
+        ApiError::new(
             StatusCode::CONFLICT,
             "conflict",
-            format!("an active token is already named `{name}`"),
+            format!(
+                "name: a token named `{name}` exists or existed; names are never reused, \
+                 even after revocation"
+            ),
         )
-        .with_field("name"));
+        .with_field("name")
+    };
+    if taken > 0 {
+        return Err(name_taken());
     }
-    Ok(auth::create_token(conn, name, role, now_ms).await?)
+    match auth::create_token(conn, name, role, now_ms).await {
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(name_taken()),
+        other => Ok(other?),
+    }
 }
 
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens",

@@ -16,7 +16,8 @@ use serde::Serialize;
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// A stable code: unauthorized, forbidden, not_found, bad_request, invalid_field,
-    /// conflict, idempotency_key_reused, idempotency_key_in_flight, invalid_import,
+    /// conflict, idempotency_key_reused, idempotency_key_in_flight,
+    /// idempotency_key_secret_shown, rate_limited, invalid_import,
     /// invalid_policy, internal.
     pub error: String,
     pub message: String,

@@ -1,19 +1,25 @@
-//! `Idempotency-Key` on every POST, once for all handlers (a middleware layer).
+//! `Idempotency-Key` on every POST of the API, once for all handlers (a middleware layer).
 //!
-//! The first request with a key (per actor, i.e. token name) reserves it, runs, and stores
-//! its status and body. A repeat with the same method, path and body gets the stored
+//! A keyed request is authenticated first: without a valid token it gets 401 before its key
+//! is looked at or its body read. Keys belong to the token (by id, since names are only
+//! labels): the first request with a key reserves it, runs, and stores its status and body,
+//! and only that same token, while it is still valid, ever gets the stored answer. Since a
+//! token's role never changes and a refusal is not kept, a replay only goes to a caller the
+//! route let in the first time. A repeat with the same method, path and body gets the stored
 //! response; the same key with a different request is refused with 422; a repeat while the
-//! first is still running gets 409. A refusal (4xx) frees the key, since nothing took effect:
-//! the client may fix the request and retry with the same key. A 5xx is kept like a success,
-//! and a request that never finished (the server died mid-way) keeps the key reserved (409):
-//! in both the effect (say, a debit) may have happened, so it is never redone under that
-//! key. Keys are kept for a day.
+//! first is still running gets 409. An answer that holds a secret (a new token, marked
+//! [`ShownOnce`]) is never stored: its repeat is refused with 409, so the secret is shown
+//! once. A refusal (4xx) frees the key, since nothing took effect: the client may fix the
+//! request and retry with the same key. A 5xx is kept like a success, and a request that
+//! never finished (the server died mid-way) keeps the key reserved (409): in both the effect
+//! (say, a debit) may have happened, so it is never redone under that key. Keys are kept for
+//! a day.
 
 use super::error::ApiError;
 use crate::api::ApiState;
-use crate::web::auth::{authenticate, token_of};
+use crate::web::auth::Principal;
 use axum::body::{to_bytes, Body};
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -25,6 +31,11 @@ use super::MAX_BODY;
 
 /// How long a key and its answer are kept.
 const KEEP_MS: i64 = 24 * 3600 * 1000;
+
+/// Marks a response that holds a secret shown once (a new token): it is never stored, and a
+/// repeat of its key is refused rather than answered with the secret again.
+#[derive(Debug, Clone, Copy)]
+pub struct ShownOnce;
 
 pub async fn layer(State(s): State<ApiState>, req: Request, next: Next) -> Response {
     if req.method() != Method::POST {
@@ -45,6 +56,9 @@ async fn run_once(
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    let (mut parts, body) = req.into_parts();
+    // Who asks comes before anything about the key or the body (401 first).
+    let p = Principal::from_request_parts(&mut parts, s).await?;
     let key = key
         .to_str()
         .ok()
@@ -52,18 +66,6 @@ async fn run_once(
         .filter(|k| !k.is_empty() && k.len() <= 255)
         .ok_or_else(|| ApiError::bad("Idempotency-Key", "1 to 255 visible characters"))?
         .to_string();
-    let (parts, body) = req.into_parts();
-    let actor = match token_of(&parts) {
-        Some(t) => {
-            let mut conn = s.engine.db.pool.acquire().await?;
-            authenticate(&mut conn, &t).await?.map(|p| p.name)
-        }
-        None => None,
-    };
-    let Some(actor) = actor else {
-        // Unauthenticated: the handler answers 401; nothing to remember.
-        return Ok(next.run(Request::from_parts(parts, body)).await);
-    };
     let bytes = to_bytes(body, MAX_BODY).await.map_err(|_| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -77,36 +79,60 @@ async fn run_once(
         .path_and_query()
         .map_or(parts.uri.path().to_string(), |p| p.to_string());
     let hash = request_hash(&method, &path, &bytes);
-    let now = chrono::Utc::now().timestamp_millis();
-    let pool = &s.engine.db.pool;
-    // Keys are kept a day, like Stripe's; after that the key may be used afresh.
-    sqlx::query("DELETE FROM idempotency_keys WHERE actor = $1 AND key = $2 AND created_at < $3")
-        .bind(actor.as_str())
-        .bind(key.as_str())
-        .bind(now - KEEP_MS)
-        .execute(pool)
-        .await?;
-    let reserved = sqlx::query(
-        "INSERT INTO idempotency_keys (actor, key, method, path, request_hash, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (actor, key) DO NOTHING",
-    )
-    .bind(actor.as_str())
-    .bind(key.as_str())
-    .bind(method.as_str())
-    .bind(path.as_str())
-    .bind(hash.as_str())
-    .bind(now)
-    .execute(pool)
-    .await?
-    .rows_affected()
-        == 1;
-    if !reserved {
-        return earlier_answer(s, &actor, &key, &hash).await;
+    let owner = Owner {
+        token_id: p.token_id,
+        key: &key,
+    };
+    if !reserve(s, &owner, &method, &path, &hash).await? {
+        return earlier_answer(s, &owner, &hash).await;
     }
+    // The handler's extractors take the principal established here.
+    parts.extensions.insert(p);
     let resp = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
-    remember(s, &actor, &key, resp).await
+    remember(s, &owner, resp).await
+}
+
+/// A key as stored: the token it belongs to and the client's key.
+struct Owner<'a> {
+    token_id: i64,
+    key: &'a str,
+}
+
+/// Reserve the key for this request; false when it is already taken.
+async fn reserve(
+    s: &ApiState,
+    o: &Owner<'_>,
+    method: &str,
+    path: &str,
+    hash: &str,
+) -> Result<bool, ApiError> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let pool = &s.engine.db.pool;
+    // Keys are kept a day, like Stripe's; after that the key may be used afresh.
+    sqlx::query(
+        "DELETE FROM idempotency_keys WHERE token_id = $1 AND key = $2 AND created_at < $3",
+    )
+    .bind(o.token_id)
+    .bind(o.key)
+    .bind(now - KEEP_MS)
+    .execute(pool)
+    .await?;
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency_keys (token_id, key, method, path, request_hash, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (token_id, key) DO NOTHING",
+    )
+    .bind(o.token_id)
+    .bind(o.key)
+    .bind(method)
+    .bind(path)
+    .bind(hash)
+    .bind(now)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
 }
 
 fn request_hash(method: &str, path: &str, body: &[u8]) -> String {
@@ -119,17 +145,13 @@ fn request_hash(method: &str, path: &str, body: &[u8]) -> String {
     hex::encode(h.finalize())
 }
 
-async fn earlier_answer(
-    s: &ApiState,
-    actor: &str,
-    key: &str,
-    hash: &str,
-) -> Result<Response, ApiError> {
+async fn earlier_answer(s: &ApiState, o: &Owner<'_>, hash: &str) -> Result<Response, ApiError> {
     let row = sqlx::query(
-        "SELECT request_hash, status, response FROM idempotency_keys WHERE actor = $1 AND key = $2",
+        "SELECT request_hash, status, response FROM idempotency_keys \
+         WHERE token_id = $1 AND key = $2",
     )
-    .bind(actor)
-    .bind(key)
+    .bind(o.token_id)
+    .bind(o.key)
     .fetch_optional(&s.engine.db.pool)
     .await?;
     let Some(row) = row else {
@@ -144,11 +166,12 @@ async fn earlier_answer(
         )
         .with_field("Idempotency-Key"));
     }
-    let (Some(status), Some(body)) = (
-        row.get::<Option<i64>, _>("status"),
-        row.get::<Option<String>, _>("response"),
-    ) else {
-        return Err(in_flight());
+    let status = row.get::<Option<i64>, _>("status");
+    let body = row.get::<Option<String>, _>("response");
+    let (status, body) = match (status, body) {
+        (Some(status), Some(body)) => (status, body),
+        (Some(_), None) => return Err(shown_once()),
+        (None, _) => return Err(in_flight()),
     };
     let status = StatusCode::from_u16(status as u16).unwrap_or(StatusCode::OK);
     let mut resp = (status, body).into_response();
@@ -170,32 +193,42 @@ fn in_flight() -> ApiError {
     .with_field("Idempotency-Key")
 }
 
+fn shown_once() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "idempotency_key_secret_shown",
+        "the request with this Idempotency-Key created a token, and a token's secret is shown \
+         only once: it is not shown again (GET /api/v1/tokens lists the token; revoke it and \
+         create another if the secret was lost)",
+    )
+    .with_field("Idempotency-Key")
+}
+
 /// Store the answer (or free the key on an error) and pass the response on.
-async fn remember(
-    s: &ApiState,
-    actor: &str,
-    key: &str,
-    resp: Response,
-) -> Result<Response, ApiError> {
+async fn remember(s: &ApiState, o: &Owner<'_>, resp: Response) -> Result<Response, ApiError> {
     let (parts, body) = resp.into_parts();
     let bytes = to_bytes(body, MAX_BODY).await.map_err(ApiError::internal)?;
     let pool = &s.engine.db.pool;
     // Handlers refuse (4xx) before they change anything, so a refusal is not kept. A 5xx is
     // kept: the failure may have come after the effect (a debit), so it is never redone.
     if parts.status.is_client_error() {
-        sqlx::query("DELETE FROM idempotency_keys WHERE actor = $1 AND key = $2")
-            .bind(actor)
-            .bind(key)
+        sqlx::query("DELETE FROM idempotency_keys WHERE token_id = $1 AND key = $2")
+            .bind(o.token_id)
+            .bind(o.key)
             .execute(pool)
             .await?;
     } else {
+        // A secret is never written down: the status alone says the request was done.
+        let stored = (parts.extensions.get::<ShownOnce>().is_none())
+            .then(|| String::from_utf8_lossy(&bytes).into_owned());
         sqlx::query(
-            "UPDATE idempotency_keys SET status = $1, response = $2 WHERE actor = $3 AND key = $4",
+            "UPDATE idempotency_keys SET status = $1, response = $2 \
+             WHERE token_id = $3 AND key = $4",
         )
         .bind(parts.status.as_u16() as i64)
-        .bind(String::from_utf8_lossy(&bytes).into_owned())
-        .bind(actor)
-        .bind(key)
+        .bind(stored)
+        .bind(o.token_id)
+        .bind(o.key)
         .execute(pool)
         .await?;
     }

@@ -4,7 +4,7 @@
 //! Every route needs a token (`Authorization: Bearer` or the dashboard's cookie): viewers
 //! read, collections also act on loans, admins also import loans, change policies and manage
 //! tokens. Errors are `{"error", "message", "field"?}`. Every POST takes `Idempotency-Key`
-//! ([`idempotency`], layered over the whole router in [`crate::api::router`]).
+//! ([`idempotency`], layered over these routes in [`crate::web::router`]).
 
 pub mod actions;
 pub mod admin;

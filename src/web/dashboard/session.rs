@@ -4,6 +4,7 @@
 use super::render::{html_response, render, PageError};
 use crate::api::ApiState;
 use crate::web::auth::{authenticate, AuthError, Principal, Role, COOKIE};
+use crate::web::throttle::AuthFailed;
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -47,13 +48,18 @@ impl FromRequestParts<ApiState> for Session {
         match Principal::from_request_parts(parts, s).await {
             Ok(p) => Ok(Session(p)),
             Err(AuthError::Store(e)) => Err(PageError::Sql(e).into_response()),
-            Err(_) => {
+            Err(e) => {
                 let next = parts
                     .uri
                     .path_and_query()
                     .map_or("/", |p| p.as_str())
                     .to_string();
-                Err(to_login(&next).into_response())
+                let mut resp = to_login(&next).into_response();
+                if matches!(e, AuthError::Invalid) {
+                    // A wrong cookie is a guess like a wrong bearer token: counted as one.
+                    resp.extensions_mut().insert(AuthFailed);
+                }
+                Err(resp)
             }
         }
     }
@@ -67,12 +73,76 @@ fn to_login(next: &str) -> Redirect {
     Redirect::to(&format!("/login?{q}"))
 }
 
-/// Only our own absolute paths are followed after login (no open redirect).
+/// Pages a login may go on to, besides `/` (the router's pages; not `/login`, `/logout` or
+/// the assets).
+const NEXT_PAGES: [&str; 2] = ["/loans", "/recon"];
+/// Longer than any link the dashboard makes.
+const MAX_NEXT: usize = 2048;
+
+/// Where to go after login: `next` when it is one of our pages written in plain URL
+/// characters, `/` otherwise (no open redirect). Browsers drop tabs and newlines from a URL
+/// and read `\` as `/`, so `/<TAB>/host` or `/\host` would leave the site: anything outside
+/// RFC 3986's characters, or with an empty or dot segment (which could normalise to
+/// `//host`), is refused rather than cleaned up. The answer is always a valid header value.
 fn safe_next(next: Option<&str>) -> &str {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n,
+        Some(n) if is_dashboard_page(n) => n,
         _ => "/",
     }
+}
+
+fn is_dashboard_page(n: &str) -> bool {
+    if n.len() > MAX_NEXT || !n.bytes().all(is_url_byte) {
+        return false;
+    }
+    let (path, query) = n.split_once('?').unwrap_or((n, ""));
+    if path == "/" {
+        return decode(query).is_some();
+    }
+    let known = NEXT_PAGES.iter().any(|p| {
+        path.strip_prefix(p)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    });
+    known && path[1..].split('/').all(plain_segment) && decode(query).is_some()
+}
+
+/// Unreserved, sub-delimiter, `:@/?` and `%` (RFC 3986); no `#`, `\`, space or control.
+fn is_url_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b)
+}
+
+/// A path segment that stays itself however it is decoded: not empty, not `.` or `..`,
+/// and no escaped separator, dot-only name or control character.
+fn plain_segment(seg: &str) -> bool {
+    let Some(raw) = decode(seg) else {
+        return false;
+    };
+    !raw.is_empty()
+        && !raw.iter().all(|b| *b == b'.')
+        && !raw
+            .iter()
+            .any(|b| *b <= b' ' || *b == 0x7f || *b == b'/' || *b == b'\\')
+}
+
+/// Percent-decoding; None when a `%` is not followed by two hex digits.
+fn decode(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b.get(i + 1..i + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Some(out)
 }
 
 #[derive(Debug, Deserialize)]
@@ -144,5 +214,53 @@ mod tests {
         assert_eq!(safe_next(Some("https://evil.example")), "/");
         assert_eq!(safe_next(Some("/\\evil")), "/");
         assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn next_is_a_dashboard_page_in_safe_characters() {
+        for ok in [
+            "/",
+            "/?date=2027-01-15",
+            "/loans",
+            "/loans?q=l%20i&status=overdue",
+            "/loans/L-1_a.b~c",
+            "/recon",
+            "/recon?date=2027-01-15",
+        ] {
+            assert_eq!(safe_next(Some(ok)), ok, "{ok:?}");
+        }
+        for bad in [
+            "/\t/evil.example/",
+            "/\n/evil.example/",
+            "/\r\nset-cookie:x",
+            "/\u{0}",
+            "/ /evil.example",
+            "/%09/evil.example",
+            "/%2f%2fevil.example",
+            "/loans/%2e%2e//evil.example",
+            "/loans/..//evil.example",
+            "/loans/../../evil",
+            "/./loans",
+            "/loans//evil.example",
+            "//evil.example",
+            "///evil.example",
+            "/\\evil",
+            "/loans\\..",
+            "https://evil.example",
+            "evil.example",
+            "/login",
+            "/logout",
+            "/assets/dashboard.js",
+            "/loansx",
+            "/reconx",
+            "/loans/é",
+            "",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/", "{bad:?}");
+        }
+        assert_eq!(
+            safe_next(Some(&format!("/loans/{}", "a".repeat(3000)))),
+            "/"
+        );
     }
 }
