@@ -286,22 +286,26 @@ fn init_logs(cli: &Cli) {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when
+/// the future is first polled: a signal during start-up (opening the database, migrating)
+/// then stops the daemon cleanly once it is up, instead of killing it mid-way.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
+    async move {
+        let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+            match s {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        tokio::select! {
+            _ = wait(term.take()) => {}
+            _ = wait(int.take()) => {}
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
     }
 }
 
@@ -408,9 +412,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Ledger(LedgerCmd::TrialBalance) => return trial_balance(g).await,
         Cmd::Serve { config } => {
+            let stop = shutdown_signal();
             let cfg = repayd::config::Config::load(config.as_deref())?;
             let (engine, sims) = repayd::app::engine_from_config(&cfg).await?;
-            repayd::daemon::serve(cfg, engine, sims, shutdown_signal()).await?;
+            repayd::daemon::serve(cfg, engine, sims, stop).await?;
         }
         Cmd::Config(ConfigCmd::Default) => print!("{}", repayd::config::DEFAULT_CONFIG),
         Cmd::Token(c) => return cmd::web::token(c, &ctx(g)).await,

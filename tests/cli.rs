@@ -152,3 +152,58 @@ fn run_needs_once_and_a_valid_clock() {
     let out = text(&repayd(dir.path(), &["run", "--once", "--now", "tomorrow"]));
     assert!(out.contains("RFC 3339"), "{out}");
 }
+
+/// The tester's poison loan, left in the database by an earlier version: `run --once`
+/// succeeds again and again, parks it, collects the other loan, and `loans show` says why;
+/// `loans unpark` gives it back.
+#[test]
+fn run_once_parks_a_poison_loan_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let second = r#"{"id": "C2", "borrower": {"id": "B2", "name": "Li Na", "phone": "13812345679", "email": "ln@example.com"},
+      "currency": "CNY", "timezone": "Asia/Shanghai", "policy": "standard",
+      "mandates": [{"channel": "unionpay", "agreement": "AGR-C2", "account": "6222021234561235"}],
+      "installments": [{"due_date": "2027-01-15", "principal": "100.00"}]}"#;
+    let two = format!("{}, {second}]", LOANS.trim_end().trim_end_matches(']'));
+    std::fs::write(dir.path().join("loans.json"), two).unwrap();
+    let o = repayd(dir.path(), &["loans", "import", "loans.json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let db = dir.path().join("repayd.db");
+    let conn = rusqlite_free_update(&db);
+    assert!(conn, "poisoned");
+    for _ in 0..2 {
+        let o = repayd(
+            dir.path(),
+            &["run", "--once", "--now", "2027-01-15T08:00:00+08:00"],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let o = repayd(dir.path(), &["loans", "show", "C2"]);
+    assert!(text(&o).contains("PARKED for a person"), "{}", text(&o));
+    let o = repayd(dir.path(), &["attempts", "list", "--loan", "C1"]);
+    assert!(text(&o).contains("succeeded"), "{}", text(&o));
+    let o = repayd(
+        dir.path(),
+        &["loans", "unpark", "C2", "--reason", "checked"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = repayd(dir.path(), &["loans", "show", "C2"]);
+    assert!(!text(&o).contains("PARKED"), "{}", text(&o));
+}
+
+/// Poison C2's installment behind repayd's back, as an old import would have stored it.
+fn rusqlite_free_update(db: &Path) -> bool {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        sqlx::any::install_default_drivers();
+        let url = format!("sqlite://{}", db.display());
+        let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+        let r = sqlx::query(
+            "UPDATE installments SET principal = 6000000000000000000, interest = 6000000000000000000 WHERE loan_id = 'C2'",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+        r.rows_affected() == 1
+    })
+}

@@ -665,6 +665,23 @@ mod tests {
         assert!(parse_statement(&bad, None).is_ok());
     }
 
+    /// The tester's poison statement: the largest Decimal as an amount. It overflowed a
+    /// multiplication (a panic on every daemon start); now the line is refused, located.
+    #[test]
+    fn an_amount_past_the_bound_is_a_located_error() {
+        let t = "2026-12-19T02:00:00Z";
+        for amount in ["79228162514264337593543950335", "1000000000000.01"] {
+            let text =
+                format!("{STATEMENT_HEADER}\n800000000001,R1,{amount},0,success,{t}\nEND,1\n");
+            let e = parse_statement(&text, None).unwrap_err();
+            assert_eq!((e.line, e.column), (2, 17), "{e}");
+            assert!(
+                e.message.starts_with("amount:") && e.message.contains("largest amount"),
+                "{e}"
+            );
+        }
+    }
+
     /// Property: random mutations of a valid statement never panic the parser, and whatever
     /// it accepts writes back to text that parses to the same lines.
     #[test]

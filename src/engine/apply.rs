@@ -159,6 +159,26 @@ impl Writes {
     }
 }
 
+impl Writes {
+    /// Whether everything staged can be stored: entries balance and every amount fits the
+    /// database's minor units. Checked per loan before a batch is flushed, so a loan whose
+    /// figures cannot be stored fails alone.
+    pub fn check(&self) -> Result<(), String> {
+        for e in &self.entries {
+            e.check_balanced().map_err(|e| e.to_string())?;
+            for l in &e.lines {
+                to_minor(l.debit).map_err(|e| e.to_string())?;
+                to_minor(l.credit).map_err(|e| e.to_string())?;
+            }
+        }
+        for wo in &self.write_offs {
+            to_minor(wo.amount).map_err(|e| e.to_string())?;
+        }
+        to_minor(self.collected).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
 /// Stage an attempt as `unknown`, to be queried, without touching its loan (whose state
 /// could not be trusted).
 pub fn stage_unknown(

@@ -61,6 +61,9 @@ async fn rescue_dead_claims(engine: &Engine) -> Result<(u64, u64), EngineError> 
     Ok((freed[0], freed[1]))
 }
 
+/// The code of an attempt whose channel adapter panicked: whether it debited is unknown.
+pub const CHANNEL_PANIC: &str = "CHANNEL_PANIC";
+
 /// Batches start small and grow, so that a process that lives only a moment (killed soon
 /// after it starts) still commits and sends its first attempts.
 const FIRST_BATCH: usize = 32;
@@ -255,6 +258,8 @@ async fn retry_one_by_one(
     let loans: Vec<String> = mine.iter().cloned().collect();
     guard::settle_in_flight(engine, &loans, now).await?;
     for (loan_id, actions) in still_claimed(engine, &loans).await? {
+        // Its actions are still claimed, so the failed batch recorded no attempt for it.
+        attempted.remove(&loan_id);
         let alone = AssertUnwindSafe(pursue_batch(engine, actions, now, attempted, summary))
             .catch_unwind()
             .await;
@@ -699,13 +704,19 @@ async fn apply_round(
     let ctx = apply::ApplyCtx::of(&engine.cfg);
     let mut w = Writes::default();
     let mut poisoned = Vec::new();
-    for (n, v) in next.iter().zip(verdicts) {
+    for (n, (v, panicked)) in next.iter().zip(verdicts) {
         summary.count_attempt(&n.rec.kind, v.outcome_name());
         let Some(loan) = loans.get_mut(&n.rec.loan_id) else {
             continue;
         };
         match stage_verdict(engine, loan, &mut pursuits[n.pursuit], &n.rec, &v, now) {
-            Ok(one) => w.merge(one),
+            Ok(one) => {
+                w.merge(one);
+                if let Some(text) = panicked {
+                    let why = format!("the channel panicked on attempt {}: {text}", n.rec.id);
+                    poisoned.push((n.rec.loan_id.clone(), why));
+                }
+            }
             Err(why) => {
                 // Nothing of this loan is written but the attempt, left to be queried.
                 pursuits[n.pursuit].done = true;
@@ -738,13 +749,19 @@ fn stage_verdict(
 ) -> Result<Writes, String> {
     let policy = engine.policy(&loan.policy).map_err(|e| e.to_string())?;
     let ctx = apply::ApplyCtx::of(&engine.cfg);
-    catch(|| {
+    let staged = catch(|| {
         let mut w = Writes::default();
         apply::apply_verdict(loan, policy, rec, v, now, &ctx, &mut w);
         advance(p, loan, policy, rec, v, now, &engine.cfg.render, &mut w);
         w
     })
-    .map_err(|e| format!("panic while applying attempt {}: {e}", rec.id))
+    .map_err(|e| format!("panic while applying attempt {}: {e}", rec.id))?;
+    // What cannot be stored is found here, for this loan alone, not by the batch's flush.
+    staged
+        .check()
+        .and_then(|()| loan.check_storable())
+        .map_err(|e| format!("attempt {}: {e}", rec.id))?;
+    Ok(staged)
 }
 
 /// The attempt each live pursuit makes next.
@@ -950,7 +967,7 @@ async fn submit_all(
     loans: &HashMap<String, LoanState>,
     next: &[NextAttempt],
     now: DateTime<Utc>,
-) -> Vec<Verdict> {
+) -> Vec<(Verdict, Option<String>)> {
     // Collected first: a lazy iterator of borrowing futures would make the whole future's
     // Send-ness higher-ranked, which handlers (that must be Send) cannot prove.
     let calls: Vec<_> = next
@@ -968,15 +985,24 @@ async fn submit_all(
             let channel = n.rec.channel.clone();
             async move {
                 let (Some(ch), Some(policy)) = (ch, policy) else {
-                    return Verdict::Unknown {
-                        code: "NO_CHANNEL".into(),
-                    };
+                    let code = "NO_CHANNEL".into();
+                    return (Verdict::Unknown { code }, None);
                 };
                 let started = std::time::Instant::now();
-                let result = ch.submit(&req).await;
+                // A panicking adapter may or may not have sent the debit: unknown, queried.
+                let result = AssertUnwindSafe(ch.submit(&req)).catch_unwind().await;
                 metrics::histogram!("repayd_channel_latency_seconds", "channel" => channel.clone())
                     .record(started.elapsed().as_secs_f64());
-                apply::verdict_of_submit(policy, &channel, result)
+                match result {
+                    Ok(r) => (apply::verdict_of_submit(policy, &channel, r), None),
+                    Err(p) => {
+                        let code = CHANNEL_PANIC.into();
+                        (
+                            Verdict::Unknown { code },
+                            Some(guard::panic_text(p.as_ref())),
+                        )
+                    }
+                }
             }
         })
         .collect();

@@ -19,11 +19,11 @@ struct OverdueRow {
     loan_id: String,
     seq: u32,
     due: NaiveDate,
-    principal_owed: i64,
-    interest_owed: i64,
+    principal: i64,
+    interest: i64,
+    paid_principal: i64,
+    paid_interest: i64,
     penalty: i64,
-    /// Principal and interest in full: the most penalty an installment can carry.
-    penalty_cap: i64,
     penalty_through: Option<NaiveDate>,
     overdue_planned: bool,
     tz: chrono_tz::Tz,
@@ -66,8 +66,10 @@ async fn overdue_batch(
     after: &(String, i64),
 ) -> Result<Vec<OverdueRow>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT i.loan_id, i.seq, i.due_date, i.principal - i.paid_principal AS p_owed, \
-         i.interest - i.paid_interest AS i_owed, i.penalty, i.principal + i.interest AS pen_cap, i.penalty_through, i.overdue_planned, \
+        // Raw columns, added up in Rust: a stored amount out of range fails its own row (and
+        // parks its loan), where SQL arithmetic would fail the whole query.
+        "SELECT i.loan_id, i.seq, i.due_date, i.principal, i.paid_principal, i.interest, \
+         i.paid_interest, i.penalty, i.penalty_through, i.overdue_planned, \
          l.tz, l.policy, b.payday \
          FROM installments i JOIN loans l ON l.id = i.loan_id JOIN borrowers b ON b.id = l.borrower_id \
          WHERE i.status <> 'paid' AND l.status = 'active' AND l.parked_at IS NULL AND i.due_date < $1 \
@@ -102,10 +104,11 @@ fn overdue_row(r: &sqlx::any::AnyRow) -> OverdueRow {
         loan_id: r.get("loan_id"),
         seq: r.get::<i64, _>("seq") as u32,
         due,
-        principal_owed: r.get("p_owed"),
-        interest_owed: r.get("i_owed"),
+        principal: r.get("principal"),
+        interest: r.get("interest"),
+        paid_principal: r.get("paid_principal"),
+        paid_interest: r.get("paid_interest"),
         penalty: r.get("penalty"),
-        penalty_cap: r.get("pen_cap"),
         penalty_through,
         overdue_planned: r.get::<i64, _>("overdue_planned") != 0,
         tz,
@@ -196,19 +199,22 @@ fn refresh_in_policy(
     today: NaiveDate,
 ) -> Result<Refreshed, crate::domain::MoneyError> {
     let pen = &policy.penalty;
+    let (principal, interest) = (from_minor(r.principal), from_minor(r.interest));
+    let principal_owed = principal - from_minor(r.paid_principal);
     let base = match pen.base {
-        PenaltyBase::Principal => r.principal_owed,
-        PenaltyBase::PrincipalInterest => r.principal_owed + r.interest_owed,
+        PenaltyBase::Principal => principal_owed,
+        PenaltyBase::PrincipalInterest => principal_owed + interest - from_minor(r.paid_interest),
     };
     let start = penalty_start(r.due, pen.grace_days);
     let from = r.penalty_through.map_or(start, |t| t.max(start));
-    let added = penalty_between(from_minor(base), pen.daily_rate, from, today);
+    let added = penalty_between(base, pen.daily_rate, from, today);
     let overdue_plan = if r.overdue_planned {
         Vec::new()
     } else {
         plan_overdue(policy, r.tz, r.seq, r.due, r.payday)
     };
-    let penalty = capped_penalty(from_minor(r.penalty), added, from_minor(r.penalty_cap));
+    // The most penalty an installment carries is its principal and interest in full.
+    let penalty = capped_penalty(from_minor(r.penalty), added, principal + interest);
     Ok(Refreshed {
         today,
         penalty: to_minor(penalty)?,

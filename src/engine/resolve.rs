@@ -6,7 +6,7 @@ use super::state::{load_loans, LoanState};
 use super::{Engine, EngineError, RunSummary};
 use crate::domain::{from_minor, to_minor};
 use chrono::{DateTime, Days, NaiveDate, Utc};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use sqlx::Row;
 
 /// Query every unknown attempt whose next query is due, and every `submitted` attempt whose
@@ -46,6 +46,7 @@ async fn open_attempts(
     let sql = format!(
         "UPDATE attempts SET lease_owner = $3, lease_until = $4 WHERE id IN (\
          SELECT id FROM attempts WHERE status IN ('unknown','submitted') AND \
+         NOT EXISTS (SELECT 1 FROM loans p WHERE p.id = attempts.loan_id AND p.parked_at IS NOT NULL) AND \
          ((status = 'unknown' AND next_query_at <= $1 AND (lease_until IS NULL OR lease_until < $2)) OR \
           (status = 'submitted' AND lease_owner <> $3 AND NOT EXISTS ({alive}))) \
          ORDER BY id LIMIT 2000 {lock}) \
@@ -166,11 +167,20 @@ async fn query_all(
         let ch = engine.channels.get(&a.rec.channel).cloned();
         let order_no = a.rec.order_no.clone();
         async move {
-            match ch {
-                Some(ch) => ch.query(&order_no, now).await,
-                None => Err(crate::channel::ChannelError::Transport(
-                    "channel not configured".into(),
-                )),
+            let Some(ch) = ch else {
+                let why = "channel not configured".into();
+                return Err(crate::channel::ChannelError::Transport(why));
+            };
+            // A panicking adapter answers nothing: the attempt stays unknown.
+            match std::panic::AssertUnwindSafe(ch.query(&order_no, now))
+                .catch_unwind()
+                .await
+            {
+                Ok(r) => r,
+                Err(p) => Err(crate::channel::ChannelError::Transport(format!(
+                    "the channel panicked: {}",
+                    super::guard::panic_text(p.as_ref())
+                ))),
             }
         }
     }))
@@ -202,6 +212,13 @@ fn settle_one(
         (w, v)
     })
     .map_err(|e| format!("panic while applying the answer to attempt {}: {e}", a.id))
+    .and_then(|(w, v)| {
+        // What cannot be stored is found here, for this loan alone.
+        w.check()
+            .and_then(|()| loan.check_storable())
+            .map_err(|e| format!("attempt {}: {e}", a.id))?;
+        Ok((w, v))
+    })
 }
 
 /// An attempt still unknown after `unknown_case_after_queries` queries or

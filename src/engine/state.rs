@@ -105,6 +105,18 @@ impl LoanState {
         self.used.get(&(mandate, day)).copied().unwrap_or_default()
     }
 
+    /// Whether what would be written back fits the database (minor units in `i64`).
+    pub fn check_storable(&self) -> Result<(), String> {
+        for i in self.insts.iter().filter(|i| i.dirty) {
+            let p = &i.paid;
+            for amount in [p.principal, p.interest, p.fee, p.penalty] {
+                crate::domain::to_minor(amount)
+                    .map_err(|e| format!("installment {}: {e}", i.seq))?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn fully_paid(&self) -> bool {
         self.insts.iter().all(|i| i.owed() <= Decimal::ZERO)
     }
