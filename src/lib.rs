@@ -1,32 +1,23 @@
 //! repayd: collects loan installments by direct debit.
 //!
-//! See ARCHITECTURE.md for the map. In short: `domain` and `planner` are pure; `store`,
-//! `engine`, `ledger`, `notify` and `import` do the I/O; `channel` talks to payment channels;
-//! `app` wires them from settings; the binary (`main.rs`) is the CLI.
+//! The layers, each importing only those below it (ARCHITECTURE.md has the map, and
+//! `tests/it/architecture.rs` enforces it):
+//!
+//! - `domain`: pure — money, schedules, policies, planning, pursuit decisions, the ledger's
+//!   entries, notices, import formats, the channel and notice-sink ports.
+//! - `store`: every SQL statement, grouped by table family.
+//! - `adapters`: channels (HTTP, simulator) and notice providers, on the domain's ports.
+//! - `engine`: the run — claim, pursue, apply, resolve, refresh, plan, dispatch.
+//! - `recon`: statements, settlement, refunds, cases.
+//! - `ops`: what a person does, once, with its audit row.
+//! - `web`: the HTTP surface — API, dashboard, webhooks.
+//! - `app`: configuration, wiring, the daemon, the demo and the benchmarks.
 
-pub mod api;
+pub mod adapters;
 pub mod app;
-pub mod bench;
-pub mod channel;
-pub mod clock;
-pub mod collections;
-pub mod config;
-pub mod daemon;
-pub mod daily;
-pub mod demo;
 pub mod domain;
 pub mod engine;
-pub mod import;
-pub mod import_csv;
-pub mod ledger;
-pub mod notify;
-pub mod pii;
-pub mod planner;
-pub mod policy;
-pub mod providers;
+pub mod ops;
 pub mod recon;
-pub mod report;
-pub mod secret;
 pub mod store;
-pub mod verify;
 pub mod web;

@@ -6,7 +6,9 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use repayd::app::{engine_with_sims, load_policies, Settings};
 use repayd::engine::{plan, EngineConfig};
-use repayd::{bench, demo, import, ledger, policy, report};
+use repayd::{
+    app::bench, app::demo, domain::import, domain::ledger, domain::policy, store::reports,
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -388,7 +390,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Attempts(AttemptsCmd::List { loan, limit }) => {
             let db = repayd::store::Db::open(&g.database).await?;
             let mut conn = db.pool.acquire().await?;
-            let rows = report::attempts(&mut conn, loan.as_deref(), *limit).await?;
+            let rows = reports::attempts(&mut conn, loan.as_deref(), *limit).await?;
             if g.json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
@@ -413,11 +415,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Ledger(LedgerCmd::TrialBalance) => return trial_balance(g).await,
         Cmd::Serve { config } => {
             let stop = shutdown_signal();
-            let cfg = repayd::config::Config::load(config.as_deref())?;
+            let cfg = repayd::app::config::Config::load(config.as_deref())?;
             let (engine, sims) = repayd::app::engine_from_config(&cfg).await?;
-            repayd::daemon::serve(cfg, engine, sims, stop).await?;
+            repayd::app::daemon::serve(cfg, engine, sims, stop).await?;
         }
-        Cmd::Config(ConfigCmd::Default) => print!("{}", repayd::config::DEFAULT_CONFIG),
+        Cmd::Config(ConfigCmd::Default) => print!("{}", repayd::app::config::DEFAULT_CONFIG),
         Cmd::Token(c) => return cmd::web::token(c, &ctx(g)).await,
         Cmd::Attempts(AttemptsCmd::Watch(a)) => return cmd::web::watch(a, &ctx(g)).await,
         Cmd::Recon(c) => return cmd::recon::recon(c, &ctx(g)).await,
@@ -486,34 +488,25 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn import_file(g: &Global, file: &PathBuf) -> anyhow::Result<()> {
     let (engine, _) = engine_with_sims(&settings(g), EngineConfig::default()).await?;
     let channels: Vec<String> = engine.channel_configs.keys().cloned().collect();
-    let loans = import::read_file(file, &engine.policies, &channels)?;
-    let mut tx = engine.db.begin().await?;
-    let r = import::store_loans(&mut tx, &loans, Utc::now().timestamp_millis()).await?;
-    tx.commit().await?;
-    let ids: Vec<String> = loans.iter().map(|l| l.id.clone()).collect();
-    let actions = plan::plan_new_loans(&engine, Some(&ids)).await?;
+    let loans = repayd::ops::import::read_file(file, &engine.policies, &channels)?;
+    let who = repayd::domain::actor::Actor::cli();
+    let done = repayd::ops::import::import_loans(&engine, &who, &loans, Utc::now()).await?;
+    let r = done.report;
     println!(
         "{}: {} loans added ({} installments), {} unchanged; {} actions planned",
         file.display(),
         r.loans_added,
         r.installments_added,
         r.loans_unchanged,
-        actions
+        done.actions_planned
     );
     Ok(())
 }
 
 async fn unpark_loan(g: &Global, id: &str, reason: &str) -> anyhow::Result<()> {
     let (engine, _) = engine_with_sims(&settings(g), EngineConfig::default()).await?;
-    let who = repayd::web::auth::Principal {
-        token_id: 0,
-        name: format!(
-            "cli:{}",
-            std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-        ),
-        role: repayd::web::auth::Role::Admin,
-    };
-    let state = repayd::collections::unpark(&engine, &who, id, reason, Utc::now()).await?;
+    let who = repayd::domain::actor::Actor::cli();
+    let state = repayd::ops::unpark(&engine, &who, id, reason, Utc::now()).await?;
     if g.json {
         println!("{}", serde_json::to_string_pretty(&state)?);
     } else {
@@ -526,7 +519,7 @@ async fn show_loan(g: &Global, id: &str) -> anyhow::Result<()> {
     let db = repayd::store::Db::open(&g.database).await?;
     let policies = load_policies(&g.policies)?;
     let mut conn = db.pool.acquire().await?;
-    let Some(v) = report::loan_view(&mut conn, &policies, id, Utc::now()).await? else {
+    let Some(v) = reports::loan_view(&mut conn, &policies, id, Utc::now()).await? else {
         bail!("no loan `{id}` in {}", db.display_url);
     };
     if g.json {
@@ -544,7 +537,7 @@ async fn show_loan(g: &Global, id: &str) -> anyhow::Result<()> {
         v.days_past_due,
         v.bucket.as_deref().unwrap_or("-")
     );
-    let park = repayd::collections::park_state(&mut conn, id).await?;
+    let park = repayd::ops::park_state(&mut conn, id).await?;
     if let (Some(at), Some(why)) = (park.parked_at, park.parked_reason) {
         println!("PARKED for a person since {at}: {why}  (repayd loans unpark {id} --reason …)");
     }
@@ -602,7 +595,7 @@ async fn show_loan(g: &Global, id: &str) -> anyhow::Result<()> {
 async fn show_plan(g: &Global, id: &str) -> anyhow::Result<()> {
     let db = repayd::store::Db::open(&g.database).await?;
     let mut conn = db.pool.acquire().await?;
-    let rows = report::plan_view(&mut conn, id).await?;
+    let rows = reports::plan_view(&mut conn, id).await?;
     if rows.is_empty() {
         bail!("no agenda for loan `{id}` in {}", db.display_url);
     }
@@ -649,7 +642,7 @@ fn policy_check(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
 async fn trial_balance(g: &Global) -> anyhow::Result<ExitCode> {
     let db = repayd::store::Db::open(&g.database).await?;
     let mut conn = db.pool.acquire().await?;
-    let tb = ledger::trial_balance(&mut conn).await?;
+    let tb = repayd::store::ledger::trial_balance(&mut conn).await?;
     if g.json {
         println!(
             "{}",
@@ -715,7 +708,9 @@ async fn channel_sim(
     callback_url: Option<String>,
     print_journal: bool,
 ) -> anyhow::Result<()> {
-    use repayd::channel::{builtin_channels, serve_simulator, Scenario, Secret, Simulator};
+    use repayd::adapters::channel::{serve_simulator, Scenario, Simulator};
+    use repayd::domain::channel::builtin_channels;
+    use repayd::domain::secret::Secret;
     let scenario = match scenario {
         Some(p) => Scenario::load(p)?,
         None => Scenario::default(),

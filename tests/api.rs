@@ -610,7 +610,7 @@ async fn bad_bodies_name_the_field(backend: Backend) {
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
     assert_eq!(r.json["error"], "invalid_policy");
-    let expected = repayd::policy::parse_policy(
+    let expected = repayd::domain::policy::parse_policy(
         "name = \"p\"\nversion = 1\n[ladder]\nsteps = [1, 2]\n",
         "policy",
     )
@@ -1684,8 +1684,8 @@ both_backends!(login_next_stays_on_the_dashboard);
 
 /// A failure callback for `order_no`, signed with `key`, to the channel's webhook.
 async fn callback(app: &WebApp, channel: &str, key: &[u8], order_no: &str) -> Resp {
-    use repayd::channel::protocol::{self, Callback};
-    let outcome = repayd::channel::DebitOutcome::Failed {
+    use repayd::adapters::channel::protocol::{self, Callback};
+    let outcome = repayd::domain::channel::DebitOutcome::Failed {
         code: "NSF".into(),
         message: "forged".into(),
     };
@@ -1707,10 +1707,10 @@ async fn callback(app: &WebApp, channel: &str, key: &[u8], order_no: &str) -> Re
 /// A channel without a secret accepts no callback: one signed with the empty key is refused
 /// and not recorded. A channel with a secret still takes its signed callbacks.
 async fn callbacks_need_a_channel_secret(backend: Backend) {
-    let mut cfg = repayd::config::Config::default();
+    let mut cfg = repayd::app::config::Config::default();
     let wechat = cfg.channels.iter_mut().find(|c| c.name == "wechat");
     wechat.unwrap().secret = "wx-secret".into();
-    cfg.notices.sms = Some(repayd::config::SmsConfig {
+    cfg.notices.sms = Some(repayd::app::config::SmsConfig {
         kind: "generic".into(),
         url: "http://127.0.0.1:9/sms".into(),
         token: Default::default(),
@@ -1718,9 +1718,9 @@ async fn callbacks_need_a_channel_secret(backend: Backend) {
         from: String::new(),
         timeout_ms: 1000,
     });
-    let daemon = std::sync::Arc::new(repayd::daemon::DaemonState::default());
+    let daemon = std::sync::Arc::new(repayd::app::daemon::DaemonState::default());
     let app = common::web::spawn_web_with(backend, RICH, move |e| {
-        repayd::api::ApiState::new(e, daemon, &cfg)
+        repayd::web::state::ApiState::new(e, daemon, &cfg)
     })
     .await;
     let loan = loan_json(
@@ -1747,14 +1747,14 @@ async fn callbacks_need_a_channel_secret(backend: Backend) {
     assert_eq!(app.scalar_i64(recorded).await, 1, "the signed one recorded");
     // An SMS gateway without a token: its delivery reports are refused the same way.
     let body = br#"{"id":"sms-1","status":"delivered"}"#.to_vec();
-    let ts = repayd::channel::protocol::now_unix();
+    let ts = repayd::adapters::channel::protocol::now_unix();
     let req = app
         .client
         .post(app.url("/webhooks/sms"))
         .header("x-repayd-timestamp", ts.to_string())
         .header(
             "x-repayd-signature",
-            repayd::channel::protocol::sign(b"", ts, &body),
+            repayd::adapters::channel::protocol::sign(b"", ts, &body),
         )
         .body(body);
     let r = app.send(req, "POST sms report").await;
@@ -1888,7 +1888,8 @@ both_backends!(keyed_posts_authenticate_first);
 /// valid token from that address waits too), for bearer tokens, the dashboard's cookie and
 /// the login form alike; another address is not affected; both are counted in /metrics.
 async fn failed_auth_is_rate_limited(backend: Backend) {
-    let app = common::web::spawn_web_with(backend, RICH, repayd::api::ApiState::for_engine).await;
+    let app =
+        common::web::spawn_web_with(backend, RICH, repayd::web::state::ApiState::for_engine).await;
     let bad_bearer = || async {
         let r = app.get("/api/v1/loans", Some("rpd_guess")).await;
         (r.status.as_u16(), r.headers.get("retry-after").cloned())

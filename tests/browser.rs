@@ -11,12 +11,12 @@ use chrono::{Datelike, Days, NaiveDate, Utc};
 use common::{loan_json, local, spawn_app, Backend, TestApp};
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures::FutureExt;
-use repayd::api::{router, ApiState};
+use repayd::adapters::channel::Scenario;
+use repayd::app::daemon::DaemonState;
 use repayd::app::simulated_engine;
-use repayd::channel::Scenario;
-use repayd::daemon::DaemonState;
 use repayd::engine::{Engine, EngineConfig};
 use repayd::web::auth::{create_token, Role};
+use repayd::web::state::{router, ApiState};
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -174,7 +174,7 @@ async fn start_site(backend: Backend) -> Site {
     let state = ApiState::new(
         served_engine(&app),
         Arc::new(DaemonState::default()),
-        &repayd::config::Config::default(),
+        &repayd::app::config::Config::default(),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -639,7 +639,7 @@ async fn case_of(site: &Site, attempt: &serde_json::Value) -> i64 {
 async fn resolve_case_from_recon_page(c: &Client, site: &Site, token: &str) {
     login(c, site, token).await;
     let mut conn = site.pool().acquire().await.unwrap();
-    let attempt = repayd::report::attempts(&mut conn, None, 1)
+    let attempt = repayd::store::reports::attempts(&mut conn, None, 1)
         .await
         .unwrap()
         .remove(0);
@@ -706,7 +706,7 @@ async fn resolve_case_from_recon_page(c: &Client, site: &Site, token: &str) {
 /// its evidence and the day's counts, and only an admin gets the resolve form.
 async fn recon_page_shows_open_cases(site: &Site, ops: &str) {
     let mut conn = site.pool().acquire().await.unwrap();
-    let attempt = repayd::report::attempts(&mut conn, Some("L1"), 1)
+    let attempt = repayd::store::reports::attempts(&mut conn, Some("L1"), 1)
         .await
         .unwrap()
         .remove(0);

@@ -167,7 +167,7 @@ async fn wait_settled(db: &str, d: &Path, limit: Duration) {
 
 /// The channel's truth equals the ledger; nothing was debited beyond what was owed; the
 /// trial balance is zero.
-async fn check_money(db: &str, d: &Path, journal: &[repayd::channel::SimDebit]) {
+async fn check_money(db: &str, d: &Path, journal: &[repayd::adapters::channel::SimDebit]) {
     let mut c = sqlx::AnyConnection::connect(db).await.unwrap();
     let posted: Vec<(String, i64)> = sqlx::query_as(
         "SELECT a.order_no, COUNT(e.id) FROM attempts a LEFT JOIN journal_entries e ON e.attempt_id = a.id \
@@ -320,6 +320,8 @@ async fn killing_the_daemon_never_debits_twice_or_drops_due_work(backend: common
     let short_lived = scalar(&db, "SELECT COUNT(DISTINCT submitted_by) FROM attempts").await;
     let last_restart = chrono::Utc::now().timestamp_millis();
     let mut daemon = start_daemon(d, "d1");
+    // Up (its signal handlers installed) before it can be asked to stop.
+    wait_for_port(listen, "daemon");
     wait_settled(&db, d, Duration::from_secs(180)).await;
     let status = daemon.terminate(Duration::from_secs(20));
     assert!(

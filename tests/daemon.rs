@@ -293,7 +293,7 @@ async fn daemon_collects_over_http_and_sends_email_and_sms() {
     // A signed delivery report updates the notice; a bad signature is refused.
     let report = br#"{"message_id": "repayd-1", "status": "delivered"}"#;
     let ts = chrono::Utc::now().timestamp();
-    let sig = repayd::channel::protocol::sign(b"sms-token", ts, report);
+    let sig = repayd::adapters::channel::protocol::sign(b"sms-token", ts, report);
     let client = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{listen}/webhooks/sms");
     let ok = client

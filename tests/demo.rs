@@ -1,6 +1,6 @@
 //! The README's first command, `repayd demo`, end to end (in-process, shorter path names).
 
-use repayd::demo::{run_demo, DemoOptions, SAMPLE_LOANS, SAMPLE_START};
+use repayd::app::demo::{run_demo, DemoOptions, SAMPLE_LOANS, SAMPLE_START};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_collects_the_sample_portfolio_with_a_zero_trial_balance() {

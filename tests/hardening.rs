@@ -4,7 +4,7 @@
 mod common;
 
 use common::{loan_json, spawn_app, Backend, TestApp};
-use repayd::import::{self, ImportError};
+use repayd::domain::import::{self, ImportError};
 use serde_json::{json, Value};
 
 fn channels() -> Vec<String> {
@@ -15,7 +15,7 @@ fn channels() -> Vec<String> {
 fn read(app: &TestApp, name: &str, loans: &Value) -> Result<Vec<import::LoanInput>, ImportError> {
     let path = app.dir.path().join(name);
     std::fs::write(&path, loans.to_string()).unwrap();
-    import::read_file(&path, &app.engine.policies, &channels())
+    repayd::ops::import::read_file(&path, &app.engine.policies, &channels())
 }
 
 fn loan(id: &str, installments: &[(&str, &str)]) -> Value {
@@ -43,9 +43,12 @@ fn refused(r: Result<Vec<import::LoanInput>, ImportError>) -> String {
     }
 }
 
-async fn store(app: &TestApp, loans: &[import::LoanInput]) -> Result<(), ImportError> {
+async fn store(
+    app: &TestApp,
+    loans: &[import::LoanInput],
+) -> Result<(), repayd::store::import::StoreLoansError> {
     let mut tx = app.engine.db.pool.begin().await.unwrap();
-    let r = import::store_loans(&mut tx, loans, 0).await;
+    let r = repayd::store::import::store_loans(&mut tx, loans, 0).await;
     match r {
         Ok(_) => {
             tx.commit().await.unwrap();
@@ -97,7 +100,7 @@ async fn poison_amounts_are_refused_naming_record_and_field(backend: Backend) {
         C1,BC1,N,13900001111,n@example.com,,CNY,Asia/Shanghai,standard,true,bank:A:6222021234561234,,79228162514264337593543950335,,,,2027-01-15,0,0\n";
     let path = app.dir.path().join("huge.csv");
     std::fs::write(&path, csv).unwrap();
-    let text = refused(import::read_file(&path, &app.engine.policies, &channels()));
+    let text = refused(repayd::ops::import::read_file(&path, &app.engine.policies, &channels()));
     assert!(
         text.contains("line 2 (loan C1): installments[0].principal"),
         "{text}"
@@ -153,7 +156,7 @@ async fn accounts_are_digits_or_masks_and_errors_never_echo_them(backend: Backen
         C1,BC1,N,13900001111,n@example.com,,CNY,Asia/Shanghai,standard,true,bank:A:6222021234569999:1:2:3,,100.00,,,,2027-01-15,0,0\n";
     let path = app.dir.path().join("cell.csv");
     std::fs::write(&path, csv).unwrap();
-    let text = refused(import::read_file(&path, &app.engine.policies, &channels()));
+    let text = refused(repayd::ops::import::read_file(&path, &app.engine.policies, &channels()));
     assert!(text.contains("line 2: mandates[0]"), "{text}");
     assert!(!text.contains("6222021234569999"), "{text}");
     app.cleanup().await;
@@ -223,7 +226,7 @@ async fn the_book_has_a_ceiling_and_its_sums_fit(backend: Backend) {
         app.trial_balance_difference().await,
         rust_decimal::Decimal::ZERO
     );
-    let report = repayd::verify::verify(&app.engine.db, &Default::default())
+    let report = repayd::store::verify::verify(&app.engine.db, &Default::default())
         .await
         .expect("verify adds the whole book");
     assert!(report.findings.is_empty(), "{:?}", report.findings);
@@ -274,11 +277,10 @@ async fn statuses(app: &TestApp, loan: &str) -> Vec<String> {
     app.attempts(loan).await.into_iter().map(|a| a.1).collect()
 }
 
-fn cli_admin() -> repayd::web::auth::Principal {
-    repayd::web::auth::Principal {
-        token_id: 0,
+fn cli_admin() -> repayd::domain::actor::Actor {
+    repayd::domain::actor::Actor {
         name: "test-admin".into(),
-        role: repayd::web::auth::Role::Admin,
+        role: repayd::domain::actor::Role::Admin,
     }
 }
 
@@ -329,7 +331,7 @@ async fn bad_stored_loans_are_parked_and_the_rest_collected(backend: Backend) {
         "UPDATE installments SET principal = 10000, interest = 0 WHERE loan_id = 'P1'",
     )
     .await;
-    let state = repayd::collections::unpark(
+    let state = repayd::ops::unpark(
         &app.engine,
         &cli_admin(),
         "P1",
@@ -339,8 +341,7 @@ async fn bad_stored_loans_are_parked_and_the_rest_collected(backend: Backend) {
     .await
     .unwrap();
     assert!(state.parked_at.is_none());
-    let again =
-        repayd::collections::unpark(&app.engine, &cli_admin(), "P1", "x", chrono::Utc::now()).await;
+    let again = repayd::ops::unpark(&app.engine, &cli_admin(), "P1", "x", chrono::Utc::now()).await;
     assert!(again.is_err(), "not parked any more");
     app.run(common::local(SH, 2027, 1, 16, 9, 1)).await;
     assert_eq!(statuses(&app, "P1").await, ["succeeded"]);
@@ -356,18 +357,18 @@ both_backends!(bad_stored_loans_are_parked_and_the_rest_collected);
 /// anything); everything else goes to the real simulator.
 struct PanicsOn {
     agreement: String,
-    inner: std::sync::Arc<dyn repayd::channel::Channel>,
+    inner: std::sync::Arc<dyn repayd::domain::channel::Channel>,
 }
 
 #[async_trait::async_trait]
-impl repayd::channel::Channel for PanicsOn {
+impl repayd::domain::channel::Channel for PanicsOn {
     fn name(&self) -> &str {
         self.inner.name()
     }
     async fn submit(
         &self,
-        req: &repayd::channel::DebitRequest,
-    ) -> Result<repayd::channel::DebitOutcome, repayd::channel::ChannelError> {
+        req: &repayd::domain::channel::DebitRequest,
+    ) -> Result<repayd::domain::channel::DebitOutcome, repayd::domain::channel::ChannelError> {
         if req.agreement == self.agreement {
             panic!("adapter bug on {}", req.order_no);
         }
@@ -377,13 +378,14 @@ impl repayd::channel::Channel for PanicsOn {
         &self,
         order_no: &str,
         at: chrono::DateTime<chrono::Utc>,
-    ) -> Result<repayd::channel::QueryOutcome, repayd::channel::ChannelError> {
+    ) -> Result<repayd::domain::channel::QueryOutcome, repayd::domain::channel::ChannelError> {
         self.inner.query(order_no, at).await
     }
     async fn statement(
         &self,
         date: chrono::NaiveDate,
-    ) -> Result<Vec<repayd::channel::StatementLine>, repayd::channel::ChannelError> {
+    ) -> Result<Vec<repayd::domain::channel::StatementLine>, repayd::domain::channel::ChannelError>
+    {
         self.inner.statement(date).await
     }
 }
@@ -579,7 +581,7 @@ async fn an_attempt_that_never_left_is_closed_without_a_case(backend: Backend) {
     let never = "SELECT status || ':' || code FROM attempts WHERE id = 900001";
     assert_eq!(app.scalar_str(never).await, "failed:NOT_FOUND");
     let day = common::date("2027-01-15");
-    let lines = repayd::channel::Channel::statement(app.sim("bank").as_ref(), day)
+    let lines = repayd::domain::channel::Channel::statement(app.sim("bank").as_ref(), day)
         .await
         .unwrap();
     repayd::recon::import_lines(&app.engine, "bank", day, &lines, "test", chrono::Utc::now())
@@ -597,14 +599,14 @@ both_backends!(an_attempt_that_never_left_is_closed_without_a_case);
 /// webhook's transaction takes the write lock up front and waits its turn, so none is
 /// answered 500 ("database is locked").
 async fn callbacks_are_recorded_while_the_engine_writes(backend: Backend) {
-    use repayd::channel::protocol;
-    let mut cfg = repayd::config::Config::default();
+    use repayd::adapters::channel::protocol;
+    let mut cfg = repayd::app::config::Config::default();
     for c in cfg.channels.iter_mut() {
         c.secret = "cb-secret".into();
     }
-    let daemon = std::sync::Arc::new(repayd::daemon::DaemonState::default());
+    let daemon = std::sync::Arc::new(repayd::app::daemon::DaemonState::default());
     let app = common::web::spawn_web_with(backend, SCENARIO, move |e| {
-        repayd::api::ApiState::new(e, daemon, &cfg)
+        repayd::web::state::ApiState::new(e, daemon, &cfg)
     })
     .await;
     let loans: Vec<Value> = (0..1500)
@@ -616,7 +618,7 @@ async fn callbacks_are_recorded_while_the_engine_writes(backend: Backend) {
     let calls = (0..300).map(|i| {
         let cb = protocol::Callback {
             order_no: format!("X{i:011}"),
-            outcome: repayd::channel::DebitOutcome::Failed {
+            outcome: repayd::domain::channel::DebitOutcome::Failed {
                 code: "NSF".into(),
                 message: "late".into(),
             },
@@ -867,22 +869,24 @@ fn within_bounds(loans: &[import::LoanInput]) {
     }
 }
 
-fn fuzz_one(kind: &str, text: &str, policies: &repayd::policy::PolicySet) {
+fn fuzz_one(kind: &str, text: &str, policies: &repayd::domain::policy::PolicySet) {
     let channels = channels();
     match kind {
         "policy" => {
-            let _ = repayd::policy::parse_policy(text, "fuzz.toml");
+            let _ = repayd::domain::policy::parse_policy(text, "fuzz.toml");
         }
         "statement" => {
-            let rule = repayd::channel::builtin_channels()[1].order_no.clone();
-            let _ = repayd::channel::protocol::parse_statement(text, Some(&rule));
-            let _ = repayd::channel::protocol::parse_statement(text, None);
+            let rule = repayd::domain::channel::builtin_channels()[1]
+                .order_no
+                .clone();
+            let _ = repayd::domain::statement::parse_statement(text, Some(&rule));
+            let _ = repayd::domain::statement::parse_statement(text, None);
         }
         loans => {
             let parsed = match loans {
                 "json" => import::parse_json(text, "fuzz.json"),
                 "jsonl" => import::parse_jsonl(text, "fuzz.jsonl"),
-                _ => repayd::import_csv::parse_csv(text, "fuzz.csv"),
+                _ => repayd::domain::import::csv::parse_csv(text, "fuzz.csv"),
             };
             if let Ok(records) = parsed {
                 if let Ok(valid) = import::validate_all(records, policies, &channels) {

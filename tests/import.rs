@@ -3,7 +3,7 @@
 mod common;
 
 use common::{loan_json, spawn_app, Backend};
-use repayd::import::{self, ImportError};
+use repayd::domain::import::{self, ImportError};
 
 fn channels() -> Vec<String> {
     vec!["unionpay".into(), "wechat".into(), "bank".into()]
@@ -52,9 +52,9 @@ async fn reimport_is_idempotent_and_conflicts_change_nothing(backend: Backend) {
     let changed = loans.replace("300.00", "301.00");
     let path = app.dir.path().join("changed.json");
     std::fs::write(&path, changed).unwrap();
-    let parsed = import::read_file(&path, &app.engine.policies, &channels()).unwrap();
+    let parsed = repayd::ops::import::read_file(&path, &app.engine.policies, &channels()).unwrap();
     let mut tx = app.engine.db.pool.begin().await.unwrap();
-    let err = import::store_loans(&mut tx, &parsed, 0).await.unwrap_err();
+    let err = repayd::store::import::store_loans(&mut tx, &parsed, 0).await.unwrap_err();
     tx.rollback().await.unwrap();
     assert!(
         err.to_string().contains("loan I2") && err.to_string().contains("different content"),
@@ -80,9 +80,9 @@ async fn terms_generate_installments_that_sum_to_principal(backend: Backend) {
                T2,BT2,Li Na,13900002222,na@example.com,,CNY,Asia/Shanghai,gentle,false,bank:AT2:6222021234565678,equal_principal,9999.99,0.12,7,2027-02-10,,,\n";
     let path = app.dir.path().join("loans.csv");
     std::fs::write(&path, csv).unwrap();
-    let loans = import::read_file(&path, &app.engine.policies, &channels()).unwrap();
+    let loans = repayd::ops::import::read_file(&path, &app.engine.policies, &channels()).unwrap();
     let mut tx = app.engine.db.pool.begin().await.unwrap();
-    import::store_loans(&mut tx, &loans, 0).await.unwrap();
+    repayd::store::import::store_loans(&mut tx, &loans, 0).await.unwrap();
     tx.commit().await.unwrap();
     assert_eq!(
         app.scalar_i64(
@@ -147,7 +147,7 @@ async fn bad_file_is_rejected_whole_with_located_errors(backend: Backend) {
     );
     let path = app.dir.path().join("bad.json");
     std::fs::write(&path, serde_json::json!([good, bad]).to_string()).unwrap();
-    let err = import::read_file(&path, &app.engine.policies, &channels()).unwrap_err();
+    let err = repayd::ops::import::read_file(&path, &app.engine.policies, &channels()).unwrap_err();
     let ImportError::Invalid(problems) = &err else {
         panic!("{err}")
     };
@@ -170,7 +170,7 @@ async fn bad_file_is_rejected_whole_with_located_errors(backend: Backend) {
     let csv_path = app.dir.path().join("bad.csv");
     std::fs::write(&csv_path, "loan_id,borrower_id,borrower_name,phone,email,payday,currency,timezone,policy,allow_early,mandates,method,principal,annual_rate,months,first_due,due_date,interest,fee\n\
         C1,B,N,13900001111,n@example.com,,CNY,Asia/Shanghai,standard,true,bank:A:1234567812345678,annuity,1000.00,0.1,twelve,2027-01-01,,,\n").unwrap();
-    let err = import::read_file(&csv_path, &app.engine.policies, &channels())
+    let err = repayd::ops::import::read_file(&csv_path, &app.engine.policies, &channels())
         .unwrap_err()
         .to_string();
     assert!(

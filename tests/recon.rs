@@ -553,7 +553,8 @@ both_backends!(written_off_past_the_policy_point);
 /// Against the HTTP simulator server: every debit times out after it was applied and no
 /// callback is ever sent; the statement is fetched over HTTP and settles what it can.
 async fn http_channel_statement_settles_unknowns(backend: Backend) {
-    use repayd::channel::{serve_simulator, HttpChannel, Scenario, Secret, Simulator};
+    use repayd::adapters::channel::{serve_simulator, HttpChannel, Scenario, Simulator};
+    use repayd::domain::secret::Secret;
     use std::sync::Arc;
     let mut app = common::spawn_app(backend, "").await;
     let scenario = Scenario::from_toml_str(
@@ -778,7 +779,7 @@ async fn settlement_by_rate_waits_for_its_day(backend: Backend) {
             .unwrap()
             .settlement;
         rule.days = 2;
-        rule.fees = repayd::channel::FeeSource::Rate;
+        rule.fees = repayd::domain::channel::FeeSource::Rate;
         rule.fee_rate = dec!(0.01);
         rule.fee_min = dec!(1.50);
     }

@@ -5,7 +5,7 @@ mod common;
 
 use common::{local, spawn_app, Backend, TestApp};
 use proptest::prelude::*;
-use repayd::verify::{verify, VerifyOptions, VerifyReport};
+use repayd::store::verify::{verify, VerifyOptions, VerifyReport};
 
 const SH: &str = "Asia/Shanghai";
 
@@ -537,7 +537,7 @@ async fn daily_report_of_a_realistic_run(backend: Backend) {
     )
     .await;
     let out = app.dir.path().join("reports");
-    let files = repayd::daily::write_daily(
+    let files = repayd::ops::daily::write_daily(
         &app.engine.db,
         &app.engine.policies,
         common::date("2027-01-15"),
@@ -595,7 +595,7 @@ async fn daily_report_of_a_realistic_run(backend: Backend) {
 
     // A day later, as of then: the short borrower (bank) still owed what the due date left,
     // although it is paid now.
-    let files = repayd::daily::write_daily(
+    let files = repayd::ops::daily::write_daily(
         &app.engine.db,
         &app.engine.policies,
         common::date("2027-01-16"),

@@ -3,8 +3,8 @@
 use super::Ctx;
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use repayd::store::verify::{verify as run_verify, VerifyOptions};
 use repayd::store::Db;
-use repayd::verify::{verify as run_verify, VerifyOptions};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,7 +60,7 @@ pub async fn report(cmd: &ReportCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("--date {date}: expected YYYY-MM-DD"))?;
     let policies = repayd::app::load_policies(&ctx.settings.policies_dir)?;
     let db = Db::open(&ctx.settings.database_url).await?;
-    let files = repayd::daily::write_daily(&db, &policies, day, out).await?;
+    let files = repayd::ops::daily::write_daily(&db, &policies, day, out).await?;
     if ctx.json {
         println!("{}", serde_json::to_string_pretty(&files)?);
     } else {

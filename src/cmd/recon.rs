@@ -240,12 +240,11 @@ async fn audit(
     detail: &serde_json::Value,
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
-    let who = repayd::web::auth::Principal {
-        token_id: 0,
+    let who = repayd::domain::actor::Actor {
         name: actor.to_string(),
-        role: repayd::web::auth::Role::Admin,
+        role: repayd::domain::actor::Role::Admin,
     };
     let ms = now.timestamp_millis();
-    repayd::collections::audit(conn, &who, action, Some(loan), Some(reason), detail, ms).await?;
+    repayd::ops::audit(conn, &who, action, Some(loan), Some(reason), detail, ms).await?;
     Ok(())
 }

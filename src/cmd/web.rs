@@ -3,7 +3,7 @@
 use super::Ctx;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use repayd::collections::{self, action};
+use repayd::ops::{self, action};
 use repayd::web::api::attempts::AttemptEvent;
 use repayd::web::auth::{self, Principal, Role};
 use std::io::Write;
@@ -64,16 +64,9 @@ pub async fn token(cmd: &TokenCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             let (id, token) = repayd::web::api::admin::create_named(&mut tx, name, role, now)
                 .await
                 .map_err(|e| anyhow::anyhow!(e.body.message))?;
-            let cli = Principal {
-                token_id: 0,
-                name: format!(
-                    "cli:{}",
-                    std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-                ),
-                role: Role::Admin,
-            };
+            let cli = repayd::domain::actor::Actor::cli();
             let detail = serde_json::json!({ "token_id": id, "name": name, "role": role.as_str() });
-            collections::audit(
+            ops::audit(
                 &mut tx,
                 &cli,
                 action::CREATE_TOKEN,

@@ -1,12 +1,27 @@
-//! The pure core: money, schedules, ladder, allocation, penalties, delinquency and local time.
-//! No I/O here; everything is deterministic given its inputs (including the clock).
+//! The pure core: money, schedules, the ladder, allocation, penalties and delinquency, local
+//! time, policies and planning, loan state and pursuit decisions, the ledger's entries,
+//! notices, import formats, statements, reconciliation matching, and the ports the engine
+//! talks through (channels, notice sinks). No I/O here; everything is deterministic given
+//! its inputs (including the clock), and nothing here imports another layer.
 
+pub mod actor;
 pub mod allocation;
+pub mod channel;
 pub mod delinquency;
+pub mod import;
 pub mod ladder;
+pub mod ledger;
+pub mod loan;
 pub mod localtime;
+pub mod matching;
 pub mod money;
+pub mod notice;
+pub mod pii;
+pub mod planner;
+pub mod policy;
 pub mod schedule;
+pub mod secret;
+pub mod statement;
 pub mod types;
 
 pub use allocation::*;

@@ -1,13 +1,13 @@
 //! Applying channel results to loans: allocation, ledger entries, mandate status and notices,
 //! accumulated in [`Writes`] and written in one transaction by [`flush`].
 
-use super::state::{LoanState, MandateState};
 use super::EngineError;
-use crate::channel::{ChannelError, DebitOutcome, QueryOutcome};
+use crate::domain::channel::{ChannelError, DebitOutcome, QueryOutcome};
+use crate::domain::ledger::{self, Entry};
+use crate::domain::loan::{LoanState, MandateState};
+use crate::domain::notice::{self, NoticeFacts, NoticeKind, NoticeRow};
+use crate::domain::policy::Policy;
 use crate::domain::{allocate, local_date, to_minor, Allocation, FailureClass, Outstanding};
-use crate::ledger::{self, Entry};
-use crate::notify::{self, NoticeFacts, NoticeKind, NoticeRow};
-use crate::policy::Policy;
 use crate::store::{alloc_on, Rows, Val};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rust_decimal::Decimal;
@@ -301,7 +301,7 @@ pub fn next_query_at(now: DateTime<Utc>, queries: u32, backoff: &[i64]) -> DateT
 
 /// Settings that applying a verdict needs from the engine.
 pub struct ApplyCtx<'a> {
-    pub render: &'a crate::notify::NoticeRender,
+    pub render: &'a crate::domain::notice::NoticeRender,
     pub backoff: &'a [i64],
 }
 
@@ -490,7 +490,7 @@ fn invalidate_mandate(
     att: &AttemptRec,
     code: &str,
     now: DateTime<Utc>,
-    render: &crate::notify::NoticeRender,
+    render: &crate::domain::notice::NoticeRender,
     w: &mut Writes,
 ) {
     let Some(m) = loan.mandates.iter_mut().find(|m| m.id == att.mandate_id) else {
@@ -511,7 +511,7 @@ fn invalidate_mandate(
         account_masked: account,
     };
     let key = att.mandate_id.to_string();
-    w.notices.extend(notify::notice_rows(
+    w.notices.extend(notice::notice_rows(
         NoticeKind::Rebind,
         &key,
         loan,
@@ -536,11 +536,11 @@ pub async fn flush(
         for (i, e) in w.entries.iter_mut().enumerate() {
             e.id = first + i as i64;
         }
-        ledger::post_entries(conn, &w.entries).await?;
+        crate::store::ledger::post_entries(conn, &w.entries).await?;
     }
     write_loans(conn, loans).await?;
     write_write_offs(conn, &w.write_offs, &w.entries, now).await?;
-    notify::queue_notices(conn, &w.notices, now).await?;
+    notice::queue_notices(conn, &w.notices, now).await?;
     cancel_paid(conn, &w.paid, loans).await?;
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! duplicate callbacks change nothing.
 
 use super::{Engine, EngineError};
-use crate::channel::protocol::Callback;
+use crate::adapters::channel::protocol::Callback;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 

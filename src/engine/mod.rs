@@ -8,18 +8,18 @@
 
 pub mod apply;
 pub mod callbacks;
+pub mod clock;
 pub mod guard;
 pub mod instance;
 pub mod plan;
 pub mod pursue;
 pub mod refresh;
 pub mod resolve;
-pub mod state;
 
-use crate::channel::{Channel, ChannelConfig};
-use crate::ledger::LedgerError;
-use crate::notify::{self, NoticeSink, NotifyError};
-use crate::policy::{Policy, PolicySet};
+use crate::domain::channel::{Channel, ChannelConfig};
+use crate::store::ledger::LedgerError;
+use crate::domain::notice::{self, NoticeSink, NotifyError};
+use crate::domain::policy::{Policy, PolicySet};
 use crate::store::Db;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -70,7 +70,7 @@ impl EngineError {
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// Lender name, templates and locale of notices.
-    pub render: crate::notify::NoticeRender,
+    pub render: crate::domain::notice::NoticeRender,
     /// Actions claimed per batch.
     pub batch_size: usize,
     /// Who holds a claim (host:pid); leases let another instance rescue a dead owner's work.
@@ -92,7 +92,7 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            render: crate::notify::NoticeRender::builtin("repayd demo lender", "en"),
+            render: crate::domain::notice::NoticeRender::builtin("repayd demo lender", "en"),
             batch_size: 2000,
             owner: format!("pid-{}", std::process::id()),
             lease_ms: 5 * 60 * 1000,
@@ -193,9 +193,9 @@ impl Engine {
         let mut conn = self.db.pool.acquire().await?;
         let lookup = |policy: &str| {
             let p = self.policies.get(policy)?;
-            Some((notify::quiet_windows(p), p.notices.daily_cap))
+            Some((notice::quiet_windows(p), p.notices.daily_cap))
         };
-        let r = notify::dispatch(&mut conn, self.sink.as_ref(), &lookup, now).await?;
+        let r = notice::dispatch(&mut conn, self.sink.as_ref(), &lookup, now).await?;
         summary.notices_sent += r.sent;
         summary.notices_held += r.held_quiet + r.held_cap;
         Ok(())

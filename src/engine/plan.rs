@@ -1,7 +1,7 @@
 //! Persisting plans: the agenda rows for each installment, keyed so planning twice is a no-op.
 
 use super::{Engine, EngineError};
-use crate::planner::{plan_installment, PlannedAction};
+use crate::domain::planner::{plan_installment, PlannedAction};
 use crate::store::{in_list, DecodeError, Rows, Val};
 use chrono::NaiveDate;
 use chrono_tz::Tz;

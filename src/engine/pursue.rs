@@ -8,13 +8,14 @@
 
 use super::apply::{self, AttemptRec, Verdict, Writes};
 use super::guard::{self, catch};
-use super::state::{load_loans, LoanState};
 use super::{instance, Engine, EngineError, RunSummary};
-use crate::channel::DebitRequest;
+use crate::domain::channel::DebitRequest;
+use crate::domain::loan::LoanState;
+use crate::store::loans::load_loans;
+use crate::domain::notice::{self, NoticeFacts, NoticeKind, NoticeRow};
+use crate::domain::planner::{superseding_pre_due, AttemptKind};
+use crate::domain::policy::Policy;
 use crate::domain::{ladder_amounts, local_date, to_minor, LadderInput};
-use crate::notify::{self, NoticeFacts, NoticeKind, NoticeRow};
-use crate::planner::{superseding_pre_due, AttemptKind};
-use crate::policy::Policy;
 use crate::store::{alloc_on, in_list, Backend, Rows, Val};
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use futures::{FutureExt, StreamExt};
@@ -529,7 +530,7 @@ fn action_notice(
         account_masked: account,
     };
     let key = format!("{}:{}:{}", loan.id, a.seq, a.slot);
-    out.extend(notify::notice_rows(
+    out.extend(notice::notice_rows(
         kind,
         &key,
         loan,
@@ -680,7 +681,7 @@ async fn pursue_rounds(
             if !ends.is_empty() || !notices.is_empty() {
                 let mut tx = engine.db.begin().await?;
                 write_action_ends(&mut tx, &ends, now).await?;
-                notify::queue_notices(&mut tx, &notices, now).await?;
+                notice::queue_notices(&mut tx, &notices, now).await?;
                 tx.commit().await?;
             }
             return Ok(());
@@ -853,7 +854,7 @@ async fn record_submitted(
     }
     apply::write_loans(&mut tx, loans).await?;
     write_action_ends(&mut tx, ends, now).await?;
-    notify::queue_notices(&mut tx, notices, now).await?;
+    notice::queue_notices(&mut tx, notices, now).await?;
     tx.commit().await?;
     Ok(next)
 }
@@ -1021,7 +1022,7 @@ fn advance(
     rec: &AttemptRec,
     v: &Verdict,
     now: DateTime<Utc>,
-    render: &crate::notify::NoticeRender,
+    render: &crate::domain::notice::NoticeRender,
     w: &mut Writes,
 ) {
     let today = local_date(now, loan.tz);
@@ -1081,7 +1082,7 @@ fn failed_notice(
     policy: &Policy,
     rec: &AttemptRec,
     now: DateTime<Utc>,
-    render: &crate::notify::NoticeRender,
+    render: &crate::domain::notice::NoticeRender,
     w: &mut Writes,
 ) {
     let today = local_date(now, loan.tz);
@@ -1111,7 +1112,7 @@ fn result_notice(
     amount: Decimal,
     remaining: Decimal,
     now: DateTime<Utc>,
-    render: &crate::notify::NoticeRender,
+    render: &crate::domain::notice::NoticeRender,
     w: &mut Writes,
 ) {
     if !policy.notices.on_result {
@@ -1135,7 +1136,7 @@ fn result_notice(
             .or_else(|| Some(rec.local_date)),
         account_masked: account,
     };
-    w.notices.extend(notify::notice_rows(
+    w.notices.extend(notice::notice_rows(
         kind, key, loan, policy, &facts, render, now,
     ));
 }
@@ -1265,7 +1266,7 @@ fn manual_target(
         .map(|i| i.seq)
         .expect("something is owed");
     let today = local_date(now, loan.tz);
-    let usable: Vec<(usize, &super::state::MandateState)> = loan
+    let usable: Vec<(usize, &crate::domain::loan::MandateState)> = loan
         .mandates
         .iter()
         .enumerate()
@@ -1276,7 +1277,7 @@ fn manual_target(
             "the loan has no active mandate".into(),
         ));
     }
-    let fits = |m: &super::state::MandateState| {
+    let fits = |m: &crate::domain::loan::MandateState| {
         m.per_debit_limit.is_none_or(|l| amount <= l)
             && m.daily_limit
                 .is_none_or(|l| amount <= l - loan.used_on(m.id, today))

@@ -3,11 +3,11 @@
 
 use super::plan::{action_row, insert_actions};
 use super::{Engine, EngineError, RunSummary};
+use crate::domain::planner::plan_overdue;
 use crate::domain::{
     capped_penalty, days_past_due, from_minor, local_date, penalty_between, penalty_start,
     to_minor, PenaltyBase,
 };
-use crate::planner::plan_overdue;
 use crate::store::{stored_date, stored_tz, Rows, Val};
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use sqlx::{AnyConnection, Row};
@@ -168,7 +168,7 @@ struct Refreshed {
     /// The installment's penalty after today's accrual, in minor units.
     penalty: i64,
     /// The overdue part of its plan, when not planned yet.
-    overdue_plan: Vec<crate::planner::PlannedAction>,
+    overdue_plan: Vec<crate::domain::planner::PlannedAction>,
     stop_after: u32,
 }
 
@@ -194,7 +194,7 @@ fn refresh_row(
 }
 
 fn refresh_in_policy(
-    policy: &crate::policy::Policy,
+    policy: &crate::domain::policy::Policy,
     r: &OverdueRow,
     today: NaiveDate,
 ) -> Result<Refreshed, crate::domain::MoneyError> {

@@ -2,8 +2,9 @@
 
 use super::apply::{self, verdict_of_query, AttemptRec, Verdict, Writes};
 use super::guard::catch;
-use super::state::{load_loans, LoanState};
 use super::{Engine, EngineError, RunSummary};
+use crate::domain::loan::LoanState;
+use crate::store::loans::load_loans;
 use crate::domain::{from_minor, to_minor};
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use futures::{FutureExt, StreamExt};
@@ -162,14 +163,14 @@ async fn query_all(
     engine: &Engine,
     atts: &[OpenAttempt],
     now: DateTime<Utc>,
-) -> Vec<Result<crate::channel::QueryOutcome, crate::channel::ChannelError>> {
+) -> Vec<Result<crate::domain::channel::QueryOutcome, crate::domain::channel::ChannelError>> {
     futures::stream::iter(atts.iter().map(|a| {
         let ch = engine.channels.get(&a.rec.channel).cloned();
         let order_no = a.rec.order_no.clone();
         async move {
             let Some(ch) = ch else {
                 let why = "channel not configured".into();
-                return Err(crate::channel::ChannelError::Transport(why));
+                return Err(crate::domain::channel::ChannelError::Transport(why));
             };
             // A panicking adapter answers nothing: the attempt stays unknown.
             match std::panic::AssertUnwindSafe(ch.query(&order_no, now))
@@ -177,7 +178,7 @@ async fn query_all(
                 .await
             {
                 Ok(r) => r,
-                Err(p) => Err(crate::channel::ChannelError::Transport(format!(
+                Err(p) => Err(crate::domain::channel::ChannelError::Transport(format!(
                     "the channel panicked: {}",
                     super::guard::panic_text(p.as_ref())
                 ))),
@@ -195,7 +196,7 @@ fn settle_one(
     engine: &Engine,
     loan: &mut LoanState,
     a: &AttemptRec,
-    answer: Result<crate::channel::QueryOutcome, crate::channel::ChannelError>,
+    answer: Result<crate::domain::channel::QueryOutcome, crate::domain::channel::ChannelError>,
     now: DateTime<Utc>,
 ) -> Result<(Writes, Verdict), String> {
     if let Some(why) = &loan.broken {

@@ -19,24 +19,22 @@
 //!   `engine::apply`) residues at or below the policy's threshold.
 
 pub mod cases;
-pub mod matching;
 pub mod refund;
-pub mod report;
 pub mod settle;
 pub mod statement;
 pub mod writeoff;
 
-use crate::channel::StatementError;
+use crate::store::ledger::LedgerError;
+use crate::domain::statement::StatementError;
 use crate::engine::EngineError;
-use crate::ledger::LedgerError;
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use thiserror::Error;
 
+pub use crate::domain::matching::{classify, Item, OurAttempt, Outcome};
+pub use crate::store::recon_report::{recon_report, ReconReport};
 pub use cases::{cases_page, resolve_case, CaseError, CaseRow};
-pub use matching::{classify, Item, OurAttempt, Outcome};
 pub use refund::{refund, refund_in, RefundDone, RefundKind, RefundRequest};
-pub use report::{recon_report, ReconReport};
 pub use settle::{settle_due, Settled};
 pub use statement::{fetch_due, import_file, import_lines, ImportOutcome};
 pub use writeoff::{write_off_admin, write_off_admin_in, write_off_past_point};

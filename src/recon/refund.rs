@@ -13,9 +13,9 @@
 //! Refunds of an attempt never exceed its amount in total. Refunds are paid from the bank.
 
 use super::ReconError;
+use crate::domain::ledger::{self, Entry, Reversed};
 use crate::domain::{from_minor, local_date, to_minor, Component};
 use crate::engine::Engine;
-use crate::ledger::{self, Entry, Reversed};
 use crate::store::alloc_on;
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
@@ -159,7 +159,7 @@ pub async fn refund_in(
         ),
         lines,
     };
-    ledger::post_corrections(&mut *conn, &[(entry, orig.entry_id)]).await?;
+    crate::store::ledger::post_corrections(&mut *conn, &[(entry, orig.entry_id)]).await?;
     let refund_id = alloc_on(&mut *conn, "refund", 1).await?;
     sqlx::query(
         "INSERT INTO refunds (id, attempt_id, loan_id, kind, amount, reason, actor, entry_id, created_at) \

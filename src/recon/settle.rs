@@ -2,10 +2,10 @@
 //! bank, net of the channel's fees, once the channel's T+N date has come.
 
 use super::ReconError;
-use crate::channel::ChannelConfig;
+use crate::domain::channel::ChannelConfig;
+use crate::domain::ledger::{self, Entry};
 use crate::domain::{from_minor, local_date, to_minor};
 use crate::engine::Engine;
-use crate::ledger::{self, Entry};
 use crate::store::alloc_on;
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use rust_decimal::Decimal;
@@ -118,7 +118,7 @@ async fn settle_day(
             memo: format!("settlement {} {day} (T+{})", cfg.name, cfg.settlement.days),
             lines: ledger::settlement_lines(&cfg.name, gross, fees),
         };
-        ledger::post_entries(&mut tx, &[entry]).await?;
+        crate::store::ledger::post_entries(&mut tx, &[entry]).await?;
     }
     tx.commit().await?;
     tracing::info!(channel = %cfg.name, %day, %gross, %fees, "settled");

@@ -1,11 +1,12 @@
 //! Importing a channel's statement of one day and reconciling it, in one transaction.
 
-use super::matching::{classify, AutoFix, Item, OurAttempt};
 use super::{settle, ReconError};
-use crate::channel::{protocol, ChannelConfig, StatementLine};
+use crate::domain::channel::{ChannelConfig, StatementLine};
+use crate::store::loans::load_loans;
+use crate::domain::matching::{classify, AutoFix, Item, OurAttempt};
+use crate::domain::statement as protocol;
 use crate::domain::{from_minor, local_date, local_to_utc, to_minor};
 use crate::engine::apply::{self, AttemptRec, Verdict, Writes};
-use crate::engine::state::load_loans;
 use crate::engine::Engine;
 use crate::store::{alloc_on, Rows, Val};
 use chrono::{DateTime, Days, NaiveDate, NaiveTime, Utc};
@@ -107,7 +108,7 @@ pub async fn import_lines(
             .check(&l.order_no)
             .map_err(|e| ReconError::Statement {
                 file: source.to_string(),
-                error: crate::channel::StatementError {
+                error: crate::domain::statement::StatementError {
                     line: i + 2,
                     column: 1,
                     message: format!("order_no: {e}"),

@@ -2,9 +2,9 @@
 //! by `engine::apply` right after the payment that leaves them).
 
 use super::ReconError;
+use crate::store::loans::load_loans;
 use crate::domain::{days_past_due, local_date};
 use crate::engine::apply::{self, stage_write_off, WriteOffKind, Writes};
-use crate::engine::state::load_loans;
 use crate::engine::{Engine, EngineError};
 use chrono::{DateTime, Days, Utc};
 use rust_decimal::Decimal;

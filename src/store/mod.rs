@@ -6,7 +6,14 @@
 //! attempts costs a handful of round trips, not thousands.
 
 mod bulk;
+pub mod dashboard;
+pub mod import;
 pub mod decode;
+pub mod ledger;
+pub mod loans;
+pub mod recon_report;
+pub mod reports;
+pub mod verify;
 
 pub use bulk::{bind_val, in_list, is_sqlite, placeholders, Rows, Val};
 pub use decode::{stored_date, stored_tz, DecodeError};

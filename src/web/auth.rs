@@ -5,8 +5,8 @@
 //! brute-force that a slow hash would protect. The API takes `Authorization: Bearer TOKEN`;
 //! the dashboard's login puts the same token in the `repayd_token` cookie (HttpOnly).
 
-use crate::api::ApiState;
 use crate::store::alloc_on;
+use crate::web::state::ApiState;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
@@ -15,55 +15,13 @@ use axum::Json;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::{AnyConnection, Row};
-use std::fmt;
-use std::str::FromStr;
 use thiserror::Error;
 
 /// Cookie the dashboard keeps the token in.
 pub const COOKIE: &str = "repayd_token";
 const TOKEN_PREFIX: &str = "rpd_";
 
-/// What a token may do. Ordered: each role can do everything the roles below it can.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Reads everything (masked).
-    Viewer,
-    /// Reads, and takes collections actions (pause, resume, manual attempt, mandates).
-    Collections,
-    /// Also manages loans, policies and tokens, and may read full contact details (audited).
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Collections => "collections",
-            Role::Admin => "admin",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "viewer" => Ok(Role::Viewer),
-            "collections" => Ok(Role::Collections),
-            "admin" => Ok(Role::Admin),
-            other => Err(format!(
-                "unknown role `{other}`: expected admin, collections or viewer"
-            )),
-        }
-    }
-}
+pub use crate::domain::actor::Role;
 
 /// The caller, as established from a valid token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +33,14 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// The caller as operations record them.
+    pub fn actor(&self) -> crate::domain::actor::Actor {
+        crate::domain::actor::Actor {
+            name: self.name.clone(),
+            role: self.role,
+        }
+    }
+
     /// Refuse with 403 unless the caller has at least `role`.
     pub fn require(&self, role: Role) -> Result<(), AuthError> {
         if self.role >= role {

@@ -5,12 +5,13 @@
 pub mod api;
 pub mod auth;
 pub mod dashboard;
+pub mod state;
 pub mod throttle;
 
-use crate::api::ApiState;
+use crate::web::state::ApiState;
 use axum::Router;
 
-/// Every workspace route; merged into the daemon's router by [`crate::api::router`]. The
+/// Every workspace route; merged into the daemon's router by [`crate::web::state::router`]. The
 /// API's POSTs take `Idempotency-Key` ([`api::idempotency`]); the dashboard's (login,
 /// logout) carry no token to keep keys under.
 pub fn router(state: &ApiState) -> Router<ApiState> {

@@ -11,7 +11,7 @@
 //! router served without it) all clients share one key, which is stricter, never looser.
 
 use super::api::error::ApiError;
-use crate::api::ApiState;
+use crate::web::state::ApiState;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;

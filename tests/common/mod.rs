@@ -8,10 +8,11 @@ pub mod procs;
 pub mod web;
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use repayd::adapters::channel::{Scenario, Simulator};
 use repayd::app::{load_policies, simulated_engine, Sims};
-use repayd::channel::{Channel, Scenario, Simulator};
+use repayd::domain::channel::Channel;
+use repayd::domain::import;
 use repayd::engine::{plan, Engine, EngineConfig, RunSummary};
-use repayd::import;
 use repayd::store::Db;
 use rust_decimal::Decimal;
 use sqlx::{Connection, Row};
@@ -81,7 +82,9 @@ pub async fn spawn_app(backend: Backend, scenario: &str) -> TestApp {
     };
     let db = Db::open(&url).await.expect("open database");
     let mut policies = load_policies(std::path::Path::new("policies")).expect("policies");
-    policies.insert(repayd::policy::parse_policy(TEST_POLICY, "test policy").expect("test policy"));
+    policies.insert(
+        repayd::domain::policy::parse_policy(TEST_POLICY, "test policy").expect("test policy"),
+    );
     let scenario = Scenario::from_toml_str(scenario, "test scenario").expect("scenario");
     let log = dir.path().join("notices.log");
     let (engine, sims) =
@@ -133,9 +136,9 @@ impl TestApp {
         std::fs::write(&path, json).expect("write loans");
         let channels: Vec<String> = self.engine.channel_configs.keys().cloned().collect();
         let loans =
-            import::read_file(&path, &self.engine.policies, &channels).expect("valid loans");
+            repayd::ops::import::read_file(&path, &self.engine.policies, &channels).expect("valid loans");
         let mut tx = self.engine.db.pool.begin().await.expect("tx");
-        let r = import::store_loans(&mut tx, &loans, 0)
+        let r = repayd::store::import::store_loans(&mut tx, &loans, 0)
             .await
             .expect("store loans");
         tx.commit().await.expect("commit");
@@ -211,7 +214,7 @@ impl TestApp {
     /// Debits minus credits over the whole journal; must always be zero.
     pub async fn trial_balance_difference(&self) -> Decimal {
         let mut conn = self.engine.db.pool.acquire().await.unwrap();
-        repayd::ledger::trial_balance(&mut conn)
+        repayd::store::ledger::trial_balance(&mut conn)
             .await
             .unwrap()
             .difference()

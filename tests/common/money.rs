@@ -2,7 +2,7 @@
 
 use super::TestApp;
 use chrono::NaiveDate;
-use repayd::channel::protocol::statement_csv;
+use repayd::domain::statement::statement_csv;
 use sqlx::Row;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use std::sync::Arc;
 impl TestApp {
     /// The simulator's statement of `date` for `channel`, written as a CSV file.
     pub async fn statement_file(&self, channel: &str, date: NaiveDate) -> PathBuf {
-        use repayd::channel::Channel;
+        use repayd::domain::channel::Channel;
         let lines = self.sim(channel).statement(date).await.expect("statement");
         let path = self.dir.path().join(format!("{channel}-{date}.csv"));
         std::fs::write(&path, statement_csv(&lines)).expect("write statement");
@@ -63,7 +63,7 @@ impl TestApp {
 
     /// Add (or replace) a policy.
     pub fn add_policy(&mut self, toml: &str) {
-        let p = repayd::policy::parse_policy(toml, "test policy").expect("policy");
+        let p = repayd::domain::policy::parse_policy(toml, "test policy").expect("policy");
         Arc::make_mut(&mut self.engine.policies).insert(p);
     }
 

@@ -71,15 +71,19 @@ pub fn wait_for_port(port: u16, what: &str) {
 }
 
 /// The simulator server's journal of applied debits.
-pub async fn sim_journal(port: u16, name: &str, secret: &str) -> Vec<repayd::channel::SimDebit> {
-    let cfg = repayd::channel::builtin_channels()
+pub async fn sim_journal(
+    port: u16,
+    name: &str,
+    secret: &str,
+) -> Vec<repayd::adapters::channel::SimDebit> {
+    let cfg = repayd::domain::channel::builtin_channels()
         .into_iter()
         .find(|c| c.name == name)
         .unwrap();
-    let ch = repayd::channel::HttpChannel::new(
+    let ch = repayd::adapters::channel::HttpChannel::new(
         &cfg,
         format!("http://127.0.0.1:{port}"),
-        repayd::channel::Secret::new(secret),
+        repayd::domain::secret::Secret::new(secret),
     )
     .unwrap();
     ch.journal().await.unwrap()

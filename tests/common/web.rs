@@ -4,10 +4,10 @@
 
 use super::{spawn_app, Backend, TestApp};
 use chrono::{DateTime, Utc};
-use repayd::api::ApiState;
 use repayd::app::Sims;
 use repayd::engine::{Engine, RunSummary};
 use repayd::web::auth::{create_token, Role};
+use repayd::web::state::ApiState;
 use repayd::web::throttle::AuthLimits;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -64,7 +64,7 @@ pub async fn spawn_web_with(
         pg_database,
     } = spawn_app(backend, scenario).await;
     let engine = Arc::new(engine);
-    let router = repayd::api::router(state(engine.clone()));
+    let router = repayd::web::state::router(state(engine.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -176,7 +176,7 @@ impl WebApp {
 
     pub async fn trial_balance_difference(&self) -> rust_decimal::Decimal {
         let mut conn = self.engine.db.pool.acquire().await.unwrap();
-        repayd::ledger::trial_balance(&mut conn)
+        repayd::store::ledger::trial_balance(&mut conn)
             .await
             .unwrap()
             .difference()
@@ -209,7 +209,7 @@ pub async fn statement_naming(engine: &Engine, attempts: &[(&Value, &str)]) -> c
         let at: DateTime<Utc> = a["at"].as_str().expect("at").parse().expect("at");
         let tz = engine.channel_configs[&channel].settlement.tz;
         day = Some(repayd::domain::local_date(at, tz));
-        lines.push(repayd::channel::StatementLine {
+        lines.push(repayd::domain::channel::StatementLine {
             order_no: a["order_no"].as_str().expect("order_no").into(),
             channel_ref: format!("REF-{}", a["id"]),
             amount: amount.parse().expect("amount"),

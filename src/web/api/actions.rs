@@ -4,9 +4,9 @@
 use super::error::{ApiError, ApiJson, ErrorBody};
 use super::{cursor_in, cursor_out, limit_of, now};
 use super::{Collections, Viewer};
-use crate::api::ApiState;
-use crate::collections::{self, AuditItem, MandateOut, NewMandate, ParkState, PauseState};
-use crate::report::{self, AttemptView};
+use crate::ops::{self, AuditItem, MandateOut, NewMandate, ParkState, PauseState};
+use crate::store::reports::{self, AttemptView};
+use crate::web::state::ApiState;
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use chrono::NaiveDate;
@@ -62,7 +62,7 @@ pub async fn pause(
     let until = NaiveDate::parse_from_str(b.until.trim(), "%Y-%m-%d")
         .map_err(|_| ApiError::invalid("until", "a date, YYYY-MM-DD"))?;
     Ok(Json(
-        collections::pause(&s.engine, &p, &id, until, &b.reason, now()).await?,
+        ops::pause(&s.engine, &p.actor(), &id, until, &b.reason, now()).await?,
     ))
 }
 
@@ -78,7 +78,7 @@ pub async fn unpark(
     ApiJson(b): ApiJson<ReasonRequest>,
 ) -> Result<Json<ParkState>, ApiError> {
     Ok(Json(
-        collections::unpark(&s.engine, &p, &id, &b.reason, now()).await?,
+        ops::unpark(&s.engine, &p.actor(), &id, &b.reason, now()).await?,
     ))
 }
 
@@ -94,7 +94,7 @@ pub async fn resume(
     ApiJson(b): ApiJson<ReasonRequest>,
 ) -> Result<Json<PauseState>, ApiError> {
     Ok(Json(
-        collections::resume(&s.engine, &p, &id, &b.reason, now()).await?,
+        ops::resume(&s.engine, &p.actor(), &id, &b.reason, now()).await?,
     ))
 }
 
@@ -110,14 +110,13 @@ pub async fn manual_attempt(
     Path(id): Path<String>,
     ApiJson(b): ApiJson<ManualAttemptRequest>,
 ) -> Result<Json<AttemptView>, ApiError> {
-    let attempt =
-        collections::manual_attempt(&s.engine, &p, &id, &b.amount, &b.reason, now()).await?;
+    let attempt = ops::manual_attempt(&s.engine, &p.actor(), &id, &b.amount, &b.reason, now()).await?;
     let mut conn = s.engine.db.pool.acquire().await?;
-    let filter = report::AttemptFilter {
+    let filter = reports::AttemptFilter {
         loan_id: Some(id.clone()),
         ..Default::default()
     };
-    let view = report::attempts_page(&mut conn, &filter, Some(attempt + 1), 1)
+    let view = reports::attempts_page(&mut conn, &filter, Some(attempt + 1), 1)
         .await?
         .into_iter()
         .find(|a| a.id == attempt)
@@ -137,7 +136,7 @@ pub async fn revoke_mandate(
     Path((id, mandate_id)): Path<(String, i64)>,
     ApiJson(b): ApiJson<ReasonRequest>,
 ) -> Result<Json<MandateOut>, ApiError> {
-    let m = collections::revoke_mandate(&s.engine, &p, &id, mandate_id, &b.reason, now()).await?;
+    let m = ops::revoke_mandate(&s.engine, &p.actor(), &id, mandate_id, &b.reason, now()).await?;
     Ok(Json(m))
 }
 
@@ -160,7 +159,7 @@ pub async fn add_mandate(
         per_debit_limit: b.per_debit_limit,
         daily_limit: b.daily_limit,
     };
-    let out = collections::add_mandate(&s.engine, &p, &id, &m, &b.reason, now()).await?;
+    let out = ops::add_mandate(&s.engine, &p.actor(), &id, &m, &b.reason, now()).await?;
     Ok((axum::http::StatusCode::CREATED, Json(out)))
 }
 
@@ -197,7 +196,7 @@ pub async fn audit(
     };
     let loan = q.loan_id.as_deref().filter(|l| !l.is_empty());
     let mut conn = s.engine.db.pool.acquire().await?;
-    let mut items = collections::audit_page(&mut conn, loan, before, limit + 1).await?;
+    let mut items = ops::audit_page(&mut conn, loan, before, limit + 1).await?;
     let more = items.len() as i64 > limit;
     items.truncate(limit as usize);
     let next_cursor = more

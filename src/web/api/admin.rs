@@ -4,10 +4,10 @@ use super::error::{ApiError, ApiJson, ErrorBody};
 use super::idempotency::ShownOnce;
 use super::now;
 use super::{Admin, Viewer};
-use crate::api::ApiState;
-use crate::collections::{self, action};
-use crate::report::{self, DelinquencyReport};
+use crate::ops::{self, action};
+use crate::store::reports::{self, DelinquencyReport};
 use crate::web::auth::{self, Role};
+use crate::web::state::ApiState;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -69,9 +69,9 @@ pub async fn create_token(
     let mut tx = s.engine.db.begin().await?;
     let (id, token) = create_named(&mut tx, name, role, now.timestamp_millis()).await?;
     let detail = serde_json::json!({ "token_id": id, "name": name, "role": role.as_str() });
-    collections::audit(
+    ops::audit(
         &mut tx,
-        &p,
+        &p.actor(),
         action::CREATE_TOKEN,
         None,
         None,
@@ -172,7 +172,7 @@ pub async fn revoke_token(
         return Err(ApiError::not_found(format!("active token `{name}`")));
     }
     let detail = serde_json::json!({ "name": name, "revoked": revoked });
-    collections::audit(&mut tx, &p, action::REVOKE_TOKEN, None, None, &detail, now).await?;
+    ops::audit(&mut tx, &p.actor(), action::REVOKE_TOKEN, None, None, &detail, now).await?;
     tx.commit().await?;
     Ok(Json(TokenRevoked { name, revoked }))
 }
@@ -245,7 +245,7 @@ pub struct PolicyValid {
     responses((status = 200, body = PolicyValid), (status = "4XX", body = ErrorBody)))]
 pub async fn validate_policy(Admin(_p): Admin, body: Bytes) -> Result<Json<PolicyValid>, ApiError> {
     let src = std::str::from_utf8(&body).map_err(|_| ApiError::bad("(body)", "not UTF-8"))?;
-    match crate::policy::parse_policy(src, "policy") {
+    match crate::domain::policy::parse_policy(src, "policy") {
         Ok(p) => Ok(Json(PolicyValid {
             valid: true,
             name: p.name,
@@ -292,6 +292,6 @@ pub async fn delinquency(
     };
     let mut conn = s.engine.db.pool.acquire().await?;
     Ok(Json(
-        report::delinquency(&mut conn, &s.engine.policies, as_of, now()).await?,
+        reports::delinquency(&mut conn, &s.engine.policies, as_of, now()).await?,
     ))
 }

@@ -3,8 +3,8 @@
 use super::error::{ApiError, ErrorBody};
 use super::Viewer;
 use super::{cursor_in, cursor_out, limit_of};
-use crate::api::ApiState;
-use crate::report::{self, AttemptFilter, AttemptView};
+use crate::store::reports::{self, AttemptFilter, AttemptView};
+use crate::web::state::ApiState;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -109,7 +109,7 @@ pub async fn list_attempts(
         None => None,
     };
     let mut conn = s.engine.db.pool.acquire().await?;
-    let mut items = report::attempts_page(&mut conn, &filter, before, limit + 1).await?;
+    let mut items = reports::attempts_page(&mut conn, &filter, before, limit + 1).await?;
     let more = items.len() as i64 > limit;
     items.truncate(limit as usize);
     let next_cursor = more
@@ -229,8 +229,8 @@ impl Feed {
     async fn poll(&mut self) -> Result<(), sqlx::Error> {
         let mut conn = self.state.engine.db.pool.acquire().await?;
         let mut rows =
-            report::attempts_changed_after(&mut conn, &self.filter, self.pos, 500).await?;
-        let window = report::attempts_changed_within(
+            reports::attempts_changed_after(&mut conn, &self.filter, self.pos, 500).await?;
+        let window = reports::attempts_changed_within(
             &mut conn,
             &self.filter,
             self.pos.0 - LOOKBACK_MS,
@@ -250,7 +250,7 @@ impl Feed {
             return Ok(());
         }
         let ids: Vec<i64> = self.open.keys().copied().collect();
-        for a in report::attempts_by_ids(&mut conn, &ids).await? {
+        for a in reports::attempts_by_ids(&mut conn, &ids).await? {
             if self.open.get(&a.id) == Some(&a.status) || self.sent.contains(&change_key(&a)) {
                 continue;
             }
@@ -299,7 +299,7 @@ pub async fn stream_attempts(
             .ok_or_else(|| ApiError::bad(field, "not an event id of this feed"))?,
         None => {
             let mut conn = s.engine.db.pool.acquire().await?;
-            report::attempts_feed_head(&mut conn).await?
+            reports::attempts_feed_head(&mut conn).await?
         }
     };
     let mut feed = Feed {
@@ -314,7 +314,7 @@ pub async fn stream_attempts(
     let mut conn = feed.state.engine.db.pool.acquire().await?;
     if !resumed {
         // A new feed starts from now: what was there before it is not news.
-        let before = report::attempts_changed_within(
+        let before = reports::attempts_changed_within(
             &mut conn,
             &feed.filter,
             pos.0 - LOOKBACK_MS,
@@ -330,7 +330,7 @@ pub async fn stream_attempts(
         }
     }
     let open =
-        report::open_attempts_since(&mut conn, &feed.filter, pos.0 - OPEN_LOOKBACK_MS).await?;
+        reports::open_attempts_since(&mut conn, &feed.filter, pos.0 - OPEN_LOOKBACK_MS).await?;
     drop(conn);
     for a in open
         .iter()

@@ -1,8 +1,8 @@
 //! The API's one error shape, `{"error": code, "message": text, "field": optional}`, and the
 //! JSON body extractor whose rejections use it (naming the field at fault).
 
-use crate::collections::CollectionsError;
 use crate::engine::EngineError;
+use crate::ops::CollectionsError;
 use crate::web::auth::AuthError;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};

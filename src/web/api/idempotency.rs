@@ -16,8 +16,8 @@
 //! a day.
 
 use super::error::ApiError;
-use crate::api::ApiState;
 use crate::web::auth::Principal;
+use crate::web::state::ApiState;
 use axum::body::{to_bytes, Body};
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode};

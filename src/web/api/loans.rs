@@ -3,12 +3,11 @@
 use super::error::{ApiError, ApiJson, ErrorBody};
 use super::{cursor_in, cursor_out, limit_of, now};
 use super::{Admin, Viewer};
-use crate::api::ApiState;
-use crate::collections::{self, action, Contact};
-use crate::engine::plan;
-use crate::import::{self, ImportError};
-use crate::report::{self, ActionView, AttemptView, LoanSummary, LoanView, NoticeView};
+use crate::domain::import::{self, ImportError};
+use crate::ops::{self, Contact};
+use crate::store::reports::{self, ActionView, AttemptView, LoanSummary, LoanView, NoticeView};
 use crate::web::auth::Principal;
+use crate::web::state::ApiState;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -68,7 +67,7 @@ pub async fn list_loans(
     State(s): State<ApiState>,
     Query(q): Query<LoanQuery>,
 ) -> Result<Json<LoanPage>, ApiError> {
-    let filter = report::LoanFilter {
+    let filter = reports::LoanFilter {
         status: nonempty(&q.status),
         bucket: nonempty(&q.bucket),
         policy: nonempty(&q.policy),
@@ -86,7 +85,7 @@ pub async fn list_loans(
     let limit = limit_of(&q.limit)? as usize;
     let after = q.cursor.as_deref().map(cursor_in).transpose()?;
     let mut conn = s.engine.db.pool.acquire().await?;
-    let (items, more) = report::loans_page(
+    let (items, more) = reports::loans_page(
         &mut conn,
         &s.engine.policies,
         &filter,
@@ -132,7 +131,7 @@ pub async fn get_loan(
 ) -> Result<Json<LoanDetail>, ApiError> {
     let now = now();
     let mut conn = s.engine.db.pool.acquire().await?;
-    let loan = report::loan_view(&mut conn, &s.engine.policies, &id, now)
+    let loan = reports::loan_view(&mut conn, &s.engine.policies, &id, now)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("loan {id}")))?;
     let tz: chrono_tz::Tz = loan.timezone.parse().unwrap_or(chrono_tz::UTC);
@@ -145,7 +144,7 @@ pub async fn get_loan(
         .map(|i| i.outstanding)
         .sum();
     let (paused_until, pause_reason) = pause_of(&mut conn, &id, now).await?;
-    let park = crate::collections::park_state(&mut conn, &id).await?;
+    let park = crate::ops::park_state(&mut conn, &id).await?;
     Ok(Json(LoanDetail {
         outstanding,
         due_now,
@@ -153,9 +152,9 @@ pub async fn get_loan(
         pause_reason,
         parked_at: park.parked_at,
         parked_reason: park.parked_reason,
-        agenda: report::plan_view(&mut conn, &id).await?,
-        attempts: report::attempts(&mut conn, Some(&id), 200).await?,
-        notices: report::notices_of(&mut conn, &id).await?,
+        agenda: reports::plan_view(&mut conn, &id).await?,
+        attempts: reports::attempts(&mut conn, Some(&id), 200).await?,
+        notices: reports::notices_of(&mut conn, &id).await?,
         loan,
     }))
 }
@@ -211,7 +210,7 @@ pub async fn import_loans(
         .to_ascii_lowercase();
     let file = "request body";
     let records = match ctype.as_str() {
-        "text/csv" => crate::import_csv::parse_csv(text, file),
+        "text/csv" => crate::domain::import::csv::parse_csv(text, file),
         "application/x-ndjson" | "application/jsonl" | "application/x-jsonlines" => {
             import::parse_jsonl(text, file)
         }
@@ -232,26 +231,13 @@ pub async fn import_loans(
     channels.sort();
     let loans =
         import::validate_all(records, &s.engine.policies, &channels).map_err(import_error)?;
-    let now = now();
-    let mut tx = s.engine.db.begin().await?;
-    let r = import::store_loans(&mut tx, &loans, now.timestamp_millis())
+    let done = crate::ops::import::import_loans(&s.engine, &p.actor(), &loans, now())
         .await
-        .map_err(import_error)?;
-    let detail = serde_json::json!({ "loans_added": r.loans_added, "loans_unchanged": r.loans_unchanged,
-        "installments_added": r.installments_added });
-    collections::audit(
-        &mut tx,
-        &p,
-        action::IMPORT_LOANS,
-        None,
-        None,
-        &detail,
-        now.timestamp_millis(),
-    )
-    .await?;
-    tx.commit().await?;
-    let ids: Vec<String> = loans.iter().map(|l| l.id.clone()).collect();
-    let planned = plan::plan_new_loans(&s.engine, Some(&ids)).await?;
+        .map_err(|e| match e.refused() {
+            Some(ImportError::Invalid(p)) => import_error(ImportError::Invalid(p.clone())),
+            _ => ApiError::internal(e),
+        })?;
+    let (r, planned) = (done.report, done.actions_planned);
     Ok((
         StatusCode::CREATED,
         Json(ImportResult {
@@ -296,9 +282,7 @@ pub async fn get_contact(
     State(s): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<Contact>, ApiError> {
-    Ok(Json(
-        collections::read_contact(&s.engine, &p, &id, now()).await?,
-    ))
+    Ok(Json(ops::read_contact(&s.engine, &p.actor(), &id, now()).await?))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -352,8 +336,7 @@ async fn change_policy(
     id: String,
     b: PolicyChange,
 ) -> Result<Json<PolicyChanged>, ApiError> {
-    let planned =
-        collections::change_policy(&s.engine, &p, &id, &b.policy, &b.reason, now()).await?;
+    let planned = ops::change_policy(&s.engine, &p.actor(), &id, &b.policy, &b.reason, now()).await?;
     Ok(Json(PolicyChanged {
         loan_id: id,
         policy: b.policy,

@@ -14,8 +14,8 @@ pub mod idempotency;
 pub mod loans;
 pub mod recon;
 
-use crate::api::ApiState;
 use crate::web::auth::{Principal, Role};
+use crate::web::state::ApiState;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -147,7 +147,7 @@ role_extractor!(Admin, Role::Admin);
 
 /// The process clock (the daemon's, with its demo offset and speed): API actions happen now.
 pub fn now() -> chrono::DateTime<chrono::Utc> {
-    crate::clock::now()
+    crate::engine::clock::now()
 }
 
 /// Page size from `limit`: 1 to 500, default 50.

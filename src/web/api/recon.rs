@@ -4,9 +4,9 @@
 use super::error::{ApiError, ApiJson, ErrorBody};
 use super::{cursor_in, cursor_out, limit_of, now};
 use super::{Admin, Viewer};
-use crate::api::ApiState;
-use crate::collections;
+use crate::ops;
 use crate::recon::{self, CaseError, CaseRow, ReconError, RefundKind, RefundRequest};
+use crate::web::state::ApiState;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -284,9 +284,9 @@ pub async fn resolve(
         "case_id": case.id, "channel": case.channel, "recon_date": case.recon_date,
         "order_no": case.order_no, "outcome": case.outcome, "resolution": case.resolution,
     });
-    collections::audit(
+    ops::audit(
         &mut tx,
-        &p,
+        &p.actor(),
         action::RESOLVE_CASE,
         loan.as_deref(),
         Some(reason),
@@ -374,9 +374,9 @@ pub async fn refund(
         refundable_left: done.refundable_left,
         reopened: done.reopened,
     };
-    collections::audit(
+    ops::audit(
         &mut tx,
-        &p,
+        &p.actor(),
         action::REFUND,
         Some(&view.loan_id),
         Some(reason),
@@ -422,9 +422,9 @@ pub async fn write_off(
         loan_id: id,
         amount,
     };
-    collections::audit(
+    ops::audit(
         &mut tx,
-        &p,
+        &p.actor(),
         action::WRITE_OFF,
         Some(&view.loan_id),
         Some(reason),

@@ -8,11 +8,10 @@
 
 mod charts;
 mod pages;
-mod queries;
 mod render;
 mod session;
 
-use crate::api::ApiState;
+use crate::web::state::ApiState;
 use axum::extract::Path;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};

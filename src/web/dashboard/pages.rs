@@ -1,12 +1,12 @@
 //! The pages: the dashboard (feed, tiles, charts, re-binding list), loan search, loan detail.
 
 use super::charts::{bar_chart, rate_row, BarChart, Row};
-use super::queries::{self, RateBy, Today};
 use super::render::{page, PageError};
 use super::session::Session;
-use crate::api::ApiState;
-use crate::report;
+use crate::store::dashboard::{self as queries, RateBy, Today};
+use crate::store::reports;
 use crate::web::api::recon::CaseView;
+use crate::web::state::ApiState;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -79,8 +79,8 @@ pub async fn home(
         rate_charts.push(bar_chart(title, rows, Some(rust_decimal::Decimal::ONE)));
     }
     // The stream starts where the rendered rows end, so nothing falls in between.
-    let head = report::attempts_feed_head(&mut conn).await?;
-    let feed = report::attempts(&mut conn, None, FEED_ROWS).await?;
+    let head = reports::attempts_feed_head(&mut conn).await?;
+    let feed = reports::attempts(&mut conn, None, FEED_ROWS).await?;
     let rebind = queries::needs_rebinding(&mut conn).await?;
     let parked = queries::parked_loans(&mut conn).await?;
     let ctx = minijinja::context! {
@@ -126,7 +126,7 @@ pub async fn loan(
 ) -> Result<Response, PageError> {
     let now = clock(&s);
     let mut conn = s.engine.db.pool.acquire().await?;
-    let Some(view) = report::loan_view(&mut conn, &s.engine.policies, &id, now).await? else {
+    let Some(view) = reports::loan_view(&mut conn, &s.engine.policies, &id, now).await? else {
         return Err(PageError::NotFound(format!("loan {id}")));
     };
     let tz: chrono_tz::Tz = view.timezone.parse().unwrap_or(chrono_tz::UTC);
@@ -145,8 +145,8 @@ pub async fn loan(
         loan => view,
         paused, paused_until_local, pause_reason => pause.reason,
         parked_at => pause.parked_at, parked_reason => pause.parked_reason,
-        plan => report::plan_view(&mut conn, &id).await?,
-        attempts => report::attempts(&mut conn, Some(&id), 500).await?,
+        plan => reports::plan_view(&mut conn, &id).await?,
+        attempts => reports::attempts(&mut conn, Some(&id), 500).await?,
         notices => queries::notices(&mut conn, &id).await?,
         audit => queries::audit_log(&mut conn, &id).await?,
     };

@@ -159,7 +159,7 @@ pub fn scrub_digits(text: &str) -> String {
     let mut run = String::new();
     let flush = |run: &mut String, out: &mut String| {
         if run.len() >= 8 {
-            out.push_str(&crate::pii::mask_phone(run));
+            out.push_str(&crate::domain::pii::mask_phone(run));
         } else {
             out.push_str(run);
         }

@@ -2,8 +2,8 @@
 //! valid cookie to the login form instead of answering 401.
 
 use super::render::{html_response, render, PageError};
-use crate::api::ApiState;
 use crate::web::auth::{authenticate, AuthError, Principal, Role, COOKIE};
+use crate::web::state::ApiState;
 use crate::web::throttle::AuthFailed;
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;

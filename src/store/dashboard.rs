@@ -1,0 +1,485 @@
+//! The dashboard's read-only queries: today's tiles, delinquency buckets, success rates, the
+//! re-binding list, loan search, and a loan's notices and audit log. Phones, emails and
+//! accounts come out masked.
+
+use crate::domain::pii::{mask_email, mask_phone};
+use crate::domain::policy::PolicySet;
+use crate::domain::{days_past_due, from_minor, local_date};
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+use std::collections::BTreeMap;
+
+/// Amounts per currency (a portfolio may hold several).
+pub type Amounts = BTreeMap<String, Decimal>;
+
+/// Which local date counts as "today" for a loan: a fixed date, or the clock's date in the
+/// loan's own zone.
+#[derive(Debug, Clone, Copy)]
+pub enum Today {
+    Fixed(NaiveDate),
+    Clock(DateTime<Utc>),
+}
+
+impl Today {
+    fn in_zone(self, tz: &str) -> NaiveDate {
+        match self {
+            Today::Fixed(d) => d,
+            Today::Clock(now) => local_date(now, tz.parse().unwrap_or(chrono_tz::UTC)),
+        }
+    }
+}
+
+/// The zones loans live in, each with its "today".
+async fn zone_dates(
+    conn: &mut AnyConnection,
+    today: Today,
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let zones: Vec<String> = sqlx::query_scalar("SELECT DISTINCT tz FROM loans ORDER BY tz")
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(zones
+        .into_iter()
+        .map(|tz| {
+            let d = today.in_zone(&tz).to_string();
+            (tz, d)
+        })
+        .collect())
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Tile {
+    pub key: &'static str,
+    pub label: &'static str,
+    pub count: i64,
+    pub amounts: Amounts,
+}
+
+impl Tile {
+    fn new(key: &'static str, label: &'static str) -> Self {
+        Tile {
+            key,
+            label,
+            ..Default::default()
+        }
+    }
+
+    fn add(&mut self, currency: &str, n: i64, minor: i64) {
+        self.count += n;
+        *self.amounts.entry(currency.to_string()).or_default() += from_minor(minor);
+    }
+}
+
+/// A query of one zone's day: `$1` is the zone, `$2` the local date.
+async fn zone_rows(
+    conn: &mut AnyConnection,
+    sql: &str,
+    tz: &str,
+    date: &str,
+) -> Result<Vec<AnyRow>, sqlx::Error> {
+    sqlx::query(sql)
+        .bind(tz)
+        .bind(date)
+        .fetch_all(&mut *conn)
+        .await
+}
+
+const DUE_SQL: &str = "SELECT l.currency, COUNT(*) AS n, \
+     CAST(SUM(i.principal + i.interest + i.fee + i.penalty) AS BIGINT) AS amt \
+     FROM installments i JOIN loans l ON l.id = i.loan_id \
+     WHERE l.tz = $1 AND i.due_date = $2 GROUP BY l.currency";
+
+/// Per installment collected that day, the largest ladder step that succeeded.
+const COLLECTED_SQL: &str = "SELECT l.currency, MAX(a.ladder_step) AS step, \
+     CAST(SUM(a.amount) AS BIGINT) AS amt, i.status \
+     FROM attempts a JOIN loans l ON l.id = a.loan_id \
+     JOIN installments i ON i.loan_id = a.loan_id AND i.seq = a.seq \
+     WHERE a.status = 'succeeded' AND l.tz = $1 AND a.local_date = $2 \
+     GROUP BY l.currency, a.loan_id, a.seq, i.status";
+
+const FAILED_SQL: &str = "SELECT l.currency, a.status, a.class, COUNT(*) AS n, \
+     CAST(SUM(a.amount) AS BIGINT) AS amt \
+     FROM attempts a JOIN loans l ON l.id = a.loan_id \
+     WHERE a.status IN ('failed', 'unknown') AND l.tz = $1 AND a.local_date = $2 \
+     GROUP BY l.currency, a.status, a.class";
+
+/// Today's work: installments due, collected in full or in steps, and attempts that failed
+/// soft, failed hard or are unknown. Attempts count on their loan's local date.
+pub async fn today_tiles(conn: &mut AnyConnection, today: Today) -> Result<Vec<Tile>, sqlx::Error> {
+    let mut due = Tile::new("due", "Due");
+    let mut full = Tile::new("full", "Collected in full");
+    let mut steps = Tile::new("steps", "Collected in steps");
+    let mut soft = Tile::new("soft", "Failed soft");
+    let mut hard = Tile::new("hard", "Failed hard");
+    let mut unknown = Tile::new("unknown", "Unknown");
+    let currency = |r: &AnyRow| r.get::<String, _>("currency");
+    for (tz, date) in zone_dates(conn, today).await? {
+        for r in zone_rows(conn, DUE_SQL, &tz, &date).await? {
+            due.add(&currency(&r), r.get("n"), r.get("amt"));
+        }
+        // In full: paid by full-amount attempts; in steps: a smaller step, or partly paid.
+        for r in zone_rows(conn, COLLECTED_SQL, &tz, &date).await? {
+            let paid = r.get::<String, _>("status") == "paid";
+            let tile = if paid && r.get::<i64, _>("step") == 0 {
+                &mut full
+            } else {
+                &mut steps
+            };
+            tile.add(&currency(&r), 1, r.get("amt"));
+        }
+        for r in zone_rows(conn, FAILED_SQL, &tz, &date).await? {
+            let class: Option<String> = r.get("class");
+            let tile = match (r.get::<String, _>("status").as_str(), class.as_deref()) {
+                ("unknown", _) => &mut unknown,
+                (_, Some("hard")) => &mut hard,
+                _ => &mut soft,
+            };
+            tile.add(&currency(&r), r.get("n"), r.get("amt"));
+        }
+    }
+    Ok(vec![due, full, steps, soft, hard, unknown])
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BucketTotal {
+    pub name: String,
+    /// Where the bucket starts (days past due), for ordering.
+    pub from: u32,
+    pub loans: i64,
+    pub amount: Decimal,
+}
+
+/// Per loan of a zone, the oldest unpaid due date before the day and what is owed on them.
+const OVERDUE_SQL: &str = "SELECT l.policy, l.currency, MIN(i.due_date) AS oldest, \
+     CAST(SUM(i.principal + i.interest + i.fee + i.penalty - i.paid_principal - i.paid_interest \
+     - i.paid_fee - i.paid_penalty - i.wo_principal - i.wo_interest - i.wo_fee - i.wo_penalty) AS BIGINT) AS owed \
+     FROM installments i JOIN loans l ON l.id = i.loan_id \
+     WHERE i.status NOT IN ('paid', 'written_off') AND l.tz = $1 AND i.due_date < $2 \
+     GROUP BY i.loan_id, l.policy, l.currency";
+
+/// Overdue loans and amounts per delinquency bucket (each loan's policy's buckets), per
+/// currency, buckets in order of days past due.
+pub async fn delinquency(
+    conn: &mut AnyConnection,
+    policies: &PolicySet,
+    today: Today,
+) -> Result<BTreeMap<String, Vec<BucketTotal>>, sqlx::Error> {
+    let mut out: BTreeMap<String, BTreeMap<String, BucketTotal>> = BTreeMap::new();
+    for (tz, date) in zone_dates(conn, today).await? {
+        let rows = zone_rows(conn, OVERDUE_SQL, &tz, &date).await?;
+        let day = NaiveDate::parse_from_str(&date, "%Y-%m-%d").unwrap_or_default();
+        for r in rows {
+            let owed: i64 = r.get("owed");
+            let oldest = NaiveDate::parse_from_str(&r.get::<String, _>("oldest"), "%Y-%m-%d").ok();
+            let dpd = days_past_due(oldest, day);
+            if owed <= 0 || dpd == 0 {
+                continue;
+            }
+            let buckets =
+                crate::store::reports::policy_buckets(policies, &r.get::<String, _>("policy"));
+            // The first bucket that contains it, as `bucket_for` decides.
+            let bucket = buckets.iter().find(|b| b.contains(dpd));
+            let (name, from) = bucket.map_or(("unbucketed".to_string(), u32::MAX), |b| {
+                (b.name.clone(), b.from)
+            });
+            let e = out
+                .entry(r.get("currency"))
+                .or_default()
+                .entry(name.clone())
+                .or_insert(BucketTotal {
+                    name,
+                    from,
+                    loans: 0,
+                    amount: Decimal::ZERO,
+                });
+            e.loans += 1;
+            e.amount += from_minor(owed);
+        }
+    }
+    Ok(out
+        .into_iter()
+        .map(|(cur, m)| {
+            let mut v: Vec<BucketTotal> = m.into_values().collect();
+            v.sort_by(|a, b| (a.from, &a.name).cmp(&(b.from, &b.name)));
+            (cur, v)
+        })
+        .collect())
+}
+
+/// Settled attempts (succeeded or failed) grouped by one attribute: (key, succeeded, total).
+#[derive(Debug, Clone, Copy)]
+pub enum RateBy {
+    Channel,
+    Kind,
+    LadderStep,
+}
+
+pub async fn success_rates(
+    conn: &mut AnyConnection,
+    by: RateBy,
+) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
+    let (key, order) = match by {
+        RateBy::Channel => ("channel", "channel"),
+        RateBy::Kind => ("kind", "kind"),
+        RateBy::LadderStep => ("CAST(ladder_step AS TEXT)", "ladder_step"),
+    };
+    let sql = format!(
+        "SELECT {key} AS k, SUM(CASE WHEN status = 'succeeded' THEN 1 ELSE 0 END) AS ok, COUNT(*) AS n \
+         FROM attempts WHERE status IN ('succeeded', 'failed') GROUP BY {order} ORDER BY {order}"
+    );
+    let rows = sqlx::query(&sql).fetch_all(&mut *conn).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.get("k"), r.get("ok"), r.get("n")))
+        .collect())
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RebindRow {
+    pub loan_id: String,
+    pub borrower: String,
+    pub priority: i64,
+    pub channel: String,
+    pub account: String,
+    pub code: Option<String>,
+    pub failed_at: Option<i64>,
+    /// Active mandates the loan still has.
+    pub active_left: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ParkedRow {
+    pub loan_id: String,
+    pub borrower: String,
+    pub parked_at: Option<i64>,
+    pub reason: String,
+}
+
+/// Loans parked for a person after their pursuit failed, newest first.
+pub async fn parked_loans(conn: &mut AnyConnection) -> Result<Vec<ParkedRow>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT l.id, b.name, l.parked_at, l.parked_reason FROM loans l \
+         JOIN borrowers b ON b.id = l.borrower_id WHERE l.parked_at IS NOT NULL \
+         ORDER BY l.parked_at DESC, l.id LIMIT 500",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| ParkedRow {
+            loan_id: r.get("id"),
+            borrower: r.get("name"),
+            parked_at: r.get("parked_at"),
+            reason: r
+                .get::<Option<String>, _>("parked_reason")
+                .unwrap_or_default(),
+        })
+        .collect())
+}
+
+/// Mandates invalidated by a hard failure: the borrower must re-bind them.
+pub async fn needs_rebinding(conn: &mut AnyConnection) -> Result<Vec<RebindRow>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT m.loan_id, b.name, m.priority, m.channel, m.account_masked, m.status_code, \
+         (SELECT MAX(a.updated_at) FROM attempts a WHERE a.mandate_id = m.id AND a.class = 'hard') AS failed_at, \
+         (SELECT COUNT(*) FROM mandates o WHERE o.loan_id = m.loan_id AND o.status = 'active') AS active_left \
+         FROM mandates m JOIN loans l ON l.id = m.loan_id JOIN borrowers b ON b.id = l.borrower_id \
+         WHERE m.status = 'invalid' ORDER BY m.loan_id, m.priority LIMIT 500",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out: Vec<RebindRow> = rows
+        .into_iter()
+        .map(|r| RebindRow {
+            loan_id: r.get("loan_id"),
+            borrower: r.get("name"),
+            priority: r.get("priority"),
+            channel: r.get("channel"),
+            account: crate::domain::pii::mask_account(&r.get::<String, _>("account_masked")),
+            code: r.get("status_code"),
+            failed_at: r.get("failed_at"),
+            active_left: r.get("active_left"),
+        })
+        .collect();
+    out.sort_by(|a, b| b.failed_at.cmp(&a.failed_at));
+    Ok(out)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LoanRow {
+    pub id: String,
+    pub borrower: String,
+    pub status: String,
+    pub policy: String,
+    pub currency: String,
+    pub outstanding: Decimal,
+    pub next_due: Option<String>,
+    pub paused_until: Option<i64>,
+}
+
+/// Loans whose id or borrower name contains `q` (any case), optionally of one status.
+pub async fn search_loans(
+    conn: &mut AnyConnection,
+    q: &str,
+    status: &str,
+    limit: i64,
+) -> Result<Vec<LoanRow>, sqlx::Error> {
+    let pattern = format!(
+        "%{}%",
+        q.trim()
+            .to_lowercase()
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    );
+    let rows = sqlx::query(
+        "SELECT l.id, b.name, l.status, l.policy, l.currency, l.paused_until, \
+         CAST(COALESCE((SELECT SUM(i.principal + i.interest + i.fee + i.penalty - i.paid_principal \
+           - i.paid_interest - i.paid_fee - i.paid_penalty - i.wo_principal - i.wo_interest - i.wo_fee \
+           - i.wo_penalty) FROM installments i WHERE i.loan_id = l.id AND i.status NOT IN ('paid', 'written_off')), 0) AS BIGINT) AS outstanding, \
+         (SELECT MIN(i.due_date) FROM installments i WHERE i.loan_id = l.id AND i.status NOT IN ('paid', 'written_off')) AS next_due \
+         FROM loans l JOIN borrowers b ON b.id = l.borrower_id \
+         WHERE (LOWER(l.id) LIKE $1 ESCAPE '\\' OR LOWER(b.name) LIKE $1 ESCAPE '\\') \
+         AND ($2 = '' OR l.status = $2) ORDER BY l.id LIMIT $3",
+    )
+    .bind(pattern)
+    .bind(status)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| LoanRow {
+            id: r.get("id"),
+            borrower: r.get("name"),
+            status: r.get("status"),
+            policy: r.get("policy"),
+            currency: r.get("currency"),
+            outstanding: from_minor(r.get("outstanding")),
+            next_due: r.get("next_due"),
+            paused_until: r.get("paused_until"),
+        })
+        .collect())
+}
+
+/// Loan statuses present, for the search form.
+pub async fn loan_statuses(conn: &mut AnyConnection) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT DISTINCT status FROM loans ORDER BY status")
+        .fetch_all(&mut *conn)
+        .await
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PauseState {
+    pub paused_until: Option<i64>,
+    pub reason: Option<String>,
+    /// Parked for a person after its pursuit failed.
+    pub parked_at: Option<i64>,
+    pub parked_reason: Option<String>,
+}
+
+pub async fn pause_state(conn: &mut AnyConnection, id: &str) -> Result<PauseState, sqlx::Error> {
+    let r = sqlx::query(
+        "SELECT paused_until, pause_reason, parked_at, parked_reason FROM loans WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(PauseState {
+        paused_until: r.as_ref().and_then(|r| r.get("paused_until")),
+        reason: r.as_ref().and_then(|r| r.get("pause_reason")),
+        parked_at: r.as_ref().and_then(|r| r.get("parked_at")),
+        parked_reason: r.as_ref().and_then(|r| r.get("parked_reason")),
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NoticeRow {
+    pub id: i64,
+    pub seq: Option<i64>,
+    pub kind: String,
+    pub channel: String,
+    pub recipient: String,
+    pub status: String,
+    pub delivery_status: Option<String>,
+    pub created_at: i64,
+    pub sent_at: Option<i64>,
+    pub body: String,
+}
+
+/// A loan's notices, newest first, recipients masked.
+pub async fn notices(conn: &mut AnyConnection, loan: &str) -> Result<Vec<NoticeRow>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, seq, kind, channel, recipient, status, delivery_status, created_at, sent_at, body \
+         FROM notices WHERE loan_id = $1 ORDER BY id DESC LIMIT 200",
+    )
+    .bind(loan)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let to: String = r.get("recipient");
+            NoticeRow {
+                id: r.get("id"),
+                seq: r.get("seq"),
+                kind: r.get("kind"),
+                channel: r.get("channel"),
+                recipient: if to.contains('@') {
+                    mask_email(&to)
+                } else {
+                    mask_phone(&to)
+                },
+                status: r.get("status"),
+                delivery_status: r.get("delivery_status"),
+                created_at: r.get("created_at"),
+                sent_at: r.get("sent_at"),
+                body: r.get("body"),
+            }
+        })
+        .collect())
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at: i64,
+    pub actor: String,
+    pub role: String,
+    pub action: String,
+    pub reason: Option<String>,
+    pub detail: String,
+}
+
+/// A loan's audit log, newest first.
+pub async fn audit_log(conn: &mut AnyConnection, loan: &str) -> Result<Vec<AuditRow>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, at, actor, role, action, reason, detail FROM audit_log \
+         WHERE loan_id = $1 ORDER BY id DESC LIMIT 200",
+    )
+    .bind(loan)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| AuditRow {
+            id: r.get("id"),
+            at: r.get("at"),
+            actor: r.get("actor"),
+            role: r.get("role"),
+            action: r.get("action"),
+            reason: r.get("reason"),
+            detail: r.get("detail"),
+        })
+        .collect())
+}
+
+/// The latest statement day reconciled, if any.
+pub async fn latest_recon_date(conn: &mut AnyConnection) -> Result<Option<NaiveDate>, sqlx::Error> {
+    let d: Option<String> = sqlx::query_scalar("SELECT MAX(recon_date) FROM recon_items")
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(d.and_then(|d| NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok()))
+}

@@ -1,0 +1,938 @@
+//! Read models for people: a loan's plan and balances, its agenda, attempts, and portfolio
+//! summaries. Account and phone numbers come out masked.
+
+use crate::store::ledger::{trial_balance, TrialBalance};
+use crate::domain::pii::{mask_email, mask_phone};
+use crate::domain::policy::PolicySet;
+use crate::domain::{bucket_for, days_past_due, from_minor, Bucket};
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use sqlx::{AnyConnection, Row};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct InstallmentView {
+    pub seq: u32,
+    pub due_date: String,
+    /// penalty, fee, interest, principal
+    #[schema(value_type = Vec<String>)]
+    pub due: [Decimal; 4],
+    #[schema(value_type = Vec<String>)]
+    pub paid: [Decimal; 4],
+    /// penalty, fee, interest, principal written off
+    #[schema(value_type = Vec<String>)]
+    pub written_off: [Decimal; 4],
+    #[schema(value_type = String)]
+    pub outstanding: Decimal,
+    pub status: String,
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct MandateView {
+    pub id: i64,
+    pub priority: u32,
+    pub channel: String,
+    pub account: String,
+    pub status: String,
+    pub status_code: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct LedgerLineView {
+    pub entry_id: i64,
+    pub kind: String,
+    pub account: String,
+    pub seq: Option<u32>,
+    pub component: Option<String>,
+    #[schema(value_type = String)]
+    pub debit: Decimal,
+    #[schema(value_type = String)]
+    pub credit: Decimal,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct LoanView {
+    pub id: String,
+    pub borrower: String,
+    pub phone: String,
+    pub email: String,
+    pub currency: String,
+    pub timezone: String,
+    pub policy: String,
+    pub status: String,
+    pub days_past_due: u32,
+    pub bucket: Option<String>,
+    pub mandates: Vec<MandateView>,
+    pub installments: Vec<InstallmentView>,
+    pub ledger: Vec<LedgerLineView>,
+}
+
+/// The delinquency buckets of `policy` (none if the policy is unknown).
+pub fn policy_buckets(policies: &PolicySet, policy: &str) -> Vec<Bucket> {
+    policies
+        .get(policy)
+        .map(|p| {
+            p.delinquency
+                .buckets
+                .iter()
+                .map(|b| Bucket {
+                    name: b.name.clone(),
+                    from: b.from,
+                    to: b.to,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A loan with its plan (due, paid, outstanding per installment), mandates and ledger lines.
+pub async fn loan_view(
+    conn: &mut AnyConnection,
+    policies: &PolicySet,
+    id: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<LoanView>, sqlx::Error> {
+    let Some(l) = sqlx::query(
+        "SELECT l.id, l.currency, l.tz, l.policy, l.status, b.name, b.phone, b.email \
+         FROM loans l JOIN borrowers b ON b.id = l.borrower_id WHERE l.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let tz: chrono_tz::Tz = l.get::<String, _>("tz").parse().unwrap_or(chrono_tz::UTC);
+    let today = crate::domain::local_date(now, tz);
+    let installments = installment_views(conn, id).await?;
+    let oldest = installments
+        .iter()
+        .filter(|i| i.status != "paid")
+        .filter_map(|i| NaiveDate::parse_from_str(&i.due_date, "%Y-%m-%d").ok())
+        .min();
+    let dpd = days_past_due(oldest, today);
+    let policy: String = l.get("policy");
+    Ok(Some(LoanView {
+        id: l.get("id"),
+        borrower: l.get("name"),
+        phone: mask_phone(&l.get::<String, _>("phone")),
+        email: mask_email(&l.get::<String, _>("email")),
+        currency: l.get("currency"),
+        timezone: tz.name().into(),
+        bucket: bucket_for(dpd, &policy_buckets(policies, &policy)).map(str::to_string),
+        policy,
+        status: l.get("status"),
+        days_past_due: dpd,
+        mandates: mandate_views(conn, id).await?,
+        installments,
+        ledger: ledger_lines(conn, id).await?,
+    }))
+}
+
+async fn installment_views(
+    conn: &mut AnyConnection,
+    id: &str,
+) -> Result<Vec<InstallmentView>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT seq, due_date, penalty, fee, interest, principal, paid_penalty, paid_fee, paid_interest, \
+         paid_principal, wo_penalty, wo_fee, wo_interest, wo_principal, status, attempts \
+         FROM installments WHERE loan_id = $1 ORDER BY seq",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let m = |c: &str| from_minor(r.get::<i64, _>(c));
+            let due = [m("penalty"), m("fee"), m("interest"), m("principal")];
+            let paid = [
+                m("paid_penalty"),
+                m("paid_fee"),
+                m("paid_interest"),
+                m("paid_principal"),
+            ];
+            let written_off = [
+                m("wo_penalty"),
+                m("wo_fee"),
+                m("wo_interest"),
+                m("wo_principal"),
+            ];
+            let outstanding = due.iter().sum::<Decimal>()
+                - paid.iter().sum::<Decimal>()
+                - written_off.iter().sum::<Decimal>();
+            let stored: String = r.get("status");
+            let status = if !matches!(stored.as_str(), "paid" | "written_off")
+                && paid.iter().any(|p| !p.is_zero())
+            {
+                format!("{stored}, partly paid")
+            } else {
+                stored
+            };
+            InstallmentView {
+                seq: r.get::<i64, _>("seq") as u32,
+                due_date: r.get("due_date"),
+                due,
+                paid,
+                written_off,
+                outstanding,
+                status,
+                attempts: r.get::<i64, _>("attempts") as u32,
+            }
+        })
+        .collect())
+}
+
+async fn mandate_views(
+    conn: &mut AnyConnection,
+    id: &str,
+) -> Result<Vec<MandateView>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, priority, channel, account_masked, status, status_code FROM mandates WHERE loan_id = $1 ORDER BY priority",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| MandateView {
+            id: r.get("id"),
+            priority: r.get::<i64, _>("priority") as u32,
+            channel: r.get("channel"),
+            account: r.get("account_masked"),
+            status: r.get("status"),
+            status_code: r.get("status_code"),
+        })
+        .collect())
+}
+
+async fn ledger_lines(
+    conn: &mut AnyConnection,
+    id: &str,
+) -> Result<Vec<LedgerLineView>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT e.id, e.kind, jl.account, jl.seq, jl.component, jl.debit, jl.credit \
+         FROM journal_lines jl JOIN journal_entries e ON e.id = jl.entry_id \
+         WHERE jl.loan_id = $1 ORDER BY e.id, jl.line_no",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| LedgerLineView {
+            entry_id: r.get("id"),
+            kind: r.get("kind"),
+            account: r.get("account"),
+            seq: r.get::<Option<i64>, _>("seq").map(|s| s as u32),
+            component: r.get("component"),
+            debit: from_minor(r.get("debit")),
+            credit: from_minor(r.get("credit")),
+        })
+        .collect())
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ActionView {
+    pub seq: u32,
+    pub kind: String,
+    pub slot: String,
+    pub due_at: DateTime<Utc>,
+    pub local: String,
+    pub status: String,
+    pub note: Option<String>,
+}
+
+/// A loan's agenda, in time order, with local times in the loan's zone.
+pub async fn plan_view(conn: &mut AnyConnection, id: &str) -> Result<Vec<ActionView>, sqlx::Error> {
+    let tz: Option<String> = sqlx::query_scalar("SELECT tz FROM loans WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let tz: chrono_tz::Tz = tz.and_then(|t| t.parse().ok()).unwrap_or(chrono_tz::UTC);
+    let rows = sqlx::query(
+        "SELECT seq, kind, slot, due_at, status, note FROM actions WHERE loan_id = $1 ORDER BY due_at, id",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let at = DateTime::from_timestamp_millis(r.get("due_at")).unwrap_or_default();
+            ActionView {
+                seq: r.get::<i64, _>("seq") as u32,
+                kind: r.get("kind"),
+                slot: r.get("slot"),
+                due_at: at,
+                local: at
+                    .with_timezone(&tz)
+                    .format("%Y-%m-%d %H:%M %Z")
+                    .to_string(),
+                status: r.get("status"),
+                note: r.get("note"),
+            }
+        })
+        .collect())
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AttemptView {
+    pub id: i64,
+    pub loan_id: String,
+    pub seq: u32,
+    pub channel: String,
+    pub account: String,
+    pub order_no: String,
+    pub kind: String,
+    pub ladder_step: u32,
+    #[schema(value_type = String)]
+    pub amount: Decimal,
+    pub status: String,
+    pub code: Option<String>,
+    /// When it was made.
+    pub at: DateTime<Utc>,
+    /// When its status last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Who asked for it (manual attempts).
+    pub requested_by: Option<String>,
+}
+
+/// Attempts, newest first, optionally for one loan.
+pub async fn attempts(
+    conn: &mut AnyConnection,
+    loan: Option<&str>,
+    limit: i64,
+) -> Result<Vec<AttemptView>, sqlx::Error> {
+    let filter = AttemptFilter {
+        loan_id: loan.map(str::to_string),
+        ..Default::default()
+    };
+    attempts_page(conn, &filter, None, limit).await
+}
+
+/// Filters of attempt lists and the live feed. Every value is bound as a parameter.
+#[derive(Debug, Clone, Default)]
+pub struct AttemptFilter {
+    pub loan_id: Option<String>,
+    pub channel: Option<String>,
+    /// early, due, overdue, payday, manual
+    pub kind: Option<String>,
+    /// submitted, succeeded, failed, unknown
+    pub status: Option<String>,
+    /// The channel's failure code.
+    pub code: Option<String>,
+    /// Made at or after (epoch ms).
+    pub from_ms: Option<i64>,
+    /// Made before (epoch ms).
+    pub to_ms: Option<i64>,
+}
+
+/// A SQL condition list with its bound values, numbered `$1…` in order.
+#[derive(Default)]
+struct Where {
+    conds: Vec<String>,
+    args: Vec<Arg>,
+}
+
+enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+impl Where {
+    /// Add a condition; `?` in `cond` stands for the next placeholder.
+    fn push(&mut self, cond: &str, arg: Arg) {
+        self.args.push(arg);
+        self.conds
+            .push(cond.replace('?', &format!("${}", self.args.len())));
+    }
+
+    fn text(&mut self, cond: &str, v: &Option<String>) {
+        if let Some(v) = v {
+            self.push(cond, Arg::Text(v.clone()));
+        }
+    }
+
+    fn int(&mut self, cond: &str, v: Option<i64>) {
+        if let Some(v) = v {
+            self.push(cond, Arg::Int(v));
+        }
+    }
+
+    fn sql(&self) -> String {
+        if self.conds.is_empty() {
+            "1 = 1".into()
+        } else {
+            self.conds.join(" AND ")
+        }
+    }
+
+    fn next(&self) -> usize {
+        self.args.len() + 1
+    }
+
+    fn bind<'q>(
+        &'q self,
+        mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+        for a in &self.args {
+            q = match a {
+                Arg::Text(t) => q.bind(t.as_str()),
+                Arg::Int(i) => q.bind(*i),
+            };
+        }
+        q
+    }
+}
+
+fn attempt_where(f: &AttemptFilter) -> Where {
+    let mut w = Where::default();
+    w.text("a.loan_id = ?", &f.loan_id);
+    w.text("a.channel = ?", &f.channel);
+    w.text("a.kind = ?", &f.kind);
+    w.text("a.status = ?", &f.status);
+    w.text("a.code = ?", &f.code);
+    w.int("a.created_at >= ?", f.from_ms);
+    w.int("a.created_at < ?", f.to_ms);
+    w
+}
+
+/// The attempts matching `w`, in `order`, at most `limit`.
+async fn fetch_attempts(
+    conn: &mut AnyConnection,
+    w: Where,
+    order: &str,
+    limit: i64,
+) -> Result<Vec<AttemptView>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {ATTEMPT_COLS} FROM attempts a JOIN mandates m ON m.id = a.mandate_id \
+         WHERE {} ORDER BY {order} LIMIT ${}",
+        w.sql(),
+        w.next()
+    );
+    let rows = w
+        .bind(sqlx::query(&sql))
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(rows.iter().map(attempt_view).collect())
+}
+
+const ATTEMPT_COLS: &str = "a.id, a.loan_id, a.seq, a.channel, m.account_masked, a.order_no, \
+    a.kind, a.ladder_step, a.amount, a.status, a.code, a.created_at, a.updated_at, a.requested_by";
+
+fn attempt_view(r: &sqlx::any::AnyRow) -> AttemptView {
+    let ms = |c: &str| DateTime::from_timestamp_millis(r.get(c)).unwrap_or_default();
+    AttemptView {
+        id: r.get("id"),
+        loan_id: r.get("loan_id"),
+        seq: r.get::<i64, _>("seq") as u32,
+        channel: r.get("channel"),
+        account: crate::domain::pii::mask_account(&r.get::<String, _>("account_masked")),
+        order_no: r.get("order_no"),
+        kind: r.get("kind"),
+        ladder_step: r.get::<i64, _>("ladder_step") as u32,
+        amount: from_minor(r.get("amount")),
+        status: r.get("status"),
+        code: r.get("code"),
+        at: ms("created_at"),
+        updated_at: ms("updated_at"),
+        requested_by: r.get("requested_by"),
+    }
+}
+
+/// One page of attempts, newest first, with ids below `before_id`.
+pub async fn attempts_page(
+    conn: &mut AnyConnection,
+    f: &AttemptFilter,
+    before_id: Option<i64>,
+    limit: i64,
+) -> Result<Vec<AttemptView>, sqlx::Error> {
+    let mut w = attempt_where(f);
+    w.int("a.id < ?", before_id);
+    fetch_attempts(conn, w, "a.id DESC", limit).await
+}
+
+/// Attempts changed after `(updated_at, id)`, oldest change first: the live feed.
+pub async fn attempts_changed_after(
+    conn: &mut AnyConnection,
+    f: &AttemptFilter,
+    after: (i64, i64),
+    limit: i64,
+) -> Result<Vec<AttemptView>, sqlx::Error> {
+    let mut w = attempt_where(f);
+    w.push("a.updated_at >= ?", Arg::Int(after.0));
+    let n = w.next();
+    w.push(
+        &format!("(a.updated_at > ${} OR a.id > ?)", n - 1),
+        Arg::Int(after.1),
+    );
+    fetch_attempts(conn, w, "a.updated_at, a.id", limit).await
+}
+
+/// Attempts whose `updated_at` is within `[from_ms, to_ms]`, newest first (for the feed to
+/// find changes committed late, with an `updated_at` behind what it already sent).
+pub async fn attempts_changed_within(
+    conn: &mut AnyConnection,
+    f: &AttemptFilter,
+    from_ms: i64,
+    to_ms: i64,
+    limit: i64,
+) -> Result<Vec<AttemptView>, sqlx::Error> {
+    let mut w = attempt_where(f);
+    w.push("a.updated_at >= ?", Arg::Int(from_ms));
+    w.push("a.updated_at <= ?", Arg::Int(to_ms));
+    fetch_attempts(conn, w, "a.updated_at DESC, a.id DESC", limit).await
+}
+
+/// Attempts by id (for the feed to follow attempts it saw open).
+pub async fn attempts_by_ids(
+    conn: &mut AnyConnection,
+    ids: &[i64],
+) -> Result<Vec<AttemptView>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT {ATTEMPT_COLS} FROM attempts a JOIN mandates m ON m.id = a.mandate_id \
+         WHERE a.id IN ({}) ORDER BY a.id",
+        crate::store::in_list(conn, 1, ids.len())
+    );
+    let mut q = sqlx::query(&sql).persistent(false);
+    for id in ids {
+        q = q.bind(*id);
+    }
+    let rows = q.fetch_all(&mut *conn).await?;
+    Ok(rows.iter().map(attempt_view).collect())
+}
+
+/// Attempts still open (submitted or unknown) that changed since `since_ms`.
+pub async fn open_attempts_since(
+    conn: &mut AnyConnection,
+    f: &AttemptFilter,
+    since_ms: i64,
+) -> Result<Vec<AttemptView>, sqlx::Error> {
+    let mut w = attempt_where(f);
+    w.push(
+        "a.status IN ('submitted', 'unknown') AND a.updated_at >= ?",
+        Arg::Int(since_ms),
+    );
+    let sql = format!(
+        "SELECT {ATTEMPT_COLS} FROM attempts a JOIN mandates m ON m.id = a.mandate_id \
+         WHERE {} ORDER BY a.id DESC LIMIT 2000",
+        w.sql()
+    );
+    let rows = w.bind(sqlx::query(&sql)).fetch_all(&mut *conn).await?;
+    Ok(rows.iter().map(attempt_view).collect())
+}
+
+/// The newest `(updated_at, id)` of any attempt: where a live feed starts.
+pub async fn attempts_feed_head(conn: &mut AnyConnection) -> Result<(i64, i64), sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT updated_at, id FROM attempts ORDER BY updated_at DESC, id DESC LIMIT 1",
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map_or((0, 0), |r| (r.get("updated_at"), r.get("id"))))
+}
+
+/// A notice, with its recipient masked.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct NoticeView {
+    pub id: i64,
+    pub seq: Option<u32>,
+    pub kind: String,
+    pub channel: String,
+    pub recipient: String,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub send_after: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+fn mask_recipient(r: &str) -> String {
+    if r.contains('@') {
+        mask_email(r)
+    } else {
+        mask_phone(r)
+    }
+}
+
+/// A loan's notices, newest first.
+pub async fn notices_of(
+    conn: &mut AnyConnection,
+    id: &str,
+) -> Result<Vec<NoticeView>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, seq, kind, channel, recipient, status, created_at, send_after, sent_at \
+         FROM notices WHERE loan_id = $1 ORDER BY id DESC",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let ms = |v: i64| DateTime::from_timestamp_millis(v).unwrap_or_default();
+    Ok(rows
+        .into_iter()
+        .map(|r| NoticeView {
+            id: r.get("id"),
+            seq: r.get::<Option<i64>, _>("seq").map(|s| s as u32),
+            kind: r.get("kind"),
+            channel: r.get("channel"),
+            recipient: mask_recipient(&r.get::<String, _>("recipient")),
+            status: r.get("status"),
+            created_at: ms(r.get("created_at")),
+            send_after: ms(r.get("send_after")),
+            sent_at: r.get::<Option<i64>, _>("sent_at").map(ms),
+        })
+        .collect())
+}
+
+/// Filters of the loan list. Every value is bound as a parameter.
+#[derive(Debug, Clone, Default)]
+pub struct LoanFilter {
+    pub status: Option<String>,
+    pub bucket: Option<String>,
+    pub policy: Option<String>,
+    /// Loans with a mandate on this channel.
+    pub channel: Option<String>,
+    pub dpd_min: Option<u32>,
+    pub dpd_max: Option<u32>,
+    /// Part of the loan id or borrower id.
+    pub q: Option<String>,
+    /// Only loans parked for a person (`true`), or only those that are not.
+    pub parked: Option<bool>,
+}
+
+/// A row of the loan list.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct LoanSummary {
+    pub id: String,
+    pub borrower_id: String,
+    pub policy: String,
+    pub status: String,
+    pub currency: String,
+    pub days_past_due: u32,
+    pub bucket: Option<String>,
+    #[schema(value_type = String)]
+    pub outstanding: Decimal,
+    pub paused_until: Option<DateTime<Utc>>,
+    /// Parked for a person after its pursuit failed (see `engine::guard`).
+    pub parked: bool,
+}
+
+/// `q` as a LIKE pattern matching it anywhere, its wildcards taken literally.
+fn like_pattern(q: &str) -> String {
+    let mut out = String::from("%");
+    for c in q.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+/// One page of loans in id order after `after_id`. Days past due and buckets depend on each
+/// loan's zone and policy, so they are filtered here, reading on until the page is full.
+pub async fn loans_page(
+    conn: &mut AnyConnection,
+    policies: &PolicySet,
+    f: &LoanFilter,
+    after_id: Option<&str>,
+    limit: usize,
+    now: DateTime<Utc>,
+) -> Result<(Vec<LoanSummary>, bool), sqlx::Error> {
+    let mut out = Vec::new();
+    let mut cursor = after_id.map(str::to_string);
+    loop {
+        let batch = (limit * 4).clamp(50, 1000) as i64;
+        let rows = loan_rows(conn, f, cursor.as_deref(), batch).await?;
+        let exhausted = (rows.len() as i64) < batch;
+        for r in &rows {
+            cursor = Some(r.get("id"));
+            let s = loan_summary(r, policies, now);
+            if keep(&s, f) {
+                if out.len() == limit {
+                    return Ok((out, true));
+                }
+                out.push(s);
+            }
+        }
+        if exhausted {
+            return Ok((out, false));
+        }
+    }
+}
+
+fn keep(s: &LoanSummary, f: &LoanFilter) -> bool {
+    f.bucket
+        .as_ref()
+        .is_none_or(|b| s.bucket.as_ref() == Some(b))
+        && f.dpd_min.is_none_or(|d| s.days_past_due >= d)
+        && f.dpd_max.is_none_or(|d| s.days_past_due <= d)
+}
+
+async fn loan_rows(
+    conn: &mut AnyConnection,
+    f: &LoanFilter,
+    after: Option<&str>,
+    batch: i64,
+) -> Result<Vec<sqlx::any::AnyRow>, sqlx::Error> {
+    let mut w = Where::default();
+    w.text("l.id > ?", &after.map(str::to_string));
+    w.text("l.status = ?", &f.status);
+    w.text("l.policy = ?", &f.policy);
+    w.int(
+        "(CASE WHEN l.parked_at IS NULL THEN 0 ELSE 1 END) = ?",
+        f.parked.map(i64::from),
+    );
+    w.text(
+        "EXISTS (SELECT 1 FROM mandates m WHERE m.loan_id = l.id AND m.channel = ?)",
+        &f.channel,
+    );
+    if let Some(q) = &f.q {
+        w.push(
+            "(LOWER(l.id) LIKE ? ESCAPE '\\' OR LOWER(l.borrower_id) LIKE ? ESCAPE '\\')",
+            Arg::Text(like_pattern(q)),
+        );
+    }
+    let sql = format!(
+        "SELECT l.id, l.borrower_id, l.policy, l.status, l.tz, l.currency, l.paused_until, l.parked_at, \
+         (SELECT MIN(i.due_date) FROM installments i WHERE i.loan_id = l.id AND i.status NOT IN ('paid', 'written_off')) AS oldest, \
+         (SELECT CAST(COALESCE(SUM(i.principal + i.interest + i.fee + i.penalty - i.paid_principal \
+           - i.paid_interest - i.paid_fee - i.paid_penalty - i.wo_principal - i.wo_interest - i.wo_fee \
+           - i.wo_penalty), 0) AS BIGINT) FROM installments i \
+           WHERE i.loan_id = l.id AND i.status NOT IN ('paid', 'written_off')) AS owed \
+         FROM loans l WHERE {} ORDER BY l.id LIMIT ${}",
+        w.sql(),
+        w.next()
+    );
+    w.bind(sqlx::query(&sql))
+        .bind(batch)
+        .fetch_all(&mut *conn)
+        .await
+}
+
+fn loan_summary(r: &sqlx::any::AnyRow, policies: &PolicySet, now: DateTime<Utc>) -> LoanSummary {
+    let tz: chrono_tz::Tz = r.get::<String, _>("tz").parse().unwrap_or(chrono_tz::UTC);
+    let oldest = r
+        .get::<Option<String>, _>("oldest")
+        .and_then(|d| NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok());
+    let dpd = days_past_due(oldest, crate::domain::local_date(now, tz));
+    let policy: String = r.get("policy");
+    LoanSummary {
+        id: r.get("id"),
+        borrower_id: r.get("borrower_id"),
+        bucket: bucket_for(dpd, &policy_buckets(policies, &policy)).map(str::to_string),
+        policy,
+        status: r.get("status"),
+        currency: r.get("currency"),
+        days_past_due: dpd,
+        outstanding: from_minor(r.get("owed")),
+        paused_until: r
+            .get::<Option<i64>, _>("paused_until")
+            .and_then(DateTime::from_timestamp_millis)
+            .filter(|t| *t > now),
+        parked: r.get::<Option<i64>, _>("parked_at").is_some(),
+    }
+}
+
+/// Overdue loans and amounts in one delinquency bucket.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct BucketFigures {
+    pub bucket: String,
+    pub loans: i64,
+    #[schema(value_type = String)]
+    pub amount: Decimal,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct DelinquencyReport {
+    /// The date counted; absent means each loan's own today.
+    pub as_of: Option<String>,
+    pub buckets: Vec<BucketFigures>,
+    pub loans: i64,
+    #[schema(value_type = String)]
+    pub amount: Decimal,
+}
+
+/// Loans past due per bucket, today (each loan's local date) or as of the end of a date:
+/// installments due before it and not paid by then (paid later counts as unpaid then, for
+/// its full amount; partial payments are taken as they are now).
+pub async fn delinquency(
+    conn: &mut AnyConnection,
+    policies: &PolicySet,
+    as_of: Option<NaiveDate>,
+    now: DateTime<Utc>,
+) -> Result<DelinquencyReport, sqlx::Error> {
+    let cutoff = as_of.map_or(i64::MAX, |d| {
+        (d + chrono::Days::new(1))
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight")
+            .and_utc()
+            .timestamp_millis()
+    });
+    let before = as_of.unwrap_or(now.date_naive()) + chrono::Days::new(1);
+    let rows = sqlx::query(
+        "SELECT i.loan_id, l.policy, l.tz, MIN(i.due_date) AS oldest, \
+         CAST(SUM(CASE WHEN i.status = 'paid' THEN i.principal + i.interest + i.fee + i.penalty \
+           ELSE i.principal + i.interest + i.fee + i.penalty - i.paid_principal - i.paid_interest \
+           - i.paid_fee - i.paid_penalty END) AS BIGINT) AS owed \
+         FROM installments i JOIN loans l ON l.id = i.loan_id \
+         WHERE i.due_date < $1 AND (i.status NOT IN ('paid', 'written_off') OR i.paid_at >= $2) \
+         GROUP BY i.loan_id, l.policy, l.tz",
+    )
+    .bind(before.to_string())
+    .bind(cutoff)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut by: BTreeMap<String, (i64, Decimal)> = BTreeMap::new();
+    for r in rows {
+        let tz: chrono_tz::Tz = r.get::<String, _>("tz").parse().unwrap_or(chrono_tz::UTC);
+        let oldest = NaiveDate::parse_from_str(&r.get::<String, _>("oldest"), "%Y-%m-%d").ok();
+        let day = as_of.unwrap_or_else(|| crate::domain::local_date(now, tz));
+        let dpd = days_past_due(oldest, day);
+        if dpd == 0 {
+            continue;
+        }
+        let name = bucket_for(
+            dpd,
+            &policy_buckets(policies, &r.get::<String, _>("policy")),
+        )
+        .unwrap_or("unbucketed")
+        .to_string();
+        let e = by.entry(name).or_default();
+        e.0 += 1;
+        e.1 += from_minor(r.get("owed"));
+    }
+    Ok(DelinquencyReport {
+        as_of: as_of.map(|d| d.to_string()),
+        loans: by.values().map(|v| v.0).sum(),
+        amount: by.values().map(|v| v.1).sum(),
+        buckets: by
+            .into_iter()
+            .map(|(bucket, (loans, amount))| BucketFigures {
+                bucket,
+                loans,
+                amount,
+            })
+            .collect(),
+    })
+}
+
+/// Portfolio figures as of an instant, for the demo and operators.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct PortfolioSummary {
+    pub loans: i64,
+    pub installments_due: i64,
+    pub collected_in_full: i64,
+    pub collected_in_steps: i64,
+    pub overdue_by_bucket: BTreeMap<String, (i64, Decimal)>,
+    pub loans_in_collections: i64,
+    pub attempts: BTreeMap<String, i64>,
+    pub notices: BTreeMap<String, i64>,
+    pub collected: Decimal,
+    pub trial_balance: Option<TrialBalance>,
+}
+
+pub async fn portfolio_summary(
+    conn: &mut AnyConnection,
+    policies: &PolicySet,
+    now: DateTime<Utc>,
+) -> Result<PortfolioSummary, sqlx::Error> {
+    let today = now.date_naive().to_string();
+    let mut s = PortfolioSummary {
+        loans: sqlx::query_scalar("SELECT COUNT(*) FROM loans").fetch_one(&mut *conn).await?,
+        installments_due: count(conn, "SELECT COUNT(*) FROM installments WHERE due_date <= $1", &today).await?,
+        collected_in_full: count(conn, "SELECT COUNT(*) FROM installments WHERE status = 'paid' AND due_date <= $1", &today).await?,
+        collected_in_steps: count(
+            conn,
+            "SELECT COUNT(*) FROM installments i WHERE i.status = 'paid' AND i.due_date <= $1 AND \
+             (SELECT COUNT(*) FROM attempts a WHERE a.loan_id = i.loan_id AND a.seq = i.seq AND a.status = 'succeeded') >= 2",
+            &today,
+        )
+        .await?,
+        loans_in_collections: sqlx::query_scalar("SELECT COUNT(*) FROM loans WHERE status = 'collections'")
+            .fetch_one(&mut *conn)
+            .await?,
+        ..Default::default()
+    };
+    s.overdue_by_bucket = overdue_buckets(conn, policies, now).await?;
+    s.attempts = counts_by_kind_status(conn, "attempts").await?;
+    s.notices = counts_by_kind_status(conn, "notices").await?;
+    let collected: i64 = sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(amount),0) AS BIGINT) FROM attempts WHERE status = 'succeeded'",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    s.collected = from_minor(collected);
+    s.trial_balance = Some(trial_balance(conn).await?);
+    Ok(s)
+}
+
+/// `kind/status` → count over a table with those two columns.
+async fn counts_by_kind_status(
+    conn: &mut AnyConnection,
+    table: &str,
+) -> Result<BTreeMap<String, i64>, sqlx::Error> {
+    let sql = format!("SELECT kind, status, COUNT(*) AS n FROM {table} GROUP BY kind, status");
+    let rows = sqlx::query(&sql).fetch_all(&mut *conn).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let key = format!(
+                "{}/{}",
+                r.get::<String, _>("kind"),
+                r.get::<String, _>("status")
+            );
+            (key, r.get("n"))
+        })
+        .collect())
+}
+
+async fn count(conn: &mut AnyConnection, sql: &str, arg: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(sql)
+        .bind(arg)
+        .fetch_one(&mut *conn)
+        .await
+}
+
+/// Overdue loans and amounts per delinquency bucket (each loan's own policy's buckets).
+async fn overdue_buckets(
+    conn: &mut AnyConnection,
+    policies: &PolicySet,
+    now: DateTime<Utc>,
+) -> Result<BTreeMap<String, (i64, Decimal)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT i.loan_id, l.policy, l.tz, MIN(i.due_date) AS oldest, \
+         CAST(SUM(i.principal + i.interest + i.fee + i.penalty - i.paid_principal - i.paid_interest - i.paid_fee - i.paid_penalty) AS BIGINT) AS owed \
+         FROM installments i JOIN loans l ON l.id = i.loan_id \
+         WHERE i.status NOT IN ('paid', 'written_off') AND i.due_date < $1 GROUP BY i.loan_id, l.policy, l.tz",
+    )
+    .bind((now.date_naive() + chrono::Days::new(1)).to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out: BTreeMap<String, (i64, Decimal)> = BTreeMap::new();
+    for r in rows {
+        let tz: chrono_tz::Tz = r.get::<String, _>("tz").parse().unwrap_or(chrono_tz::UTC);
+        let oldest = NaiveDate::parse_from_str(&r.get::<String, _>("oldest"), "%Y-%m-%d").ok();
+        let dpd = days_past_due(oldest, crate::domain::local_date(now, tz));
+        if dpd == 0 {
+            continue;
+        }
+        let name = bucket_for(
+            dpd,
+            &policy_buckets(policies, &r.get::<String, _>("policy")),
+        )
+        .unwrap_or("unbucketed")
+        .to_string();
+        let e = out.entry(name).or_default();
+        e.0 += 1;
+        e.1 += from_minor(r.get("owed"));
+    }
+    Ok(out)
+}
