@@ -5,10 +5,8 @@ use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use repayd::app::{engine_with_sims, load_policies, Settings};
-use repayd::engine::{plan, EngineConfig};
-use repayd::{
-    app::bench, app::demo, domain::import, domain::ledger, domain::policy, store::reports,
-};
+use repayd::engine::EngineConfig;
+use repayd::{app::bench, app::demo, domain::policy, store::reports};
 use std::path::PathBuf;
 use std::process::ExitCode;
 

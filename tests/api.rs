@@ -1718,9 +1718,9 @@ async fn callbacks_need_a_channel_secret(backend: Backend) {
         from: String::new(),
         timeout_ms: 1000,
     });
-    let daemon = std::sync::Arc::new(repayd::app::daemon::DaemonState::default());
+    let daemon = std::sync::Arc::new(repayd::web::DaemonState::default());
     let app = common::web::spawn_web_with(backend, RICH, move |e| {
-        repayd::web::state::ApiState::new(e, daemon, &cfg)
+        repayd::app::daemon::api_state(e, daemon, &cfg)
     })
     .await;
     let loan = loan_json(

@@ -12,11 +12,11 @@ use common::{loan_json, local, spawn_app, Backend, TestApp};
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures::FutureExt;
 use repayd::adapters::channel::Scenario;
-use repayd::app::daemon::DaemonState;
 use repayd::app::simulated_engine;
 use repayd::engine::{Engine, EngineConfig};
+use repayd::web::app as router;
 use repayd::web::auth::{create_token, Role};
-use repayd::web::state::{router, ApiState};
+use repayd::web::DaemonState;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -171,7 +171,7 @@ async fn start_site(backend: Backend) -> Site {
         l4,
     ]);
     app.import_json(&loans.to_string()).await;
-    let state = ApiState::new(
+    let state = repayd::app::daemon::api_state(
         served_engine(&app),
         Arc::new(DaemonState::default()),
         &repayd::app::config::Config::default(),

@@ -100,7 +100,11 @@ async fn poison_amounts_are_refused_naming_record_and_field(backend: Backend) {
         C1,BC1,N,13900001111,n@example.com,,CNY,Asia/Shanghai,standard,true,bank:A:6222021234561234,,79228162514264337593543950335,,,,2027-01-15,0,0\n";
     let path = app.dir.path().join("huge.csv");
     std::fs::write(&path, csv).unwrap();
-    let text = refused(repayd::ops::import::read_file(&path, &app.engine.policies, &channels()));
+    let text = refused(repayd::ops::import::read_file(
+        &path,
+        &app.engine.policies,
+        &channels(),
+    ));
     assert!(
         text.contains("line 2 (loan C1): installments[0].principal"),
         "{text}"
@@ -156,7 +160,11 @@ async fn accounts_are_digits_or_masks_and_errors_never_echo_them(backend: Backen
         C1,BC1,N,13900001111,n@example.com,,CNY,Asia/Shanghai,standard,true,bank:A:6222021234569999:1:2:3,,100.00,,,,2027-01-15,0,0\n";
     let path = app.dir.path().join("cell.csv");
     std::fs::write(&path, csv).unwrap();
-    let text = refused(repayd::ops::import::read_file(&path, &app.engine.policies, &channels()));
+    let text = refused(repayd::ops::import::read_file(
+        &path,
+        &app.engine.policies,
+        &channels(),
+    ));
     assert!(text.contains("line 2: mandates[0]"), "{text}");
     assert!(!text.contains("6222021234569999"), "{text}");
     app.cleanup().await;
@@ -604,9 +612,9 @@ async fn callbacks_are_recorded_while_the_engine_writes(backend: Backend) {
     for c in cfg.channels.iter_mut() {
         c.secret = "cb-secret".into();
     }
-    let daemon = std::sync::Arc::new(repayd::app::daemon::DaemonState::default());
+    let daemon = std::sync::Arc::new(repayd::web::DaemonState::default());
     let app = common::web::spawn_web_with(backend, SCENARIO, move |e| {
-        repayd::web::state::ApiState::new(e, daemon, &cfg)
+        repayd::app::daemon::api_state(e, daemon, &cfg)
     })
     .await;
     let loans: Vec<Value> = (0..1500)

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{loan_json, spawn_app, Backend};
-use repayd::domain::import::{self, ImportError};
+use repayd::domain::import::ImportError;
 
 fn channels() -> Vec<String> {
     vec!["unionpay".into(), "wechat".into(), "bank".into()]
@@ -54,7 +54,9 @@ async fn reimport_is_idempotent_and_conflicts_change_nothing(backend: Backend) {
     std::fs::write(&path, changed).unwrap();
     let parsed = repayd::ops::import::read_file(&path, &app.engine.policies, &channels()).unwrap();
     let mut tx = app.engine.db.pool.begin().await.unwrap();
-    let err = repayd::store::import::store_loans(&mut tx, &parsed, 0).await.unwrap_err();
+    let err = repayd::store::import::store_loans(&mut tx, &parsed, 0)
+        .await
+        .unwrap_err();
     tx.rollback().await.unwrap();
     assert!(
         err.to_string().contains("loan I2") && err.to_string().contains("different content"),
@@ -82,7 +84,9 @@ async fn terms_generate_installments_that_sum_to_principal(backend: Backend) {
     std::fs::write(&path, csv).unwrap();
     let loans = repayd::ops::import::read_file(&path, &app.engine.policies, &channels()).unwrap();
     let mut tx = app.engine.db.pool.begin().await.unwrap();
-    repayd::store::import::store_loans(&mut tx, &loans, 0).await.unwrap();
+    repayd::store::import::store_loans(&mut tx, &loans, 0)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     assert_eq!(
         app.scalar_i64(

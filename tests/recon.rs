@@ -753,7 +753,11 @@ fn cli_recon_refund_and_write_off() {
     let audited: Vec<(String, String, String)> =
         tokio::runtime::Runtime::new().unwrap().block_on(async {
             let db = repayd::store::Db::open(&url).await.unwrap();
-            sqlx::query_as("SELECT actor, action, reason FROM audit_log ORDER BY id")
+            // The import is audited too (the CLI and the API share the operation); this test
+            // is about the money actions.
+            sqlx::query_as(
+                "SELECT actor, action, reason FROM audit_log WHERE action <> 'import_loans' ORDER BY id",
+            )
                 .fetch_all(&db.pool)
                 .await
                 .unwrap()

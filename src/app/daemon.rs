@@ -11,13 +11,13 @@ use crate::app::config::Config;
 use crate::app::{AppError, Sims};
 use crate::engine::{instance, Engine, EngineConfig};
 use crate::store::Backend;
-use crate::web::state::{self, ApiState};
+use crate::web::state::{ApiState, DaemonState};
 use chrono::Utc;
 use futures::FutureExt;
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
@@ -49,15 +49,20 @@ pub enum DaemonError {
     Sql(#[from] sqlx::Error),
 }
 
-/// What the daemon exposes about itself (health, metrics).
-#[derive(Debug, Default)]
-pub struct DaemonState {
-    pub instance: String,
-    /// Wall-clock milliseconds of the last finished tick.
-    pub last_tick_ms: AtomicI64,
-    pub runs: AtomicU64,
-    pub busy: AtomicBool,
-    pub skipped_ticks: AtomicU64,
+/// The HTTP state of a daemon from its configuration: each channel's callback secret, the
+/// SMS gateway's token, and the limits on failed authentication.
+pub fn api_state(engine: Arc<Engine>, daemon: Arc<DaemonState>, cfg: &Config) -> ApiState {
+    let secrets = cfg
+        .channels
+        .iter()
+        .map(|c| (c.name.clone(), c.secret.clone()))
+        .collect();
+    let limits = crate::web::throttle::AuthLimits {
+        burst: cfg.daemon.auth_failure_burst,
+        per_second: cfg.daemon.auth_failures_per_second,
+    };
+    let sms = cfg.notices.sms.as_ref().map(|s| s.token.clone());
+    ApiState::new(engine, daemon, secrets, sms, limits)
 }
 
 /// An exclusive lock on `<database file>.lock`, holding our pid, released when dropped.
@@ -212,7 +217,7 @@ async fn start_http(
             source,
         })?;
     tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or(addr), "listening");
-    let app = state::router(ApiState::new(engine, state, cfg));
+    let app = crate::web::app(api_state(engine, state, cfg));
     Ok(tokio::spawn(async move {
         let graceful = async move {
             let _ = stop.wait_for(|s| *s).await;

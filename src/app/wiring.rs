@@ -1,8 +1,8 @@
 //! Wiring: settings (flags, environment, defaults) into a ready [`Engine`].
 
 use crate::adapters::channel::{Scenario, SimError, Simulator};
+use crate::adapters::providers::LogSink;
 use crate::domain::channel::{builtin_channels, Channel, ChannelConfig};
-use crate::domain::notice::LogSink;
 use crate::domain::policy::{PolicyErrors, PolicySet};
 use crate::engine::{Engine, EngineConfig};
 use crate::store::{Db, StoreError};
@@ -313,7 +313,7 @@ fn notice_sink(
         };
         set = set.with(Arc::new(SmtpEmail::new(smtp).map_err(bad)?));
     }
-    Ok(Arc::new(crate::domain::notice::ProviderSink {
+    Ok(Arc::new(crate::adapters::providers::ProviderSink {
         providers: set,
         timeout_retries: 2,
     }))

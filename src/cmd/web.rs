@@ -5,7 +5,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use repayd::ops::{self, action};
 use repayd::web::api::attempts::AttemptEvent;
-use repayd::web::auth::{self, Principal, Role};
+use repayd::web::auth::{self, Role};
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;

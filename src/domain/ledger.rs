@@ -259,9 +259,6 @@ mod tests {
             memo: "x".into(),
             lines,
         };
-        assert!(matches!(
-            e.check_balanced(),
-            Err(Unbalanced { .. })
-        ));
+        assert!(matches!(e.check_balanced(), Err(Unbalanced { .. })));
     }
 }

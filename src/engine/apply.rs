@@ -540,7 +540,7 @@ pub async fn flush(
     }
     write_loans(conn, loans).await?;
     write_write_offs(conn, &w.write_offs, &w.entries, now).await?;
-    notice::queue_notices(conn, &w.notices, now).await?;
+    crate::store::notices::queue_notices(conn, &w.notices, now).await?;
     cancel_paid(conn, &w.paid, loans).await?;
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! duplicate callbacks change nothing.
 
 use super::{Engine, EngineError};
-use crate::adapters::channel::protocol::Callback;
+use crate::domain::channel::Callback;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 

@@ -9,19 +9,22 @@
 pub mod apply;
 pub mod callbacks;
 pub mod clock;
+pub mod dispatch;
 pub mod guard;
 pub mod instance;
 pub mod plan;
 pub mod pursue;
 pub mod refresh;
 pub mod resolve;
+pub mod writeoff;
 
 use crate::domain::channel::{Channel, ChannelConfig};
-use crate::store::ledger::LedgerError;
-use crate::domain::notice::{self, NoticeSink, NotifyError};
+use crate::domain::notice::{self, NoticeSink};
 use crate::domain::policy::{Policy, PolicySet};
+use crate::store::ledger::LedgerError;
 use crate::store::Db;
 use chrono::{DateTime, Utc};
+use dispatch::NotifyError;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicBool;
@@ -195,7 +198,13 @@ impl Engine {
             let p = self.policies.get(policy)?;
             Some((notice::quiet_windows(p), p.notices.daily_cap))
         };
-        let r = notice::dispatch(&mut conn, self.sink.as_ref(), &lookup, now).await?;
+        let d = dispatch::Dispatcher {
+            owner: &self.cfg.owner,
+            lease_ms: self.cfg.lease_ms,
+            sink: self.sink.as_ref(),
+            rules: &lookup,
+        };
+        let r = dispatch::dispatch(&mut conn, &d, now).await?;
         summary.notices_sent += r.sent;
         summary.notices_held += r.held_quiet + r.held_cap;
         Ok(())

@@ -11,11 +11,11 @@ use super::guard::{self, catch};
 use super::{instance, Engine, EngineError, RunSummary};
 use crate::domain::channel::DebitRequest;
 use crate::domain::loan::LoanState;
-use crate::store::loans::load_loans;
 use crate::domain::notice::{self, NoticeFacts, NoticeKind, NoticeRow};
 use crate::domain::planner::{superseding_pre_due, AttemptKind};
 use crate::domain::policy::Policy;
 use crate::domain::{ladder_amounts, local_date, to_minor, LadderInput};
+use crate::store::loans::load_loans;
 use crate::store::{alloc_on, in_list, Backend, Rows, Val};
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use futures::{FutureExt, StreamExt};
@@ -146,15 +146,7 @@ pub async fn claim_due_actions(
         .collect())
 }
 
-/// SQL that finds a live owner: an instance whose heartbeat is newer than `since_param`. A
-/// claim whose lease ran out is only rescued when its owner is not alive, so a slow but
-/// healthy instance keeps its work: expiry is decided by heartbeats, not elapsed time alone.
-pub fn alive_owner(owner_col: &str, since_param: &str) -> String {
-    format!(
-        "SELECT 1 FROM instances i WHERE i.id = {owner_col} AND i.heartbeat_at >= {since_param} \
-         AND i.stopped_at IS NULL"
-    )
-}
+pub use crate::store::alive_owner;
 
 /// How an action ended, written back to the agenda.
 struct ActionEnd {
@@ -681,7 +673,7 @@ async fn pursue_rounds(
             if !ends.is_empty() || !notices.is_empty() {
                 let mut tx = engine.db.begin().await?;
                 write_action_ends(&mut tx, &ends, now).await?;
-                notice::queue_notices(&mut tx, &notices, now).await?;
+                crate::store::notices::queue_notices(&mut tx, &notices, now).await?;
                 tx.commit().await?;
             }
             return Ok(());
@@ -854,7 +846,7 @@ async fn record_submitted(
     }
     apply::write_loans(&mut tx, loans).await?;
     write_action_ends(&mut tx, ends, now).await?;
-    notice::queue_notices(&mut tx, notices, now).await?;
+    crate::store::notices::queue_notices(&mut tx, notices, now).await?;
     tx.commit().await?;
     Ok(next)
 }

@@ -48,7 +48,7 @@ pub async fn refresh_overdue(
         let rows = overdue_batch(&mut tx, &bound, &after).await?;
         let Some(last) = rows.last() else {
             tx.commit().await?;
-            let n = crate::recon::write_off_past_point(engine, now).await?;
+            let n = super::writeoff::write_off_past_point(engine, now).await?;
             if n > 0 {
                 tracing::info!(loans = n, "written off past the policy's write-off point");
             }

@@ -62,8 +62,16 @@ pub async fn import_loans(
     let report = store_loans(&mut tx, loans, now.timestamp_millis()).await?;
     let detail = serde_json::json!({ "loans_added": report.loans_added,
         "loans_unchanged": report.loans_unchanged, "installments_added": report.installments_added });
-    super::audit(&mut tx, who, action::IMPORT_LOANS, None, None, &detail, now.timestamp_millis())
-        .await?;
+    super::audit(
+        &mut tx,
+        who,
+        action::IMPORT_LOANS,
+        None,
+        None,
+        &detail,
+        now.timestamp_millis(),
+    )
+    .await?;
     tx.commit().await?;
     let ids: Vec<String> = loans.iter().map(|l| l.id.clone()).collect();
     let actions_planned = plan::plan_new_loans(engine, Some(&ids)).await?;

@@ -5,11 +5,11 @@
 pub mod daily;
 pub mod import;
 
+use crate::domain::actor::Actor;
 use crate::domain::pii::mask_account;
 use crate::domain::{from_minor, local_to_utc, parse_money, to_minor};
 use crate::engine::{plan, pursue, Engine, EngineError};
 use crate::store::alloc_on;
-use crate::domain::actor::Actor;
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;

@@ -24,9 +24,9 @@ pub mod settle;
 pub mod statement;
 pub mod writeoff;
 
-use crate::store::ledger::LedgerError;
 use crate::domain::statement::StatementError;
 use crate::engine::EngineError;
+use crate::store::ledger::LedgerError;
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use thiserror::Error;
@@ -37,7 +37,7 @@ pub use cases::{cases_page, resolve_case, CaseError, CaseRow};
 pub use refund::{refund, refund_in, RefundDone, RefundKind, RefundRequest};
 pub use settle::{settle_due, Settled};
 pub use statement::{fetch_due, import_file, import_lines, ImportOutcome};
-pub use writeoff::{write_off_admin, write_off_admin_in, write_off_past_point};
+pub use writeoff::{write_off_admin, write_off_admin_in};
 
 #[derive(Debug, Error)]
 pub enum ReconError {

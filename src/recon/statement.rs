@@ -2,12 +2,12 @@
 
 use super::{settle, ReconError};
 use crate::domain::channel::{ChannelConfig, StatementLine};
-use crate::store::loans::load_loans;
 use crate::domain::matching::{classify, AutoFix, Item, OurAttempt};
 use crate::domain::statement as protocol;
 use crate::domain::{from_minor, local_date, local_to_utc, to_minor};
 use crate::engine::apply::{self, AttemptRec, Verdict, Writes};
 use crate::engine::Engine;
+use crate::store::loans::load_loans;
 use crate::store::{alloc_on, Rows, Val};
 use chrono::{DateTime, Days, NaiveDate, NaiveTime, Utc};
 use serde::Serialize;

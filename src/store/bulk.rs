@@ -112,6 +112,33 @@ impl Rows {
         .await
     }
 
+    /// Like [`Rows::with_values`] for a statement with `RETURNING`: the returned rows of
+    /// every chunk.
+    pub async fn with_values_returning(
+        self,
+        conn: &mut AnyConnection,
+        cols: &str,
+        statement: &str,
+    ) -> Result<Vec<sqlx::any::AnyRow>, sqlx::Error> {
+        let rows_per_chunk = (MAX_PARAMS / self.width).max(1);
+        let mut out = Vec::new();
+        let mut vals = self.vals.into_iter();
+        let total_rows = vals.len() / self.width;
+        let mut done = 0;
+        while done < total_rows {
+            let n = rows_per_chunk.min(total_rows - done);
+            let values = placeholders(is_sqlite(conn), n, self.width);
+            let sql = format!("WITH v({cols}) AS (VALUES {values}) {statement}");
+            let mut q = sqlx::query(&sql).persistent(false);
+            for v in vals.by_ref().take(n * self.width) {
+                q = bind_val(q, v);
+            }
+            out.extend(q.fetch_all(&mut *conn).await?);
+            done += n;
+        }
+        Ok(out)
+    }
+
     async fn run(
         self,
         conn: &mut AnyConnection,

@@ -83,15 +83,17 @@ async fn check_book(conn: &mut AnyConnection, new: &[&LoanInput]) -> Result<(), 
             }
         }
         if book > MAX_BOOK_MINOR {
-            return Err(StoreLoansError::Refused(ImportError::Invalid(vec![ImportProblem {
-                file: "-".into(),
-                location: format!("loan {}", l.id),
-                field: "installments".into(),
-                message: format!(
-                    "the book would pass {} (the most repayd holds); nothing was written",
-                    crate::domain::from_minor(MAX_BOOK_MINOR)
-                ),
-            }])));
+            return Err(StoreLoansError::Refused(ImportError::Invalid(vec![
+                ImportProblem {
+                    file: "-".into(),
+                    location: format!("loan {}", l.id),
+                    field: "installments".into(),
+                    message: format!(
+                        "the book would pass {} (the most repayd holds); nothing was written",
+                        crate::domain::from_minor(MAX_BOOK_MINOR)
+                    ),
+                },
+            ])));
         }
     }
     Ok(())

@@ -209,4 +209,3 @@ fn push_subtree(
     out[idx].credit = from_minor(c);
     (d, c)
 }
-

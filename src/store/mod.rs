@@ -7,10 +7,11 @@
 
 mod bulk;
 pub mod dashboard;
-pub mod import;
 pub mod decode;
+pub mod import;
 pub mod ledger;
 pub mod loans;
+pub mod notices;
 pub mod recon_report;
 pub mod reports;
 pub mod verify;
@@ -121,6 +122,17 @@ impl Db {
     pub fn is_postgres(&self) -> bool {
         self.backend == Backend::Postgres
     }
+}
+
+/// SQL that finds a live owner: an instance whose heartbeat is newer than `since_param` and
+/// that has not stopped. A claim, a loan hold or an attempt in flight is rescued only when its
+/// owner is not alive, so a slow but healthy instance keeps its work: expiry is decided by
+/// heartbeats, never by elapsed time alone.
+pub fn alive_owner(owner_col: &str, since_param: &str) -> String {
+    format!(
+        "SELECT 1 FROM instances i WHERE i.id = {owner_col} AND i.heartbeat_at >= {since_param} \
+         AND i.stopped_at IS NULL"
+    )
 }
 
 /// Counter allocation on an existing connection (or transaction).

@@ -1,10 +1,10 @@
 //! Read models for people: a loan's plan and balances, its agenda, attempts, and portfolio
 //! summaries. Account and phone numbers come out masked.
 
-use crate::store::ledger::{trial_balance, TrialBalance};
 use crate::domain::pii::{mask_email, mask_phone};
 use crate::domain::policy::PolicySet;
 use crate::domain::{bucket_for, days_past_due, from_minor, Bucket};
+use crate::store::ledger::{trial_balance, TrialBalance};
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;

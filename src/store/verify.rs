@@ -10,8 +10,8 @@
 //! that is not there.
 
 use crate::domain::ledger::{self};
-use crate::store::ledger::{trial_balance};
 use crate::domain::{from_minor, to_minor};
+use crate::store::ledger::trial_balance;
 use crate::store::Db;
 use futures::TryStreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};

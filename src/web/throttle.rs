@@ -10,8 +10,6 @@
 //! `X-Forwarded-For` is not trusted, since anybody can write it. Without connection info (a
 //! router served without it) all clients share one key, which is stricter, never looser.
 
-use super::api::error::ApiError;
-use crate::web::state::ApiState;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
@@ -124,9 +122,13 @@ impl AuthThrottle {
 }
 
 /// The middleware over every route that takes a credential.
-pub async fn layer(State(s): State<ApiState>, req: Request, next: Next) -> Response {
+pub async fn layer(
+    State(throttle): State<std::sync::Arc<AuthThrottle>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let client = client_of(&req);
-    if let Some(wait) = s.auth_throttle.blocked_for(client) {
+    if let Some(wait) = throttle.blocked_for(client) {
         return too_many(wait);
     }
     let resp = next.run(req).await;
@@ -136,7 +138,7 @@ pub async fn layer(State(s): State<ApiState>, req: Request, next: Next) -> Respo
         return resp;
     }
     metrics::counter!(FAILURES).increment(1);
-    match s.auth_throttle.failed(client) {
+    match throttle.failed(client) {
         None => resp,
         Some(wait) => {
             tracing::warn!(client = ?client, "too many failed authentications; refusing for a while");
@@ -166,12 +168,13 @@ fn network_of(ip: IpAddr) -> IpAddr {
 fn too_many(wait: Duration) -> Response {
     metrics::counter!(LIMITED).increment(1);
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    let err = ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limited",
-        format!("too many failed authentications from this address; retry in {secs} s"),
-    );
-    let mut resp = err.into_response();
+    // The API's error shape (`{error, message}`), written here so that the limit sits below
+    // every surface it guards.
+    let body = serde_json::json!({
+        "error": "rate_limited",
+        "message": format!("too many failed authentications from this address; retry in {secs} s"),
+    });
+    let mut resp = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
     resp.headers_mut().insert(
         axum::http::header::RETRY_AFTER,
         HeaderValue::from(secs.max(1)),

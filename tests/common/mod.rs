@@ -135,8 +135,8 @@ impl TestApp {
         let path = self.dir.path().join("loans.json");
         std::fs::write(&path, json).expect("write loans");
         let channels: Vec<String> = self.engine.channel_configs.keys().cloned().collect();
-        let loans =
-            repayd::ops::import::read_file(&path, &self.engine.policies, &channels).expect("valid loans");
+        let loans = repayd::ops::import::read_file(&path, &self.engine.policies, &channels)
+            .expect("valid loans");
         let mut tx = self.engine.db.pool.begin().await.expect("tx");
         let r = repayd::store::import::store_loans(&mut tx, &loans, 0)
             .await

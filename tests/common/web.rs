@@ -64,7 +64,7 @@ pub async fn spawn_web_with(
         pg_database,
     } = spawn_app(backend, scenario).await;
     let engine = Arc::new(engine);
-    let router = repayd::web::state::router(state(engine.clone()));
+    let router = repayd::web::app(state(engine.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

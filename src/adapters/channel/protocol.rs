@@ -19,10 +19,8 @@
 //! The timestamp is signed and must be within [`MAX_SKEW_SECS`] of the receiver's clock,
 //! so a captured message cannot be replayed later.
 
-use crate::domain::channel::DebitOutcome;
 use chrono::Utc;
 use hmac::{Hmac, Mac};
-use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use thiserror::Error;
 
@@ -51,13 +49,7 @@ pub enum SignatureError {
     Mismatch,
 }
 
-/// Asynchronous result notification, POSTed by the channel to the merchant's webhook. It
-/// may come late, twice, or (for failures) never: the receiver must be idempotent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Callback {
-    pub order_no: String,
-    pub outcome: DebitOutcome,
-}
+pub use crate::domain::channel::Callback;
 
 /// `hex(HMAC-SHA256(secret, "{ts}.{body}"))`.
 pub fn sign(secret: &[u8], ts: i64, body: &[u8]) -> String {
@@ -106,6 +98,7 @@ pub fn now_unix() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::channel::DebitOutcome;
 
     #[test]
     fn signatures_verify_and_reject() {

@@ -7,6 +7,7 @@
 //! (`Transport`). Recipients only ever reach the logs masked.
 
 pub mod email;
+pub mod sinks;
 pub mod sms;
 
 use async_trait::async_trait;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 
 pub use crate::domain::notice::templates::{NoticeContext, TemplateError, Templates};
 pub use email::{Security, SmtpConfig, SmtpEmail};
+pub use sinks::{LogSink, ProviderSink};
 pub use sms::{
     parse_delivery_report, DeliveryReport, DeliveryStatus, GenericJsonSms, ReportError,
     TwilioConfig, TwilioSms,

@@ -69,7 +69,8 @@ pub async fn run_demo(opts: &DemoOptions) -> Result<PortfolioSummary, AppError> 
     let loans = crate::ops::import::read_file(&portfolio, &engine.policies, &channels)?;
     let start: DateTime<Utc> = opts.start.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
     let mut tx = engine.db.begin().await?;
-    let report = crate::store::import::store_loans(&mut tx, &loans, start.timestamp_millis()).await?;
+    let report =
+        crate::store::import::store_loans(&mut tx, &loans, start.timestamp_millis()).await?;
     tx.commit().await?;
     println!(
         "imported {} loans ({} installments) from {}",

@@ -25,6 +25,14 @@ use thiserror::Error;
 
 pub use order_no::{Charset, OrderNoError, OrderNoRule};
 
+/// Asynchronous result notification, POSTed by the channel to the merchant's webhook. It
+/// may come late, twice, or (for failures) never: the receiver must be idempotent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Callback {
+    pub order_no: String,
+    pub outcome: DebitOutcome,
+}
+
 /// One debit attempt as sent to a channel.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DebitRequest {

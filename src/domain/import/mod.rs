@@ -7,8 +7,8 @@ pub mod csv;
 use crate::domain::pii::mask_account;
 use crate::domain::policy::PolicySet;
 use crate::domain::{
-    bounded_sum, check_date, generate_schedule, parse_money, Method, PlannedInstallment,
-    Terms, MAX_AMOUNT,
+    bounded_sum, check_date, generate_schedule, parse_money, Method, PlannedInstallment, Terms,
+    MAX_AMOUNT,
 };
 use chrono::NaiveDate;
 use chrono_tz::Tz;
@@ -708,4 +708,3 @@ fn terms_installments(
         vec![]
     })
 }
-

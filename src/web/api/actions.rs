@@ -110,7 +110,8 @@ pub async fn manual_attempt(
     Path(id): Path<String>,
     ApiJson(b): ApiJson<ManualAttemptRequest>,
 ) -> Result<Json<AttemptView>, ApiError> {
-    let attempt = ops::manual_attempt(&s.engine, &p.actor(), &id, &b.amount, &b.reason, now()).await?;
+    let attempt =
+        ops::manual_attempt(&s.engine, &p.actor(), &id, &b.amount, &b.reason, now()).await?;
     let mut conn = s.engine.db.pool.acquire().await?;
     let filter = reports::AttemptFilter {
         loan_id: Some(id.clone()),

@@ -172,7 +172,16 @@ pub async fn revoke_token(
         return Err(ApiError::not_found(format!("active token `{name}`")));
     }
     let detail = serde_json::json!({ "name": name, "revoked": revoked });
-    ops::audit(&mut tx, &p.actor(), action::REVOKE_TOKEN, None, None, &detail, now).await?;
+    ops::audit(
+        &mut tx,
+        &p.actor(),
+        action::REVOKE_TOKEN,
+        None,
+        None,
+        &detail,
+        now,
+    )
+    .await?;
     tx.commit().await?;
     Ok(Json(TokenRevoked { name, revoked }))
 }

@@ -282,7 +282,9 @@ pub async fn get_contact(
     State(s): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<Contact>, ApiError> {
-    Ok(Json(ops::read_contact(&s.engine, &p.actor(), &id, now()).await?))
+    Ok(Json(
+        ops::read_contact(&s.engine, &p.actor(), &id, now()).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -336,7 +338,8 @@ async fn change_policy(
     id: String,
     b: PolicyChange,
 ) -> Result<Json<PolicyChanged>, ApiError> {
-    let planned = ops::change_policy(&s.engine, &p.actor(), &id, &b.policy, &b.reason, now()).await?;
+    let planned =
+        ops::change_policy(&s.engine, &p.actor(), &id, &b.policy, &b.reason, now()).await?;
     Ok(Json(PolicyChanged {
         loan_id: id,
         policy: b.policy,
