@@ -22,6 +22,7 @@ pub mod policy;
 pub mod schedule;
 pub mod secret;
 pub mod statement;
+pub mod status;
 pub mod types;
 
 pub use allocation::*;
