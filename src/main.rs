@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use repayd::app::{engine_with_sims, load_policies, Settings};
 use repayd::engine::EngineConfig;
-use repayd::{app::bench, app::demo, domain::policy, store::reports};
+use repayd::{app::bench, app::demo, store::reports};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -622,7 +622,7 @@ fn policy_check(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
     }
     let mut ok = true;
     for f in files {
-        match policy::load_policy_file(f) {
+        match repayd::app::policies::load_policy_file(f) {
             Ok(p) => println!("{}: ok (policy `{}` v{})", f.display(), p.name, p.version),
             Err(e) => {
                 ok = false;

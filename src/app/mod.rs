@@ -5,6 +5,7 @@ pub mod bench;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod policies;
 pub mod wiring;
 
 pub use wiring::*;

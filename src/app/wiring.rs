@@ -73,17 +73,7 @@ impl Default for Settings {
     }
 }
 
-/// Shipped policies plus any in `dir` (which may not exist).
-pub fn load_policies(dir: &Path) -> Result<PolicySet, PolicyErrors> {
-    let mut set = PolicySet::builtin();
-    if dir.is_dir() {
-        let local = PolicySet::load_dir(dir)?;
-        for name in local.names() {
-            set.insert(local.get(name).expect("listed").clone());
-        }
-    }
-    Ok(set)
-}
+pub use super::policies::load_policies;
 
 /// The simulators behind the built-in channels, one per channel, sharing one scenario.
 pub struct Sims {

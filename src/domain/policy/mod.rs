@@ -14,15 +14,18 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::ops::Range;
-use std::path::{Path, PathBuf};
-use toml_edit::{Array, ImDocument, Item, Table, TableLike, Value};
 
 // ---------------------------------------------------------------------------------------------
 // Types
 // ---------------------------------------------------------------------------------------------
 
 /// A complete collection policy. Only `name` and `version` are required in the file.
+mod locate;
+mod validate;
+
+use locate::{keys, Locator};
+use validate::validate;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
@@ -652,7 +655,8 @@ fn one_per_line(problems: &[PolicyProblem]) -> String {
     lines.join("\n")
 }
 
-fn file_problem(file: &str, message: String) -> PolicyErrors {
+/// A problem with a whole file (it cannot be read, say).
+pub fn file_problem(file: &str, message: String) -> PolicyErrors {
     let field = "(file)".to_string();
     PolicyErrors(vec![PolicyProblem {
         file: file.to_string(),
@@ -664,7 +668,7 @@ fn file_problem(file: &str, message: String) -> PolicyErrors {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Parsing and loading
+// Parsing
 // ---------------------------------------------------------------------------------------------
 
 /// Parse and validate one policy. `file` is only used in problem reports.
@@ -688,25 +692,14 @@ pub fn parse_policy(src: &str, file: &str) -> Result<Policy, PolicyErrors> {
     Err(PolicyErrors(problems))
 }
 
-/// Read, parse and validate one policy file.
-pub fn load_policy_file(path: &Path) -> Result<Policy, PolicyErrors> {
-    let file = path.display().to_string();
-    let src = read_source(path, &file)?;
-    parse_policy(&src, &file)
-}
-
-fn read_source(path: &Path, file: &str) -> Result<String, PolicyErrors> {
-    std::fs::read_to_string(path).map_err(|e| file_problem(file, format!("cannot read: {e}")))
-}
-
-const BUILTIN: [(&str, &str); 2] = [
+pub const BUILTIN: [(&str, &str); 2] = [
     (
         "policies/standard.toml",
-        include_str!("../../policies/standard.toml"),
+        include_str!("../../../policies/standard.toml"),
     ),
     (
         "policies/gentle.toml",
-        include_str!("../../policies/gentle.toml"),
+        include_str!("../../../policies/gentle.toml"),
     ),
 ];
 
@@ -717,24 +710,6 @@ pub struct PolicySet {
 }
 
 impl PolicySet {
-    /// Load every `*.toml` file in `dir`. Reports the problems of all files; two files with
-    /// the same policy name are an error.
-    pub fn load_dir(dir: &Path) -> Result<PolicySet, PolicyErrors> {
-        let mut set = PolicySet::default();
-        let mut origin = BTreeMap::new();
-        let mut problems = Vec::new();
-        for path in toml_files(dir)? {
-            if let Err(e) = set.load_file(&path, &mut origin) {
-                problems.extend(e.0);
-            }
-        }
-        if problems.is_empty() {
-            Ok(set)
-        } else {
-            Err(PolicyErrors(problems))
-        }
-    }
-
     /// The policies shipped in `policies/`, embedded in the binary.
     pub fn builtin() -> PolicySet {
         let mut set = PolicySet::default();
@@ -760,606 +735,23 @@ impl PolicySet {
         self.by_name.insert(p.name.clone(), p);
     }
 
-    fn load_file(
+    /// Add the policy in `src` (from `file`), refusing a name another file already defined
+    /// (`origin` remembers which file defined each name). Reading the files is the caller's.
+    pub fn add_source(
         &mut self,
-        path: &Path,
+        src: &str,
+        file: &str,
         origin: &mut BTreeMap<String, String>,
     ) -> Result<(), PolicyErrors> {
-        let file = path.display().to_string();
-        let src = read_source(path, &file)?;
-        let policy = parse_policy(&src, &file)?;
+        let policy = parse_policy(src, file)?;
         if let Some(first) = origin.get(&policy.name) {
             let message = format!("policy `{}` is already defined in {first}", policy.name);
-            let problem = Locator::new(&src, &file).problem_at(&keys(&["name"]), &message);
+            let problem = Locator::new(src, file).problem_at(&keys(&["name"]), &message);
             return Err(PolicyErrors(vec![problem]));
         }
-        origin.insert(policy.name.clone(), file);
+        origin.insert(policy.name.clone(), file.to_string());
         self.insert(policy);
         Ok(())
-    }
-}
-
-fn toml_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyErrors> {
-    let file = dir.display().to_string();
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| file_problem(&file, format!("cannot read directory: {e}")))?;
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    paths.sort();
-    Ok(paths)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Locating fields in the source
-// ---------------------------------------------------------------------------------------------
-
-/// One step of a field path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Seg {
-    Key(String),
-    Index(usize),
-}
-
-fn keys(parts: &[&str]) -> Vec<Seg> {
-    parts.iter().map(|p| Seg::Key(p.to_string())).collect()
-}
-
-fn indexed(parts: &[&str], i: usize) -> Vec<Seg> {
-    let mut path = keys(parts);
-    path.push(Seg::Index(i));
-    path
-}
-
-fn render(path: &[Seg]) -> String {
-    let mut out = String::new();
-    for seg in path {
-        match seg {
-            Seg::Key(k) if out.is_empty() => out.push_str(&quote_key(k)),
-            Seg::Key(k) => out.push_str(&format!(".{}", quote_key(k))),
-            Seg::Index(i) => out.push_str(&format!("[{i}]")),
-        }
-    }
-    out
-}
-
-fn quote_key(k: &str) -> String {
-    let bare = !k.is_empty()
-        && k.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if bare {
-        k.to_string()
-    } else {
-        format!("{k:?}")
-    }
-}
-
-/// A node of the parsed document.
-#[derive(Clone, Copy)]
-enum Node<'a> {
-    Item(&'a Item),
-    Value(&'a Value),
-    Table(&'a Table),
-}
-
-type Child<'a> = (Seg, Option<Range<usize>>, Node<'a>);
-
-impl<'a> Node<'a> {
-    fn span(self) -> Option<Range<usize>> {
-        match self {
-            Node::Item(i) => i.span(),
-            Node::Value(v) => v.span(),
-            Node::Table(t) => t.span(),
-        }
-    }
-
-    fn table_like(self) -> Option<&'a dyn TableLike> {
-        match self {
-            Node::Item(i) => i.as_table_like(),
-            Node::Value(v) => v.as_inline_table().map(|t| t as &dyn TableLike),
-            Node::Table(t) => Some(t),
-        }
-    }
-
-    fn array(self) -> Option<&'a Array> {
-        match self {
-            Node::Item(i) => i.as_array(),
-            Node::Value(v) => v.as_array(),
-            Node::Table(_) => None,
-        }
-    }
-
-    /// Children with the span of their key, if they have one.
-    fn children(self) -> Vec<Child<'a>> {
-        if let Some(t) = self.table_like() {
-            let key_span = |k: &str| t.key(k).and_then(|k| k.span());
-            return t
-                .iter()
-                .map(|(k, i)| (Seg::Key(k.into()), key_span(k), Node::Item(i)))
-                .collect();
-        }
-        if let Some(a) = self.array() {
-            return a
-                .iter()
-                .enumerate()
-                .map(|(i, v)| (Seg::Index(i), None, Node::Value(v)))
-                .collect();
-        }
-        if let Node::Item(Item::ArrayOfTables(a)) = self {
-            return a
-                .iter()
-                .enumerate()
-                .map(|(i, t)| (Seg::Index(i), None, Node::Table(t)))
-                .collect();
-        }
-        Vec::new()
-    }
-
-    /// The span of the node at `path` (its value, else its key).
-    fn lookup(self, path: &[Seg]) -> Option<Range<usize>> {
-        let Some((first, rest)) = path.split_first() else {
-            return self.span();
-        };
-        let (_, key_span, child) = self.children().into_iter().find(|c| &c.0 == first)?;
-        if rest.is_empty() {
-            child.span().or(key_span)
-        } else {
-            child.lookup(rest)
-        }
-    }
-
-    /// Every (path, span) pair below this node, keys and values both.
-    fn collect(self, path: &mut Vec<Seg>, out: &mut Vec<(Vec<Seg>, Range<usize>)>) {
-        for (seg, key_span, child) in self.children() {
-            path.push(seg);
-            out.extend(
-                key_span
-                    .into_iter()
-                    .chain(child.span())
-                    .map(|r| (path.clone(), r)),
-            );
-            child.collect(path, out);
-            path.pop();
-        }
-    }
-}
-
-struct Locator<'a> {
-    src: &'a str,
-    file: &'a str,
-    doc: Option<ImDocument<&'a str>>,
-}
-
-impl<'a> Locator<'a> {
-    fn new(src: &'a str, file: &'a str) -> Self {
-        Locator {
-            src,
-            file,
-            doc: ImDocument::parse(src).ok(),
-        }
-    }
-
-    fn problem(&self, offset: usize, field: String, message: &str) -> PolicyProblem {
-        let (line, column) = line_col(self.src, offset);
-        let message = message.trim().replace('\n', "; ");
-        let file = self.file.to_string();
-        PolicyProblem {
-            file,
-            line,
-            column,
-            field,
-            message,
-        }
-    }
-
-    /// A semantic problem at `path`, or at its nearest ancestor found in the source.
-    fn problem_at(&self, path: &[Seg], message: &str) -> PolicyProblem {
-        let offset = self.span_of(path).map_or(0, |r| r.start);
-        self.problem(offset, render(path), message)
-    }
-
-    fn span_of(&self, path: &[Seg]) -> Option<Range<usize>> {
-        let root = Node::Item(self.doc.as_ref()?.as_item());
-        (0..=path.len()).rev().find_map(|n| root.lookup(&path[..n]))
-    }
-
-    /// A syntax or type error from toml/serde.
-    fn toml_problem(&self, e: &toml::de::Error) -> PolicyProblem {
-        let span = e.span();
-        let field = match (&self.doc, &span) {
-            (None, _) => "(syntax)".to_string(),
-            (Some(_), span) => self.field_of_error(span.as_ref(), e.message()),
-        };
-        self.problem(span.map_or(0, |r| r.start), field, e.message())
-    }
-
-    fn field_of_error(&self, span: Option<&Range<usize>>, message: &str) -> String {
-        let mut path = span.map(|s| self.path_around(s)).unwrap_or_default();
-        if let Some(name) = missing_field(message) {
-            path.push(Seg::Key(name));
-        }
-        if path.is_empty() {
-            "(document)".to_string()
-        } else {
-            render(&path)
-        }
-    }
-
-    /// The deepest path whose key or value span encloses `span`.
-    fn path_around(&self, span: &Range<usize>) -> Vec<Seg> {
-        let Some(doc) = &self.doc else {
-            return Vec::new();
-        };
-        let mut all = Vec::new();
-        Node::Item(doc.as_item()).collect(&mut Vec::new(), &mut all);
-        let inside = |r: &Range<usize>| r.start <= span.start && span.end <= r.end;
-        let found = all
-            .into_iter()
-            .filter(|(_, r)| inside(r))
-            .max_by_key(|(p, _)| p.len());
-        found.map(|(p, _)| p).unwrap_or_default()
-    }
-}
-
-fn missing_field(message: &str) -> Option<String> {
-    let rest = message.strip_prefix("missing field `")?;
-    rest.split('`').next().map(str::to_string)
-}
-
-/// 1-based line and column (in characters) of a byte offset.
-fn line_col(src: &str, offset: usize) -> (usize, usize) {
-    let mut end = offset.min(src.len());
-    while !src.is_char_boundary(end) {
-        end -= 1;
-    }
-    let before = &src[..end];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Semantic validation
-// ---------------------------------------------------------------------------------------------
-
-struct Issue {
-    path: Vec<Seg>,
-    message: String,
-}
-
-#[derive(Default)]
-struct Issues(Vec<Issue>);
-
-impl Issues {
-    fn add(&mut self, path: Vec<Seg>, message: impl Into<String>) {
-        self.0.push(Issue {
-            path,
-            message: message.into(),
-        });
-    }
-}
-
-fn validate(p: &Policy) -> Vec<Issue> {
-    let mut v = Issues::default();
-    check_identity(p, &mut v);
-    check_notices(&p.notices, &mut v);
-    check_quiet_hours(&p.notices, &mut v);
-    check_early(&p.early, &mut v);
-    check_due(&p.due, &mut v);
-    check_overdue(p, &mut v);
-    check_payday(&p.payday, &mut v);
-    check_limits(&p.limits, &mut v);
-    check_ladder(p, &mut v);
-    check_penalty(&p.penalty, &mut v);
-    check_allocation(&p.allocation, &mut v);
-    check_buckets(&p.delinquency.buckets, &mut v);
-    check_codes(&p.codes, &mut v);
-    v.0
-}
-
-/// Indices of items equal to an earlier item.
-fn repeats<T: PartialEq>(items: &[T]) -> Vec<usize> {
-    (0..items.len())
-        .filter(|&i| items[..i].contains(&items[i]))
-        .collect()
-}
-
-fn hm(t: NaiveTime) -> String {
-    t.format("%H:%M").to_string()
-}
-
-fn check_identity(p: &Policy, v: &mut Issues) {
-    if p.name.trim().is_empty() {
-        v.add(keys(&["name"]), "must not be empty");
-    } else if p.name.trim() != p.name {
-        v.add(keys(&["name"]), "must not start or end with spaces");
-    }
-    if p.version == 0 {
-        v.add(keys(&["version"]), "must be at least 1");
-    }
-}
-
-fn check_notices(n: &NoticePolicy, v: &mut Issues) {
-    for i in repeats(&n.channels) {
-        v.add(
-            indexed(&["notices", "channels"], i),
-            format!("`{}` is listed twice", n.channels[i]),
-        );
-    }
-    for i in repeats(&n.before_due) {
-        let d = n.before_due[i];
-        v.add(
-            indexed(&["notices", "before_due"], i),
-            format!("T-{} at {} is listed twice", d.days, hm(d.at)),
-        );
-    }
-    if n.daily_cap == 0 && !n.channels.is_empty() {
-        v.add(
-            keys(&["notices", "daily_cap"]),
-            "must be at least 1 when channels are set",
-        );
-    }
-}
-
-fn check_quiet_hours(n: &NoticePolicy, v: &mut Issues) {
-    let path = |i| indexed(&["notices", "quiet_hours"], i);
-    for (i, q) in n.quiet_hours.iter().enumerate() {
-        if q.start == q.end {
-            v.add(
-                path(i),
-                format!("start equals end ({}): the window is empty", hm(q.start)),
-            );
-            continue;
-        }
-        let earlier = n.quiet_hours[..i]
-            .iter()
-            .enumerate()
-            .filter(|(_, o)| o.start != o.end);
-        for (j, other) in earlier.filter(|(_, o)| q.overlaps(o)) {
-            v.add(path(i), format!("{q} overlaps quiet_hours[{j}] ({other})"));
-        }
-    }
-    let in_quiet = |t: NaiveTime| {
-        n.quiet_hours
-            .iter()
-            .find(|q| q.start != q.end && q.contains(t))
-    };
-    for (i, d) in n.before_due.iter().enumerate() {
-        if let Some(q) = in_quiet(d.at) {
-            let mut path = indexed(&["notices", "before_due"], i);
-            path.push(Seg::Key("at".into()));
-            v.add(path, format!("{} falls in quiet hours {q}", hm(d.at)));
-        }
-    }
-    if let Some(q) = in_quiet(n.overdue_at).filter(|_| n.overdue_every_days > 0) {
-        v.add(
-            keys(&["notices", "overdue_at"]),
-            format!("{} falls in quiet hours {q}", hm(n.overdue_at)),
-        );
-    }
-}
-
-fn check_early(e: &EarlyPolicy, v: &mut Issues) {
-    if e.allowed && e.slots.is_empty() {
-        v.add(
-            keys(&["early", "slots"]),
-            "early attempts are allowed but no slots are given",
-        );
-    }
-    for (i, s) in e.slots.iter().enumerate().filter(|(_, s)| s.days == 0) {
-        let mut path = indexed(&["early", "slots"], i);
-        path.push(Seg::Key("days".into()));
-        v.add(
-            path,
-            format!(
-                "must be at least 1: early slots are days before the due date (at {})",
-                hm(s.at)
-            ),
-        );
-    }
-    for i in repeats(&e.slots) {
-        v.add(indexed(&["early", "slots"], i), "this slot is listed twice");
-    }
-}
-
-fn check_due(d: &DuePolicy, v: &mut Issues) {
-    if d.at.is_empty() {
-        v.add(
-            keys(&["due", "at"]),
-            "at least one due-date attempt time is required",
-        );
-    }
-    for i in repeats(&d.at) {
-        v.add(
-            indexed(&["due", "at"], i),
-            format!("{} is listed twice", hm(d.at[i])),
-        );
-    }
-}
-
-fn check_overdue(p: &Policy, v: &mut Issues) {
-    let (o, stop) = (&p.overdue, p.limits.stop_after_days_past_due);
-    // Daily attempts that last until auto-debit stops need no "then" interval.
-    if o.then_every_days == 0 && o.daily_for_days < stop {
-        let message = format!(
-            "must be at least 1: daily attempts end after {} days but auto-debit runs until \
-             {stop} days past due (to stop earlier, lower limits.stop_after_days_past_due)",
-            o.daily_for_days
-        );
-        v.add(keys(&["overdue", "then_every_days"]), message);
-    }
-}
-
-fn check_payday(p: &PaydayPolicy, v: &mut Issues) {
-    if p.enabled && p.days_after.is_empty() {
-        v.add(
-            keys(&["payday", "days_after"]),
-            "payday attempts are enabled but no days are given",
-        );
-    }
-    for i in repeats(&p.days_after) {
-        v.add(
-            indexed(&["payday", "days_after"], i),
-            format!("{} is listed twice", p.days_after[i]),
-        );
-    }
-}
-
-fn check_limits(l: &Limits, v: &mut Issues) {
-    if l.max_attempts_per_installment == 0 {
-        v.add(
-            keys(&["limits", "max_attempts_per_installment"]),
-            "must be at least 1",
-        );
-    }
-    if l.residue_threshold < Decimal::ZERO || l.residue_threshold.normalize().scale() > 2 {
-        v.add(
-            keys(&["limits", "residue_threshold"]),
-            "must be an amount of at least 0 with at most 2 decimals",
-        );
-    }
-    if l.write_off_after_days_past_due == Some(0) {
-        v.add(
-            keys(&["limits", "write_off_after_days_past_due"]),
-            "must be at least 1 (omit it to never write off automatically)",
-        );
-    }
-}
-
-fn check_ladder(p: &Policy, v: &mut Issues) {
-    let l = &p.ladder;
-    if l.steps.is_empty() {
-        v.add(
-            keys(&["ladder", "steps"]),
-            "at least one step is required; [1] asks for the full amount only",
-        );
-    }
-    for (i, &step) in l.steps.iter().enumerate() {
-        let path = indexed(&["ladder", "steps"], i);
-        if step <= Decimal::ZERO || step > Decimal::ONE {
-            v.add(
-                path,
-                format!("{step} is not in (0, 1]: a step is a share of the amount due"),
-            );
-        } else if i > 0 && step >= l.steps[i - 1] {
-            v.add(
-                path,
-                format!(
-                    "{step} must be smaller than the step before it ({})",
-                    l.steps[i - 1]
-                ),
-            );
-        }
-    }
-    if let Err(e) = parse_money(&l.min_amount.to_string()) {
-        v.add(keys(&["ladder", "min_amount"]), e.to_string());
-    }
-    let soft_somewhere = |code: &str| {
-        p.codes
-            .values()
-            .any(|t| t.classify(code) == FailureClass::Soft)
-    };
-    for (i, code) in l
-        .on_codes
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| !soft_somewhere(c))
-    {
-        let message = format!("`{code}` is not a soft failure in any code table; the ladder only follows soft failures");
-        v.add(indexed(&["ladder", "on_codes"], i), message);
-    }
-}
-
-fn check_penalty(p: &PenaltyPolicy, v: &mut Issues) {
-    let r = p.daily_rate;
-    if r < Decimal::ZERO || r >= Decimal::ONE {
-        let message =
-            format!("{r} is not in [0, 1): it is a daily fraction, e.g. 0.0005 = 0.05% a day");
-        v.add(keys(&["penalty", "daily_rate"]), message);
-    }
-}
-
-fn check_allocation(a: &AllocationPolicy, v: &mut Issues) {
-    for i in repeats(&a.order) {
-        v.add(
-            indexed(&["allocation", "order"], i),
-            format!("`{}` is listed twice", a.order[i]),
-        );
-    }
-    for c in Component::ALL.iter().filter(|c| !a.order.contains(c)) {
-        let message =
-            format!("`{c}` is missing: list penalty, fee, interest and principal once each");
-        v.add(keys(&["allocation", "order"]), message);
-    }
-}
-
-fn check_buckets(buckets: &[BucketDef], v: &mut Issues) {
-    let field = |i, name: &str| {
-        let mut path = indexed(&["delinquency", "buckets"], i);
-        path.push(Seg::Key(name.into()));
-        path
-    };
-    let names: Vec<&str> = buckets.iter().map(|b| b.name.as_str()).collect();
-    for (i, b) in buckets.iter().enumerate() {
-        if b.name.trim().is_empty() {
-            v.add(field(i, "name"), "must not be empty");
-        } else if repeats(&names).contains(&i) {
-            v.add(field(i, "name"), format!("`{}` is used twice", b.name));
-        }
-        if b.to.is_some_and(|to| to < b.from) {
-            v.add(
-                field(i, "to"),
-                format!("ends before it starts ({})", b.from),
-            );
-        }
-        if i > 0 {
-            check_bucket_order(&buckets[i - 1], b, field(i, "from"), v);
-        }
-    }
-}
-
-fn check_bucket_order(prev: &BucketDef, b: &BucketDef, path: Vec<Seg>, v: &mut Issues) {
-    let Some(prev_to) = prev.to else {
-        let message = format!(
-            "follows open-ended bucket `{}`: only the last bucket may omit `to`",
-            prev.name
-        );
-        return v.add(path, message);
-    };
-    let range = format!("`{}` ({}–{prev_to})", prev.name, prev.from);
-    if b.from <= prev.from {
-        v.add(
-            path,
-            format!(
-                "buckets must ascend: {} does not come after {range}",
-                b.from
-            ),
-        );
-    } else if b.from <= prev_to {
-        v.add(path, format!("{} overlaps {range}", b.from));
-    } else if b.from > prev_to + 1 {
-        v.add(
-            path,
-            format!("days {}–{} fall in no bucket", prev_to + 1, b.from - 1),
-        );
-    }
-}
-
-fn check_codes(codes: &BTreeMap<String, CodeTable>, v: &mut Issues) {
-    for (channel, table) in codes {
-        let mut seen: Vec<(&str, FailureClass)> = Vec::new();
-        for (class, list) in table.lists() {
-            for (i, code) in list.iter().enumerate() {
-                let path = indexed(&["codes", channel, class.as_str()], i);
-                if code.trim().is_empty() {
-                    v.add(path, "a code must not be empty");
-                } else if let Some((_, first)) = seen.iter().find(|(c, _)| c == code) {
-                    v.add(path, format!("`{code}` is already listed as {first}"));
-                }
-                seen.push((code, class));
-            }
-        }
     }
 }
 
@@ -1657,25 +1049,6 @@ mod tests {
             text.starts_with("t.toml:2:11: version: must be at least 1\n"),
             "{text}"
         );
-    }
-
-    #[test]
-    fn load_dir_reads_all_and_rejects_duplicate_names() {
-        let dir = tempfile::tempdir().unwrap();
-        for (file, src) in BUILTIN {
-            let name = Path::new(file).file_name().unwrap();
-            std::fs::write(dir.path().join(name), src).unwrap();
-        }
-        std::fs::write(dir.path().join("notes.txt"), "not a policy").unwrap();
-        let set = PolicySet::load_dir(dir.path()).unwrap();
-        assert_eq!(set, PolicySet::builtin());
-        let path = dir.path().join("z_copy.toml");
-        std::fs::write(&path, format!("\n{}", BUILTIN[0].1)).unwrap();
-        let err = PolicySet::load_dir(dir.path()).unwrap_err().0;
-        assert_eq!(err.len(), 1);
-        assert_eq!((err[0].field.as_str(), err[0].line), ("name", 9));
-        assert!(err[0].file.ends_with("z_copy.toml"));
-        assert!(load_policy_file(&dir.path().join("missing.toml")).is_err());
     }
 
     #[test]
