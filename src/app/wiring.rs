@@ -217,8 +217,9 @@ pub async fn engine_from_config(
         lender: cfg.daemon.lender_name.clone(),
         locale: cfg.notices.locale.clone(),
         templates: Arc::new(match &cfg.notices.templates {
-            Some(dir) => crate::adapters::providers::Templates::load_dir(dir)
-                .map_err(|e| AppError::Config(e.to_string()))?,
+            Some(dir) => {
+                super::templates::load_dir(dir).map_err(|e| AppError::Config(e.to_string()))?
+            }
             None => crate::adapters::providers::Templates::builtin(),
         }),
     };
