@@ -5,7 +5,7 @@
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them); without them
 //! the test fails and says so.
 
-mod common;
+use crate::common;
 
 use chrono::{Datelike, Days, NaiveDate, Utc};
 use common::{loan_json, local, spawn_app, Backend, TestApp};

@@ -17,7 +17,7 @@ pub struct WebApp {
     pub engine: Arc<Engine>,
     pub sims: Sims,
     pub dir: tempfile::TempDir,
-    pg_database: Option<String>,
+    pg_database: super::PgGuard,
     /// `http://127.0.0.1:PORT`
     pub base: String,
     pub client: reqwest::Client,
@@ -183,11 +183,9 @@ impl WebApp {
     }
 
     /// Drop the PostgreSQL database (the SQLite file goes with the temp dir).
-    pub async fn cleanup(self) {
+    pub async fn cleanup(mut self) {
         self.engine.db.pool.close().await;
-        if let Some(name) = &self.pg_database {
-            super::drop_pg_database(name).await;
-        }
+        self.pg_database.drop_now().await;
     }
 }
 

@@ -2,7 +2,7 @@
 //! loopback SMS gateway: attempts, ledger and notices end up as expected; a second daemon on
 //! the same SQLite file is refused.
 
-mod common;
+use crate::common;
 
 use axum::extract::State;
 use axum::routing::post;

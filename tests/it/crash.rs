@@ -2,7 +2,7 @@
 //! again never debits twice, loses no money and sends no notice twice; three daemons on one
 //! PostgreSQL database share the work, one is killed, and every due action runs exactly once.
 
-mod common;
+use crate::common;
 
 use common::procs::{daemon_test_policy, free_port, repayd, sim_journal, wait_for_port, Proc};
 use rand::Rng;
@@ -298,6 +298,8 @@ async fn killing_the_daemon_never_debits_twice_or_drops_due_work(backend: common
             (url, Some(name))
         }
     };
+    // Dropped at the end, even when an assertion fails.
+    let _pg = common::PgGuard::new(pg.clone());
     write_config(d, "d1", &db, listen, sim_port);
     let _sim = start_sim(d, sim_port, &[listen]);
     let out = repayd(d, &["--database", &db, "loans", "import", "loans.json"])
@@ -379,6 +381,7 @@ async fn three_daemons_share_one_postgres_and_survive_losing_one() {
     write_portfolio(d, n);
     write_scenario(d, n, 0, 0.0);
     let (db, name) = common::create_pg_database().await;
+    let _pg = common::PgGuard::new(Some(name.clone()));
     let sim_port = free_port();
     let ports = [free_port(), free_port(), free_port()];
     for (i, port) in ports.iter().enumerate() {

@@ -1,6 +1,6 @@
 //! Import: all or nothing, idempotent, and errors that name file, record and field.
 
-mod common;
+use crate::common;
 
 use common::{loan_json, spawn_app, Backend};
 use repayd::domain::import::ImportError;

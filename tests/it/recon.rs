@@ -1,7 +1,7 @@
 //! Reconciliation, settlement, refunds and write-offs against the channel simulator, on
 //! SQLite and PostgreSQL.
 
-mod common;
+use crate::common;
 
 use chrono::{DateTime, Utc};
 use common::{date, loan_json, Backend, TestApp};

@@ -33,7 +33,41 @@ pub struct TestApp {
     pub engine: Engine,
     pub sims: Sims,
     pub dir: tempfile::TempDir,
-    pg_database: Option<String>,
+    pg_database: PgGuard,
+}
+
+/// Owns a test's PostgreSQL database and drops it when the test ends, however it ends (a
+/// failed assertion unwinds through here too), so no test leaves a database behind.
+#[derive(Debug, Default)]
+pub struct PgGuard(Option<String>);
+
+impl PgGuard {
+    pub fn new(name: Option<String>) -> Self {
+        PgGuard(name)
+    }
+
+    /// Drop the database now (the guard then has nothing left to do).
+    pub async fn drop_now(&mut self) {
+        if let Some(name) = self.0.take() {
+            drop_pg_database(&name).await;
+        }
+    }
+}
+
+impl Drop for PgGuard {
+    fn drop(&mut self) {
+        let Some(name) = self.0.take() else { return };
+        // Drop runs outside async code (possibly while unwinding): a thread of its own with
+        // its own runtime does the async work.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(drop_pg_database(&name));
+        })
+        .join();
+    }
 }
 
 pub async fn create_pg_database() -> (String, String) {
@@ -94,7 +128,7 @@ pub async fn spawn_app(backend: Backend, scenario: &str) -> TestApp {
         engine,
         sims,
         dir,
-        pg_database,
+        pg_database: PgGuard::new(pg_database),
     }
 }
 
@@ -256,12 +290,9 @@ impl TestApp {
     }
 
     /// Drop the PostgreSQL database (the SQLite file goes with the temp dir).
-    pub async fn cleanup(self) {
-        let Some(name) = self.pg_database.clone() else {
-            return;
-        };
+    pub async fn cleanup(mut self) {
         self.engine.db.pool.close().await;
-        drop_pg_database(&name).await;
+        self.pg_database.drop_now().await;
     }
 }
 

@@ -2,7 +2,7 @@
 //! claimer's until its heartbeat is stale, and a notice is marked `sending` only while still
 //! its claimer's.
 
-mod common;
+use crate::common;
 
 use chrono::{TimeZone, Utc};
 use common::{spawn_app, Backend, TestApp};

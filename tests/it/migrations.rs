@@ -1,7 +1,7 @@
 //! The two migration trees build the same schema, and the CHECK constraints on status and
 //! kind columns hold exactly the values of their enums in `domain::status`.
 
-mod common;
+use crate::common;
 
 use common::{spawn_app, Backend};
 use repayd::domain::status::*;

@@ -3,7 +3,7 @@
 //! runs, field-named errors, SQL metacharacters, the OpenAPI document, the live feed, and a
 //! scan of every response for unmasked account and phone numbers.
 
-mod common;
+use crate::common;
 
 use common::web::{spawn_web, Resp, WebApp};
 use common::{loan_json, local, Backend};

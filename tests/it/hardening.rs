@@ -1,7 +1,7 @@
 //! Hardening: hostile amounts, dates, accounts and borrower records are refused at the door
 //! with located errors, and the book can never grow past what its sums can hold.
 
-mod common;
+use crate::common;
 
 use common::{loan_json, spawn_app, Backend, TestApp};
 use repayd::domain::import::{self, ImportError};
@@ -741,6 +741,7 @@ async fn the_upgrade_parks_loans_imported_past_the_bounds(backend: Backend) {
             (url, Some(name))
         }
     };
+    let _pg = common::PgGuard::new(pg.clone());
     let tree = match backend {
         Backend::Sqlite => "migrations/sqlite",
         Backend::Postgres => "migrations/postgres",

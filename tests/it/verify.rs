@@ -1,7 +1,7 @@
 //! `repayd verify` on real databases: green after realistic runs, and every kind of drift
 //! made behind repayd's back is found and named by its row.
 
-mod common;
+use crate::common;
 
 use common::{local, spawn_app, Backend, TestApp};
 use proptest::prelude::*;

@@ -1,6 +1,6 @@
 //! Collection scenarios, each run on SQLite and on the local PostgreSQL with its own database.
 
-mod common;
+use crate::common;
 
 use common::{loan_json, local, spawn_app, Backend, TestApp};
 use rust_decimal::Decimal;

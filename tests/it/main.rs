@@ -1,0 +1,22 @@
+//! The integration tests, one binary (as zero-to-production does): `tests/common` is
+//! compiled and linked once. Each module is one area; most tests run on SQLite and
+//! PostgreSQL (`both_backends!`), each on a database of its own that is dropped when the test
+//! ends, pass or fail.
+
+#[macro_use]
+mod common;
+
+mod api;
+mod architecture;
+mod browser;
+mod cli;
+mod crash;
+mod daemon;
+mod demo;
+mod hardening;
+mod import;
+mod migrations;
+mod notices;
+mod recon;
+mod scenarios;
+mod verify;
