@@ -24,10 +24,10 @@ pub enum Today {
 }
 
 impl Today {
-    fn in_zone(self, tz: &str) -> NaiveDate {
+    fn in_zone(self, tz: &str) -> Result<NaiveDate, sqlx::Error> {
         match self {
-            Today::Fixed(d) => d,
-            Today::Clock(now) => local_date(now, tz.parse().unwrap_or(chrono_tz::UTC)),
+            Today::Fixed(d) => Ok(d),
+            Today::Clock(now) => Ok(local_date(now, crate::store::decode::zone(tz)?)),
         }
     }
 }
@@ -40,13 +40,13 @@ async fn zone_dates(
     let zones: Vec<String> = sqlx::query_scalar("SELECT DISTINCT tz FROM loans ORDER BY tz")
         .fetch_all(&mut *conn)
         .await?;
-    Ok(zones
+    zones
         .into_iter()
         .map(|tz| {
-            let d = today.in_zone(&tz).to_string();
-            (tz, d)
+            let d = today.in_zone(&tz)?.to_string();
+            Ok((tz, d))
         })
-        .collect())
+        .collect()
 }
 
 #[derive(Debug, Clone, Serialize, Default)]

@@ -32,6 +32,12 @@ pub fn stored_tz(column: &'static str, value: &str) -> Result<Tz, DecodeError> {
     })
 }
 
+/// A stored zone for a query's caller that speaks `sqlx::Error`: the decode error travels as
+/// `sqlx::Error::Decode`, naming the column and value.
+pub fn zone(value: &str) -> Result<Tz, sqlx::Error> {
+    stored_tz("tz", value).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -80,14 +80,32 @@ pub async fn claim_due(
         .await?;
     rows.sort_by_key(|r| r.get::<i64, _>("id"));
     let policy_of = loan_policies(conn, &rows).await?;
-    Ok(rows.iter().map(|r| pending(r, &policy_of)).collect())
+    let mut out = Vec::with_capacity(rows.len());
+    let mut bad = Vec::new();
+    for r in &rows {
+        match pending(r, &policy_of) {
+            Ok(p) => out.push(p),
+            Err(e) => bad.push(Delivered {
+                id: r.get("id"),
+                status: "failed",
+                provider_id: None,
+                error: Some(e.to_string()),
+                after: now,
+            }),
+        }
+    }
+    // Quiet hours are the borrower's: a notice whose zone does not decode is never sent at a
+    // guessed hour. It fails, with the reason on its row.
+    finish(conn, &bad, now).await?;
+    Ok(out)
 }
 
-fn pending(r: &sqlx::any::AnyRow, policy_of: &HashMap<String, String>) -> Pending {
-    // A zone that does not decode holds nothing in quiet hours by mistake: such a notice
-    // is read in UTC only for its hold, and its row says which zone it was given.
-    let tz = stored_tz("tz", &r.get::<String, _>("tz")).unwrap_or(chrono_tz::UTC);
-    Pending {
+fn pending(
+    r: &sqlx::any::AnyRow,
+    policy_of: &HashMap<String, String>,
+) -> Result<Pending, crate::store::DecodeError> {
+    let tz = stored_tz("tz", &r.get::<String, _>("tz"))?;
+    Ok(Pending {
         id: r.get("id"),
         borrower: r.get("borrower_id"),
         tz,
@@ -103,7 +121,7 @@ fn pending(r: &sqlx::any::AnyRow, policy_of: &HashMap<String, String>) -> Pendin
             subject: r.get::<Option<String>, _>("subject").unwrap_or_default(),
             body: r.get("body"),
         },
-    }
+    })
 }
 
 /// The policy of each loan with a notice in the batch (whose quiet hours and cap apply).

@@ -104,7 +104,7 @@ pub async fn loan_view(
     else {
         return Ok(None);
     };
-    let tz: chrono_tz::Tz = l.get::<String, _>("tz").parse().unwrap_or(chrono_tz::UTC);
+    let tz = crate::store::decode::zone(&l.get::<String, _>("tz"))?;
     let today = crate::domain::local_date(now, tz);
     let installments = installment_views(conn, id).await?;
     let oldest = installments
@@ -251,7 +251,10 @@ pub async fn plan_view(conn: &mut AnyConnection, id: &str) -> Result<Vec<ActionV
         .bind(id)
         .fetch_optional(&mut *conn)
         .await?;
-    let tz: chrono_tz::Tz = tz.and_then(|t| t.parse().ok()).unwrap_or(chrono_tz::UTC);
+    let Some(tz) = tz else {
+        return Ok(Vec::new());
+    };
+    let tz = crate::store::decode::zone(&tz)?;
     let rows = sqlx::query(
         "SELECT seq, kind, slot, due_at, status, note FROM actions WHERE loan_id = $1 ORDER BY due_at, id",
     )
@@ -654,7 +657,7 @@ pub async fn loans_page(
         let exhausted = (rows.len() as i64) < batch;
         for r in &rows {
             cursor = Some(r.get("id"));
-            let s = loan_summary(r, policies, now);
+            let s = loan_summary(r, policies, now)?;
             if keep(&s, f) {
                 if out.len() == limit {
                     return Ok((out, true));
@@ -717,14 +720,18 @@ async fn loan_rows(
         .await
 }
 
-fn loan_summary(r: &sqlx::any::AnyRow, policies: &PolicySet, now: DateTime<Utc>) -> LoanSummary {
-    let tz: chrono_tz::Tz = r.get::<String, _>("tz").parse().unwrap_or(chrono_tz::UTC);
+fn loan_summary(
+    r: &sqlx::any::AnyRow,
+    policies: &PolicySet,
+    now: DateTime<Utc>,
+) -> Result<LoanSummary, sqlx::Error> {
+    let tz = crate::store::decode::zone(&r.get::<String, _>("tz"))?;
     let oldest = r
         .get::<Option<String>, _>("oldest")
         .and_then(|d| NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok());
     let dpd = days_past_due(oldest, crate::domain::local_date(now, tz));
     let policy: String = r.get("policy");
-    LoanSummary {
+    Ok(LoanSummary {
         id: r.get("id"),
         borrower_id: r.get("borrower_id"),
         bucket: bucket_for(dpd, &policy_buckets(policies, &policy)).map(str::to_string),
@@ -738,7 +745,7 @@ fn loan_summary(r: &sqlx::any::AnyRow, policies: &PolicySet, now: DateTime<Utc>)
             .and_then(DateTime::from_timestamp_millis)
             .filter(|t| *t > now),
         parked: r.get::<Option<i64>, _>("parked_at").is_some(),
-    }
+    })
 }
 
 /// Overdue loans and amounts in one delinquency bucket.
@@ -792,7 +799,7 @@ pub async fn delinquency(
     .await?;
     let mut by: BTreeMap<String, (i64, Decimal)> = BTreeMap::new();
     for r in rows {
-        let tz: chrono_tz::Tz = r.get::<String, _>("tz").parse().unwrap_or(chrono_tz::UTC);
+        let tz = crate::store::decode::zone(&r.get::<String, _>("tz"))?;
         let oldest = NaiveDate::parse_from_str(&r.get::<String, _>("oldest"), "%Y-%m-%d").ok();
         let day = as_of.unwrap_or_else(|| crate::domain::local_date(now, tz));
         let dpd = days_past_due(oldest, day);
@@ -918,7 +925,7 @@ async fn overdue_buckets(
     .await?;
     let mut out: BTreeMap<String, (i64, Decimal)> = BTreeMap::new();
     for r in rows {
-        let tz: chrono_tz::Tz = r.get::<String, _>("tz").parse().unwrap_or(chrono_tz::UTC);
+        let tz = crate::store::decode::zone(&r.get::<String, _>("tz"))?;
         let oldest = NaiveDate::parse_from_str(&r.get::<String, _>("oldest"), "%Y-%m-%d").ok();
         let dpd = days_past_due(oldest, crate::domain::local_date(now, tz));
         if dpd == 0 {
