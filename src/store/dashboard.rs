@@ -152,12 +152,17 @@ pub struct BucketTotal {
 }
 
 /// Per loan of a zone, the oldest unpaid due date before the day and what is owed on them.
-const OVERDUE_SQL: &str = "SELECT l.policy, l.currency, MIN(i.due_date) AS oldest, \
-     CAST(SUM(i.principal + i.interest + i.fee + i.penalty - i.paid_principal - i.paid_interest \
-     - i.paid_fee - i.paid_penalty - i.wo_principal - i.wo_interest - i.wo_fee - i.wo_penalty) AS BIGINT) AS owed \
-     FROM installments i JOIN loans l ON l.id = i.loan_id \
-     WHERE i.status NOT IN ('paid', 'written_off') AND l.tz = $1 AND i.due_date < $2 \
-     GROUP BY i.loan_id, l.policy, l.currency";
+fn overdue_sql() -> String {
+    format!(
+        "SELECT l.policy, l.currency, MIN(i.due_date) AS oldest, \
+         CAST(SUM({owed}) AS BIGINT) AS owed \
+         FROM installments i JOIN loans l ON l.id = i.loan_id \
+         WHERE {open} AND l.tz = $1 AND i.due_date < $2 \
+         GROUP BY i.loan_id, l.policy, l.currency",
+        owed = crate::store::owed::owed("i"),
+        open = crate::store::owed::open("i"),
+    )
+}
 
 /// Overdue loans and amounts per delinquency bucket (each loan's policy's buckets), per
 /// currency, buckets in order of days past due.
@@ -168,7 +173,7 @@ pub async fn delinquency(
 ) -> Result<BTreeMap<String, Vec<BucketTotal>>, sqlx::Error> {
     let mut out: BTreeMap<String, BTreeMap<String, BucketTotal>> = BTreeMap::new();
     for (tz, date) in zone_dates(conn, today).await? {
-        let rows = zone_rows(conn, OVERDUE_SQL, &tz, &date).await?;
+        let rows = zone_rows(conn, &overdue_sql(), &tz, &date).await?;
         let day = NaiveDate::parse_from_str(&date, "%Y-%m-%d").unwrap_or_default();
         for r in rows {
             let owed: i64 = r.get("owed");
@@ -334,21 +339,22 @@ pub async fn search_loans(
             .replace('%', "\\%")
             .replace('_', "\\_")
     );
-    let rows = sqlx::query(
+    let sql = format!(
         "SELECT l.id, b.name, l.status, l.policy, l.currency, l.paused_until, \
-         CAST(COALESCE((SELECT SUM(i.principal + i.interest + i.fee + i.penalty - i.paid_principal \
-           - i.paid_interest - i.paid_fee - i.paid_penalty - i.wo_principal - i.wo_interest - i.wo_fee \
-           - i.wo_penalty) FROM installments i WHERE i.loan_id = l.id AND i.status NOT IN ('paid', 'written_off')), 0) AS BIGINT) AS outstanding, \
-         (SELECT MIN(i.due_date) FROM installments i WHERE i.loan_id = l.id AND i.status NOT IN ('paid', 'written_off')) AS next_due \
+         CAST(COALESCE((SELECT SUM({owed}) FROM installments i WHERE i.loan_id = l.id AND {open}), 0) AS BIGINT) AS outstanding, \
+         (SELECT MIN(i.due_date) FROM installments i WHERE i.loan_id = l.id AND {open}) AS next_due \
          FROM loans l JOIN borrowers b ON b.id = l.borrower_id \
          WHERE (LOWER(l.id) LIKE $1 ESCAPE '\\' OR LOWER(b.name) LIKE $1 ESCAPE '\\') \
          AND ($2 = '' OR l.status = $2) ORDER BY l.id LIMIT $3",
-    )
-    .bind(pattern)
-    .bind(status)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
+        owed = crate::store::owed::owed("i"),
+        open = crate::store::owed::open("i"),
+    );
+    let rows = sqlx::query(&sql)
+        .bind(pattern)
+        .bind(status)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
     Ok(rows
         .into_iter()
         .map(|r| LoanRow {

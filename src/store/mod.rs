@@ -12,6 +12,7 @@ pub mod import;
 pub mod ledger;
 pub mod loans;
 pub mod notices;
+pub mod owed;
 pub mod recon_report;
 pub mod reports;
 pub mod verify;

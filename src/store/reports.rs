@@ -135,14 +135,13 @@ async fn installment_views(
     conn: &mut AnyConnection,
     id: &str,
 ) -> Result<Vec<InstallmentView>, sqlx::Error> {
-    let rows = sqlx::query(
+    let sql = format!(
         "SELECT seq, due_date, penalty, fee, interest, principal, paid_penalty, paid_fee, paid_interest, \
-         paid_principal, wo_penalty, wo_fee, wo_interest, wo_principal, status, attempts \
-         FROM installments WHERE loan_id = $1 ORDER BY seq",
-    )
-    .bind(id)
-    .fetch_all(&mut *conn)
-    .await?;
+         paid_principal, wo_penalty, wo_fee, wo_interest, wo_principal, status, attempts, \
+         CAST({owed} AS BIGINT) AS owed FROM installments i WHERE loan_id = $1 ORDER BY seq",
+        owed = crate::store::owed::owed("i"),
+    );
+    let rows = sqlx::query(&sql).bind(id).fetch_all(&mut *conn).await?;
     Ok(rows
         .into_iter()
         .map(|r| {
@@ -160,9 +159,7 @@ async fn installment_views(
                 m("wo_interest"),
                 m("wo_principal"),
             ];
-            let outstanding = due.iter().sum::<Decimal>()
-                - paid.iter().sum::<Decimal>()
-                - written_off.iter().sum::<Decimal>();
+            let outstanding = m("owed");
             let stored: String = r.get("status");
             let status = if !matches!(stored.as_str(), "paid" | "written_off")
                 && paid.iter().any(|p| !p.is_zero())
@@ -705,14 +702,14 @@ async fn loan_rows(
     }
     let sql = format!(
         "SELECT l.id, l.borrower_id, l.policy, l.status, l.tz, l.currency, l.paused_until, l.parked_at, \
-         (SELECT MIN(i.due_date) FROM installments i WHERE i.loan_id = l.id AND i.status NOT IN ('paid', 'written_off')) AS oldest, \
-         (SELECT CAST(COALESCE(SUM(i.principal + i.interest + i.fee + i.penalty - i.paid_principal \
-           - i.paid_interest - i.paid_fee - i.paid_penalty - i.wo_principal - i.wo_interest - i.wo_fee \
-           - i.wo_penalty), 0) AS BIGINT) FROM installments i \
-           WHERE i.loan_id = l.id AND i.status NOT IN ('paid', 'written_off')) AS owed \
+         (SELECT MIN(i.due_date) FROM installments i WHERE i.loan_id = l.id AND {open}) AS oldest, \
+         (SELECT CAST(COALESCE(SUM({owed}), 0) AS BIGINT) FROM installments i \
+           WHERE i.loan_id = l.id AND {open}) AS owed \
          FROM loans l WHERE {} ORDER BY l.id LIMIT ${}",
         w.sql(),
-        w.next()
+        w.next(),
+        owed = crate::store::owed::owed("i"),
+        open = crate::store::owed::open("i"),
     );
     w.bind(sqlx::query(&sql))
         .bind(batch)
@@ -784,19 +781,23 @@ pub async fn delinquency(
             .timestamp_millis()
     });
     let before = as_of.unwrap_or(now.date_naive()) + chrono::Days::new(1);
-    let rows = sqlx::query(
+    // Paid after the day: it was owed in full then (partial payments are taken as they
+    // are now); written off counts as it stands.
+    let sql = format!(
         "SELECT i.loan_id, l.policy, l.tz, MIN(i.due_date) AS oldest, \
-         CAST(SUM(CASE WHEN i.status = 'paid' THEN i.principal + i.interest + i.fee + i.penalty \
-           ELSE i.principal + i.interest + i.fee + i.penalty - i.paid_principal - i.paid_interest \
-           - i.paid_fee - i.paid_penalty END) AS BIGINT) AS owed \
+         CAST(SUM(CASE WHEN i.status = 'paid' THEN {billed} ELSE {owed} END) AS BIGINT) AS owed \
          FROM installments i JOIN loans l ON l.id = i.loan_id \
-         WHERE i.due_date < $1 AND (i.status NOT IN ('paid', 'written_off') OR i.paid_at >= $2) \
+         WHERE i.due_date < $1 AND ({open} OR i.paid_at >= $2) \
          GROUP BY i.loan_id, l.policy, l.tz",
-    )
-    .bind(before.to_string())
-    .bind(cutoff)
-    .fetch_all(&mut *conn)
-    .await?;
+        billed = crate::store::owed::billed("i"),
+        owed = crate::store::owed::owed("i"),
+        open = crate::store::owed::open("i"),
+    );
+    let rows = sqlx::query(&sql)
+        .bind(before.to_string())
+        .bind(cutoff)
+        .fetch_all(&mut *conn)
+        .await?;
     let mut by: BTreeMap<String, (i64, Decimal)> = BTreeMap::new();
     for r in rows {
         let tz = crate::store::decode::zone(&r.get::<String, _>("tz"))?;
@@ -914,15 +915,18 @@ async fn overdue_buckets(
     policies: &PolicySet,
     now: DateTime<Utc>,
 ) -> Result<BTreeMap<String, (i64, Decimal)>, sqlx::Error> {
-    let rows = sqlx::query(
+    let sql = format!(
         "SELECT i.loan_id, l.policy, l.tz, MIN(i.due_date) AS oldest, \
-         CAST(SUM(i.principal + i.interest + i.fee + i.penalty - i.paid_principal - i.paid_interest - i.paid_fee - i.paid_penalty) AS BIGINT) AS owed \
+         CAST(SUM({owed}) AS BIGINT) AS owed \
          FROM installments i JOIN loans l ON l.id = i.loan_id \
-         WHERE i.status NOT IN ('paid', 'written_off') AND i.due_date < $1 GROUP BY i.loan_id, l.policy, l.tz",
-    )
-    .bind((now.date_naive() + chrono::Days::new(1)).to_string())
-    .fetch_all(&mut *conn)
-    .await?;
+         WHERE {open} AND i.due_date < $1 GROUP BY i.loan_id, l.policy, l.tz",
+        owed = crate::store::owed::owed("i"),
+        open = crate::store::owed::open("i"),
+    );
+    let rows = sqlx::query(&sql)
+        .bind((now.date_naive() + chrono::Days::new(1)).to_string())
+        .fetch_all(&mut *conn)
+        .await?;
     let mut out: BTreeMap<String, (i64, Decimal)> = BTreeMap::new();
     for r in rows {
         let tz = crate::store::decode::zone(&r.get::<String, _>("tz"))?;
