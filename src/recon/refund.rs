@@ -191,7 +191,16 @@ pub async fn refund_in(
 }
 
 async fn original(conn: &mut AnyConnection, attempt: i64) -> Result<Original, ReconError> {
-    let a = sqlx::query("SELECT loan_id, amount, status FROM attempts WHERE id = $1")
+    // The attempt row is the lock that serializes refunds of one attempt: without it two
+    // transactions on PostgreSQL both read the same refunded-so-far sum and both insert.
+    // SQLite already serializes writers (`BEGIN IMMEDIATE`) and has no `FOR UPDATE`.
+    let lock = if conn.backend_name().eq_ignore_ascii_case("postgresql") {
+        " FOR UPDATE"
+    } else {
+        ""
+    };
+    let sql = format!("SELECT loan_id, amount, status FROM attempts WHERE id = $1{lock}");
+    let a = sqlx::query(&sql)
         .bind(attempt)
         .fetch_optional(&mut *conn)
         .await?

@@ -19,5 +19,6 @@ mod layers;
 mod migrations;
 mod notices;
 mod recon;
+mod refunds;
 mod scenarios;
 mod verify;
