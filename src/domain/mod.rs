@@ -19,6 +19,7 @@ pub mod notice;
 pub mod pii;
 pub mod planner;
 pub mod policy;
+pub mod pursuit;
 pub mod schedule;
 pub mod secret;
 pub mod statement;

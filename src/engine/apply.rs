@@ -7,29 +7,16 @@ use crate::domain::ledger::{self, Entry};
 use crate::domain::loan::{LoanState, MandateState};
 use crate::domain::notice::{self, NoticeFacts, NoticeKind, NoticeRow};
 use crate::domain::policy::Policy;
+use crate::domain::status::AttemptStatus;
 use crate::domain::{allocate, local_date, to_minor, Allocation, FailureClass, Outstanding};
+use crate::store::attempts::{self as store_attempts, AttemptUpdate};
 use crate::store::{alloc_on, Rows, Val};
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
 use sqlx::AnyConnection;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-/// An attempt as recorded before the channel was called.
-#[derive(Debug, Clone)]
-pub struct AttemptRec {
-    pub id: i64,
-    pub loan_id: String,
-    /// The installment the attempt is counted against (the oldest owed).
-    pub seq: u32,
-    pub mandate_id: i64,
-    pub channel: String,
-    pub order_no: String,
-    pub kind: String,
-    pub ladder_step: u32,
-    pub amount: Decimal,
-    pub local_date: NaiveDate,
-    pub queries: u32,
-}
+pub use crate::domain::pursuit::AttemptRec;
 
 /// A channel's answer, classified by the loan's policy.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,17 +106,6 @@ fn verdict_of(policy: &Policy, channel: &str, o: DebitOutcome) -> Verdict {
     }
 }
 
-#[derive(Debug, Clone)]
-struct AttemptUpdate {
-    id: i64,
-    status: &'static str,
-    code: Option<String>,
-    class: Option<String>,
-    channel_ref: Option<String>,
-    next_query_at: Option<i64>,
-    queries: u32,
-}
-
 /// Rows to write for a set of results, in one transaction.
 #[derive(Debug, Default)]
 pub struct Writes {
@@ -138,6 +114,8 @@ pub struct Writes {
     pub notices: Vec<NoticeRow>,
     paid: Vec<(String, u32)>,
     pub collected: Decimal,
+    /// What each loan's repayments collected, so a loan's writes can be dropped whole.
+    repaid: Vec<(String, Decimal)>,
     write_offs: Vec<WriteOffRec>,
 }
 
@@ -151,6 +129,7 @@ impl Writes {
         self.notices.extend(other.notices);
         self.paid.extend(other.paid);
         self.collected += other.collected;
+        self.repaid.extend(other.repaid);
         self.write_offs
             .extend(other.write_offs.into_iter().map(|mut wo| {
                 wo.entry_idx = wo.entry_idx.map(|i| i + base);
@@ -190,7 +169,7 @@ pub fn stage_unknown(
 ) {
     let mut u = update(
         att,
-        "unknown",
+        AttemptStatus::Unknown,
         Some(code.into()),
         Some("unknown".into()),
         None,
@@ -336,7 +315,7 @@ pub fn apply_verdict(
         } => {
             w.attempts.push(update(
                 att,
-                "succeeded",
+                AttemptStatus::Succeeded,
                 None,
                 None,
                 Some(channel_ref.clone()),
@@ -346,7 +325,7 @@ pub fn apply_verdict(
         Verdict::Failed { code, class } => {
             w.attempts.push(update(
                 att,
-                "failed",
+                AttemptStatus::Failed,
                 Some(code.clone()),
                 Some(class.as_str().into()),
                 None,
@@ -358,7 +337,7 @@ pub fn apply_verdict(
         Verdict::Unknown { code } => {
             let mut u = update(
                 att,
-                "unknown",
+                AttemptStatus::Unknown,
                 Some(code.clone()),
                 Some("unknown".into()),
                 None,
@@ -372,13 +351,14 @@ pub fn apply_verdict(
 
 fn update(
     att: &AttemptRec,
-    status: &'static str,
+    status: AttemptStatus,
     code: Option<String>,
     class: Option<String>,
     channel_ref: Option<String>,
 ) -> AttemptUpdate {
     AttemptUpdate {
         id: att.id,
+        loan_id: att.loan_id.clone(),
         status,
         code,
         class,
@@ -423,6 +403,7 @@ fn post_repayment(
         loan.dirty = true;
     }
     w.collected += amount;
+    w.repaid.push((loan.id.clone(), amount));
     w.entries.push(Entry {
         id: 0,
         kind: "repayment",
@@ -522,15 +503,36 @@ fn invalidate_mandate(
     ));
 }
 
+/// What a flush wrote: the amount collected and the notices queued, without the writes of
+/// loans whose answers came late.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Flushed {
+    pub collected: Decimal,
+    pub notices: usize,
+}
+
 /// Write staged results: attempts, journal, installments, mandates, loans, notices, and
 /// cancel the pending actions of whatever got paid.
+///
+/// An attempt settled meanwhile (by a callback's query, a statement or another instance)
+/// is no longer open; the answer staged for it is late, and so is everything its loan's
+/// state was computed from. That loan's writes are dropped and the loan is taken out of
+/// `loans`, so no ledger line, installment update or notice goes in twice.
 pub async fn flush(
     conn: &mut AnyConnection,
     loans: &mut HashMap<String, LoanState>,
     mut w: Writes,
     now: DateTime<Utc>,
-) -> Result<(), EngineError> {
-    write_attempts(conn, &w.attempts, now).await?;
+) -> Result<Flushed, EngineError> {
+    let ids: Vec<i64> = w.attempts.iter().map(|u| u.id).collect();
+    let open = store_attempts::lock_open(conn, &ids).await?;
+    let late = w.late_loans(&open);
+    if !late.is_empty() {
+        tracing::warn!(loans = ?late, "late answers for settled attempts: their loans' writes are dropped");
+        w.drop_loans(&late, &open, now);
+        loans.retain(|id, _| !late.contains(id));
+    }
+    store_attempts::write_attempts(conn, &w.attempts, now.timestamp_millis()).await?;
     if !w.entries.is_empty() {
         let first = alloc_on(conn, "entry", w.entries.len() as i64).await?;
         for (i, e) in w.entries.iter_mut().enumerate() {
@@ -542,7 +544,53 @@ pub async fn flush(
     write_write_offs(conn, &w.write_offs, &w.entries, now).await?;
     crate::store::notices::queue_notices(conn, &w.notices, now).await?;
     cancel_paid(conn, &w.paid, loans).await?;
-    Ok(())
+    Ok(Flushed {
+        collected: w.collected,
+        notices: w.notices.len(),
+    })
+}
+
+impl Writes {
+    /// Loans with a staged result for an attempt that is no longer open.
+    fn late_loans(&self, open: &HashSet<i64>) -> HashSet<String> {
+        self.attempts
+            .iter()
+            .filter(|u| !open.contains(&u.id))
+            .map(|u| u.loan_id.clone())
+            .collect()
+    }
+
+    /// Drop everything staged for `late` loans. Their other, still open attempts are not
+    /// lost: they become `unknown`, due for a query now, and are settled from a fresh state.
+    fn drop_loans(&mut self, late: &HashSet<String>, open: &HashSet<i64>, now: DateTime<Utc>) {
+        let is_late = |id: &str| late.contains(id);
+        self.attempts.retain(|u| open.contains(&u.id));
+        for u in self.attempts.iter_mut().filter(|u| is_late(&u.loan_id)) {
+            u.status = AttemptStatus::Unknown;
+            u.code = Some("LATE_SIBLING".into());
+            u.class = Some(FailureClass::Unknown.as_str().into());
+            u.channel_ref = None;
+            u.next_query_at = Some(now.timestamp_millis());
+        }
+        // Write-offs point into `entries` by position: renumber the kept ones.
+        let mut kept = Vec::with_capacity(self.entries.len());
+        let mut new_idx = vec![None; self.entries.len()];
+        for (i, e) in std::mem::take(&mut self.entries).into_iter().enumerate() {
+            if !e.loan_id.as_deref().is_some_and(is_late) {
+                new_idx[i] = Some(kept.len());
+                kept.push(e);
+            }
+        }
+        self.entries = kept;
+        self.write_offs.retain(|wo| !is_late(&wo.loan_id));
+        for wo in &mut self.write_offs {
+            wo.entry_idx = wo.entry_idx.and_then(|i| new_idx[i]);
+        }
+        self.notices.retain(|n| !is_late(&n.loan_id));
+        self.paid.retain(|(l, _)| !is_late(l));
+        self.repaid.retain(|(l, _)| !is_late(l));
+        self.collected = self.repaid.iter().map(|(_, a)| *a).sum();
+    }
 }
 
 /// The `write_offs` rows and the installments' `wo_*` columns of staged write-offs.
@@ -608,41 +656,6 @@ async fn write_write_offs(
              WHERE actions.loan_id = v.loan_id AND actions.status || '' = 'pending'",
         )
         .await?;
-    Ok(())
-}
-
-async fn write_attempts(
-    conn: &mut AnyConnection,
-    ups: &[AttemptUpdate],
-    now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    if ups.is_empty() {
-        return Ok(());
-    }
-    let mut rows = Rows::new(7);
-    for u in ups {
-        rows.push(vec![
-            Val::Int(u.id),
-            u.status.into(),
-            u.code.clone().into(),
-            u.class.clone().into(),
-            u.channel_ref.clone().into(),
-            u.next_query_at.into(),
-            u.queries.into(),
-        ]);
-    }
-    let sql = format!(
-        "UPDATE attempts SET status = v.status, code = v.code, class = v.class, \
-         channel_ref = v.channel_ref, next_query_at = v.next_query_at, queries = v.queries, lease_until = NULL, \
-         updated_at = {} FROM v WHERE attempts.id = v.id AND attempts.status || '' IN ('submitted','unknown')",
-        now.timestamp_millis()
-    );
-    rows.with_values(
-        conn,
-        "id, status, code, class, channel_ref, next_query_at, queries",
-        &sql,
-    )
-    .await?;
     Ok(())
 }
 

@@ -4,8 +4,9 @@
 
 use super::{Engine, EngineError};
 use crate::domain::channel::Callback;
+use crate::domain::status::AttemptStatus;
+use crate::store::{agenda, attempts};
 use chrono::{DateTime, Utc};
-use sqlx::Row;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Effect {
@@ -34,44 +35,30 @@ pub async fn record_callback(
     body: &[u8],
 ) -> Result<Effect, EngineError> {
     let mut tx = engine.db.begin().await?;
-    let status: Option<String> =
-        sqlx::query_scalar("SELECT status FROM attempts WHERE channel = $1 AND order_no = $2")
-            .bind(channel)
-            .bind(&cb.order_no)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let effect = match status.as_deref() {
+    let status = attempts::status_by_order(&mut tx, channel, &cb.order_no).await?;
+    let effect = match status.as_deref().map(str::parse::<AttemptStatus>) {
         None => Effect::UnknownOrder,
-        Some("succeeded") | Some("failed") => Effect::Unchanged,
+        Some(Ok(s)) if !s.is_open() => Effect::Unchanged,
         Some(_) => {
-            sqlx::query("UPDATE attempts SET next_query_at = 0 WHERE channel = $1 AND order_no = $2 AND status = 'unknown'")
-                .bind(channel)
-                .bind(&cb.order_no)
-                .execute(&mut *tx)
-                .await?;
+            attempts::query_now(&mut tx, channel, &cb.order_no).await?;
             Effect::QueryQueued
         }
     };
-    sqlx::query("INSERT INTO channel_callbacks (channel, order_no, body, received_at, effect) VALUES ($1, $2, $3, $4, $5)")
-        .bind(channel)
-        .bind(&cb.order_no)
-        .bind(String::from_utf8_lossy(body).to_string())
-        .bind(Utc::now().timestamp_millis())
-        .bind(effect.as_str())
-        .execute(&mut *tx)
-        .await?;
+    let row = attempts::CallbackRow {
+        channel,
+        order_no: &cb.order_no,
+        body: String::from_utf8_lossy(body).to_string(),
+        received_at: Utc::now().timestamp_millis(),
+        effect: effect.as_str(),
+    };
+    attempts::insert_callback(&mut tx, &row).await?;
     tx.commit().await?;
     Ok(effect)
 }
 
 /// How late the oldest pending due action is, in seconds (0 when nothing is late).
 pub async fn due_lag_seconds(engine: &Engine, now: DateTime<Utc>) -> Result<f64, EngineError> {
-    let row = sqlx::query(
-        "SELECT MIN(due_at) AS oldest FROM actions WHERE status = 'pending' AND due_at <= $1",
-    )
-    .bind(now.timestamp_millis())
-    .fetch_one(&engine.db.pool)
-    .await?;
-    let oldest: Option<i64> = row.get("oldest");
+    let mut conn = engine.db.pool.acquire().await?;
+    let oldest = agenda::oldest_pending_due(&mut conn, now.timestamp_millis()).await?;
     Ok(oldest.map_or(0.0, |o| (now.timestamp_millis() - o) as f64 / 1000.0))
 }

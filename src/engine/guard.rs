@@ -4,7 +4,7 @@
 //! turned `unknown` and queried, never sent again; claimed actions go back to pending.
 
 use super::{Engine, EngineError};
-use crate::store::in_list;
+use crate::store::{agenda, attempts, loans};
 use chrono::{DateTime, Utc};
 use sqlx::AnyConnection;
 use std::any::Any;
@@ -41,24 +41,13 @@ pub async fn park_loan(
     tracing::error!(loan, reason, "loan parked for a person; the run goes on");
     metrics::counter!("repayd_loans_parked_total").increment(1);
     let reason: String = reason.chars().take(500).collect();
-    let r = sqlx::query(
-        "UPDATE loans SET parked_at = $1, parked_reason = $2 WHERE id = $3 AND parked_at IS NULL",
-    )
-    .bind(now.timestamp_millis())
-    .bind(reason)
-    .bind(loan)
-    .execute(&mut *conn)
-    .await?;
-    Ok(r.rows_affected() == 1)
+    Ok(loans::park(conn, loan, &reason, now.timestamp_millis()).await?)
 }
 
 /// How many loans wait for a person (for `/metrics` and the dashboard).
 pub async fn parked_count(engine: &Engine) -> Result<i64, EngineError> {
-    Ok(
-        sqlx::query_scalar("SELECT COUNT(*) FROM loans WHERE parked_at IS NOT NULL")
-            .fetch_one(&engine.db.pool)
-            .await?,
-    )
+    let mut conn = engine.db.pool.acquire().await?;
+    Ok(loans::parked_count(&mut conn).await?)
 }
 
 /// After a panic: this instance's `submitted` attempts of `loans` whose answers were not
@@ -71,23 +60,8 @@ pub async fn settle_in_flight(
     let mut done = 0;
     for chunk in loans.chunks(5000) {
         let mut conn = engine.db.pool.acquire().await?;
-        let n = chunk.len();
-        let sql = format!(
-            "UPDATE attempts SET status = 'unknown', code = 'INTERRUPTED', class = 'unknown', \
-             next_query_at = ${}, lease_until = NULL, lease_owner = NULL \
-             WHERE status = 'submitted' AND lease_owner = ${} AND loan_id IN ({})",
-            n + 1,
-            n + 2,
-            in_list(&conn, 1, n)
-        );
-        let mut q = sqlx::query(&sql).persistent(false);
-        for id in chunk {
-            q = q.bind(id.as_str());
-        }
-        let q = q
-            .bind(now.timestamp_millis())
-            .bind(engine.cfg.owner.as_str());
-        done += q.execute(&mut *conn).await?.rows_affected();
+        let at = now.timestamp_millis();
+        done += attempts::interrupt_in_flight(&mut conn, chunk, &engine.cfg.owner, at).await?;
     }
     Ok(done)
 }
@@ -97,22 +71,7 @@ pub async fn requeue_claims(engine: &Engine, loans: &[String]) -> Result<u64, En
     let mut done = 0;
     for chunk in loans.chunks(5000) {
         let mut conn = engine.db.pool.acquire().await?;
-        let n = chunk.len();
-        let sql = format!(
-            "UPDATE actions SET status = 'pending', lease_owner = NULL, lease_until = NULL \
-             WHERE status = 'claimed' AND lease_owner = ${} AND loan_id IN ({})",
-            n + 1,
-            in_list(&conn, 1, n)
-        );
-        let mut q = sqlx::query(&sql).persistent(false);
-        for id in chunk {
-            q = q.bind(id.as_str());
-        }
-        done += q
-            .bind(engine.cfg.owner.as_str())
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
+        done += agenda::requeue_claims(&mut conn, chunk, &engine.cfg.owner).await?;
     }
     Ok(done)
 }

@@ -3,7 +3,7 @@
 //! in-flight attempts only once its heartbeat is stale, or at once when it is known dead: it
 //! ran on this very host and boot, and its pid is gone.
 
-use crate::store::Db;
+use crate::store::{instances, Db};
 use chrono::Utc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -39,38 +39,20 @@ pub fn new_instance_id() -> String {
 
 /// Register `id` as alive now.
 pub async fn register(db: &Db, id: &str) -> Result<(), sqlx::Error> {
+    let mut conn = db.pool.acquire().await?;
+    let (host, pid) = (host_identity(), std::process::id() as i64);
     let now = Utc::now().timestamp_millis();
-    sqlx::query(
-        "INSERT INTO instances (id, host, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $4)",
-    )
-    .bind(id)
-    .bind(host_identity())
-    .bind(std::process::id() as i64)
-    .bind(now)
-    .execute(&db.pool)
-    .await?;
-    Ok(())
+    instances::register(&mut conn, id, &host, pid, now).await
 }
 
 pub async fn heartbeat(db: &Db, id: &str, last_tick: Option<i64>) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE instances SET heartbeat_at = $1, last_tick_at = COALESCE($2, last_tick_at) WHERE id = $3",
-    )
-    .bind(Utc::now().timestamp_millis())
-    .bind(last_tick)
-    .bind(id)
-    .execute(&db.pool)
-    .await?;
-    Ok(())
+    let mut conn = db.pool.acquire().await?;
+    instances::heartbeat(&mut conn, id, Utc::now().timestamp_millis(), last_tick).await
 }
 
 pub async fn mark_stopped(db: &Db, id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE instances SET stopped_at = $1 WHERE id = $2 AND stopped_at IS NULL")
-        .bind(Utc::now().timestamp_millis())
-        .bind(id)
-        .execute(&db.pool)
-        .await?;
-    Ok(())
+    let mut conn = db.pool.acquire().await?;
+    instances::mark_stopped(&mut conn, id, Utc::now().timestamp_millis()).await
 }
 
 /// Heartbeats every `every` until `stop` changes, for processes without a daemon loop.
@@ -124,13 +106,9 @@ pub async fn reap_dead_local(db: &Db, me: &str) -> Result<u64, sqlx::Error> {
     if !host.contains('/') {
         return Ok(0);
     }
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT id, pid FROM instances WHERE host = $1 AND stopped_at IS NULL AND id <> $2",
-    )
-    .bind(host.as_str())
-    .bind(me)
-    .fetch_all(&db.pool)
-    .await?;
+    let mut conn = db.pool.acquire().await?;
+    let rows = instances::running_on_host(&mut conn, &host, me).await?;
+    drop(conn);
     let mut dead = 0;
     for (id, pid) in rows {
         if !pid_runs(pid) {

@@ -218,11 +218,7 @@ impl Engine {
     ) -> Result<Option<DateTime<Utc>>, EngineError> {
         let t = after.timestamp_millis();
         let mut conn = self.db.pool.acquire().await?;
-        let q = "SELECT MIN(x) FROM (\
-            SELECT MIN(due_at) AS x FROM actions WHERE status = 'pending' AND due_at > $1 \
-            UNION ALL SELECT MIN(send_after) FROM notices WHERE status = 'pending' AND send_after > $1 \
-            UNION ALL SELECT MIN(next_query_at) FROM attempts WHERE status = 'unknown' AND next_query_at > $1) AS t";
-        let next: Option<i64> = sqlx::query_scalar(q).bind(t).fetch_one(&mut *conn).await?;
+        let next = crate::store::agenda::next_due_after(&mut conn, t).await?;
         Ok(next.and_then(DateTime::from_timestamp_millis))
     }
 }

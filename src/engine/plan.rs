@@ -2,11 +2,10 @@
 
 use super::{Engine, EngineError};
 use crate::domain::planner::{plan_installment, PlannedAction};
-use crate::store::{in_list, DecodeError, Rows, Val};
-use chrono::NaiveDate;
-use chrono_tz::Tz;
-use sqlx::{AnyConnection, Row};
-use std::collections::HashMap;
+use crate::store::agenda::{self, DueRow, Unplanned};
+pub use crate::store::agenda::{action_row, insert_actions};
+use crate::store::Rows;
+use sqlx::AnyConnection;
 
 const PLAN_BATCH: i64 = 2000;
 
@@ -19,16 +18,14 @@ pub async fn plan_new_loans(engine: &Engine, only: Option<&[String]>) -> Result<
     let mut written = 0;
     loop {
         let mut tx = engine.db.begin().await?;
-        let loans = unplanned(&mut tx, only).await?;
+        let loans = agenda::unplanned(&mut tx, only, PLAN_BATCH).await?;
         if loans.is_empty() {
             tx.commit().await?;
             if written >= ANALYZE_AFTER && engine.db.is_postgres() {
                 // A bulk plan (after a bulk import) changes the tables' shape by orders of
                 // magnitude; without fresh statistics PostgreSQL plans the engine's keyed
                 // joins as if the tables were empty until autovacuum gets round to them.
-                sqlx::query("ANALYZE borrowers, loans, mandates, installments, actions")
-                    .execute(&engine.db.pool)
-                    .await?;
+                agenda::analyze_planned(&engine.db.pool).await?;
             }
             return Ok(written);
         }
@@ -37,69 +34,13 @@ pub async fn plan_new_loans(engine: &Engine, only: Option<&[String]>) -> Result<
     }
 }
 
-struct Unplanned {
-    id: String,
-    tz: Result<Tz, crate::store::DecodeError>,
-    policy: String,
-    allow_early: bool,
-}
-
-async fn unplanned(
-    conn: &mut AnyConnection,
-    only: Option<&[String]>,
-) -> Result<Vec<Unplanned>, sqlx::Error> {
-    let rows = match only {
-        Some(ids) if !ids.is_empty() => {
-            let sql = format!(
-                "SELECT id, tz, policy, allow_early FROM loans WHERE planned = 0 AND id IN ({})",
-                in_list(conn, 1, ids.len())
-            );
-            let mut q = sqlx::query(&sql).persistent(false);
-            for id in ids {
-                q = q.bind(id.as_str());
-            }
-            q.fetch_all(&mut *conn).await?
-        }
-        Some(_) => vec![],
-        None => sqlx::query(
-            "SELECT id, tz, policy, allow_early FROM loans WHERE planned = 0 ORDER BY id LIMIT $1",
-        )
-        .bind(PLAN_BATCH)
-        .fetch_all(&mut *conn)
-        .await?,
-    };
-    Ok(rows
-        .into_iter()
-        .map(|r| Unplanned {
-            id: r.get("id"),
-            tz: crate::store::stored_tz("tz", &r.get::<String, _>("tz")),
-            policy: r.get("policy"),
-            allow_early: r.get::<i64, _>("allow_early") != 0,
-        })
-        .collect())
-}
-
 async fn plan_batch(
     engine: &Engine,
     conn: &mut AnyConnection,
     loans: &[Unplanned],
 ) -> Result<u64, EngineError> {
-    let sql = format!(
-        "SELECT loan_id, seq, due_date FROM installments WHERE status <> 'paid' AND loan_id IN ({})",
-        in_list(conn, 1, loans.len())
-    );
-    let mut q = sqlx::query(&sql).persistent(false);
-    for l in loans {
-        q = q.bind(l.id.as_str());
-    }
-    let mut by_loan: HashMap<String, Vec<(u32, Result<NaiveDate, DecodeError>)>> = HashMap::new();
-    for r in q.fetch_all(&mut *conn).await? {
-        let due = crate::store::stored_date("due_date", &r.get::<String, _>("due_date"));
-        by_loan
-            .entry(r.get("loan_id"))
-            .or_default()
-            .push((r.get::<i64, _>("seq") as u32, due));
-    }
+    let ids: Vec<&str> = loans.iter().map(|l| l.id.as_str()).collect();
+    let by_loan = agenda::unpaid_dues(conn, &ids).await?;
     let mut rows = Rows::new(5);
     for l in loans {
         let insts = by_loan.get(&l.id).map_or(&[][..], |v| v.as_slice());
@@ -117,15 +58,7 @@ async fn plan_batch(
         }
     }
     let written = insert_actions(conn, rows).await?;
-    let sql = format!(
-        "UPDATE loans SET planned = 1 WHERE id IN ({})",
-        in_list(conn, 1, loans.len())
-    );
-    let mut q = sqlx::query(&sql).persistent(false);
-    for l in loans {
-        q = q.bind(l.id.as_str());
-    }
-    q.execute(&mut *conn).await?;
+    agenda::mark_planned(conn, &ids).await?;
     Ok(written)
 }
 
@@ -134,7 +67,7 @@ async fn plan_batch(
 fn plan_loan(
     engine: &Engine,
     l: &Unplanned,
-    insts: &[(u32, Result<NaiveDate, DecodeError>)],
+    insts: &[DueRow],
 ) -> Result<Vec<PlannedAction>, String> {
     let tz = l.tz.clone().map_err(|e| e.to_string())?;
     let policy = engine
@@ -150,30 +83,6 @@ fn plan_loan(
         out.extend(planned);
     }
     Ok(out)
-}
-
-/// One agenda row: (loan_id, seq, kind, slot, due_at).
-pub fn action_row(loan_id: &str, a: &PlannedAction) -> Vec<Val> {
-    vec![
-        loan_id.into(),
-        a.seq.into(),
-        a.kind.as_str().into(),
-        a.slot.clone().into(),
-        Val::Int(a.due_at.timestamp_millis()),
-    ]
-}
-
-/// Insert agenda rows; a key already planned is left as it is.
-pub async fn insert_actions(conn: &mut AnyConnection, rows: Rows) -> Result<u64, sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(0);
-    }
-    rows.insert(
-        conn,
-        "INSERT INTO actions (loan_id, seq, kind, slot, due_at)",
-        "ON CONFLICT (loan_id, seq, kind, slot) DO NOTHING",
-    )
-    .await
 }
 
 /// Move a loan to another policy and re-plan its future: pending actions are dropped and the
@@ -193,22 +102,8 @@ pub async fn change_policy(
             loan: loan_id.into(),
             policy: policy.into(),
         })?;
-    sqlx::query("DELETE FROM actions WHERE loan_id = $1 AND status = 'pending'")
-        .bind(loan_id)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query("UPDATE loans SET policy = $1, planned = 0 WHERE id = $2")
-        .bind(policy)
-        .bind(loan_id)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query(
-        "UPDATE installments SET overdue_planned = 0 WHERE loan_id = $1 AND status <> 'paid'",
-    )
-    .bind(loan_id)
-    .execute(&mut *conn)
-    .await?;
+    agenda::switch_policy(conn, loan_id, policy).await?;
     let ids = [loan_id.to_string()];
-    let loans = unplanned(conn, Some(&ids)).await?;
+    let loans = agenda::unplanned(conn, Some(&ids), PLAN_BATCH).await?;
     plan_batch(engine, conn, &loans).await
 }

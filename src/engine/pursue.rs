@@ -719,11 +719,18 @@ async fn apply_round(
             }
         }
     }
-    summary.collected_minor += to_minor(w.collected)?;
-    summary.notices_queued += w.notices.len() as u64;
     let mut tx = engine.db.begin().await?;
-    apply::flush(&mut tx, loans, w, now).await?;
+    let flushed = apply::flush(&mut tx, loans, w, now).await?;
     tx.commit().await?;
+    summary.collected_minor += to_minor(flushed.collected)?;
+    summary.notices_queued += flushed.notices as u64;
+    // A loan whose answer came late was left out of the flush: its pursuit ends here.
+    for p in pursuits
+        .iter_mut()
+        .filter(|p| !loans.contains_key(&p.loan_id))
+    {
+        p.done = true;
+    }
     for (loan_id, why) in poisoned {
         park(engine, &loan_id, &why, now, summary).await?;
     }

@@ -145,9 +145,11 @@ async fn resolve_batch(
             }
         }
     }
-    summary.collected_minor += to_minor(w.collected)?;
     let mut tx = engine.db.begin().await?;
-    apply::flush(&mut tx, &mut loans, w, now).await?;
+    let flushed = apply::flush(&mut tx, &mut loans, w, now).await?;
+    summary.collected_minor += to_minor(flushed.collected)?;
+    // An answer that came late (its loan left out of the flush) opens no case either.
+    escalate.retain(|(open, _)| loans.contains_key(&open.rec.loan_id));
     escalate_to_cases(engine, &mut tx, &escalate, now).await?;
     close_settled_cases(&mut tx, &settled_late, now).await?;
     tx.commit().await?;

@@ -4,11 +4,11 @@
 
 use super::apply::{self, stage_write_off, WriteOffKind, Writes};
 use super::{Engine, EngineError};
+use crate::domain::status::InstallmentStatus;
 use crate::domain::{days_past_due, local_date};
 use crate::store::loans::load_loans;
 use chrono::{DateTime, Days, Utc};
 use rust_decimal::Decimal;
-use sqlx::Row;
 
 /// Write off the loans whose oldest open installment is past their policy's write-off point
 /// (`limits.write_off_after_days_past_due`). Run by the engine's refresh; returns how many.
@@ -20,16 +20,9 @@ pub async fn write_off_past_point(engine: &Engine, now: DateTime<Utc>) -> Result
         };
         // Local dates are within a day of UTC: a wide bound, then the exact check per loan.
         let bound = now.date_naive() - Days::new(u64::from(days).saturating_sub(1));
-        let rows = sqlx::query(
-            "SELECT DISTINCT l.id FROM loans l JOIN installments i ON i.loan_id = l.id \
-             WHERE l.policy = $1 AND l.status IN ('active', 'collections') \
-             AND i.status NOT IN ('paid', 'written_off') AND i.due_date < $2 ORDER BY l.id",
-        )
-        .bind(name)
-        .bind(bound.to_string())
-        .fetch_all(&engine.db.pool)
-        .await?;
-        let ids: Vec<String> = rows.iter().map(|r| r.get("id")).collect();
+        let mut conn = engine.db.pool.acquire().await?;
+        let ids = crate::store::loans::with_open_due_before(&mut conn, name, bound).await?;
+        drop(conn);
         for chunk in ids.chunks(1000) {
             total += write_off_chunk(engine, chunk, days, now).await?;
         }
@@ -52,7 +45,9 @@ async fn write_off_chunk(
         let oldest = loan
             .insts
             .iter()
-            .filter(|i| i.status != "written_off" && i.owed() > Decimal::ZERO)
+            .filter(|i| {
+                i.status != InstallmentStatus::WrittenOff.as_str() && i.owed() > Decimal::ZERO
+            })
             .map(|i| i.due)
             .min();
         let dpd = days_past_due(oldest, today);

@@ -199,3 +199,53 @@ async fn load_attempt_facts(
     }
     Ok(())
 }
+
+/// Park `loan` for a person; whether it was parked now (it may have been parked already).
+pub async fn park(
+    conn: &mut AnyConnection,
+    loan: &str,
+    reason: &str,
+    now_ms: i64,
+) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query(
+        "UPDATE loans SET parked_at = $1, parked_reason = $2 WHERE id = $3 AND parked_at IS NULL",
+    )
+    .bind(now_ms)
+    .bind(reason)
+    .bind(loan)
+    .execute(&mut *conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// How many loans wait for a person.
+pub async fn parked_count(conn: &mut AnyConnection) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM loans WHERE parked_at IS NOT NULL")
+        .fetch_one(&mut *conn)
+        .await
+}
+
+/// Loans under `policy`, active or in collections, with an open installment due before
+/// `before`: the candidates for a write-off past the policy's point.
+pub async fn with_open_due_before(
+    conn: &mut AnyConnection,
+    policy: &str,
+    before: NaiveDate,
+) -> Result<Vec<String>, sqlx::Error> {
+    use crate::domain::status::{InstallmentStatus as I, LoanStatus as L};
+    let sql = format!(
+        "SELECT DISTINCT l.id FROM loans l JOIN installments i ON i.loan_id = l.id \
+         WHERE l.policy = $1 AND l.status IN ('{}', '{}') \
+         AND i.status NOT IN ('{}', '{}') AND i.due_date < $2 ORDER BY l.id",
+        L::Active.as_str(),
+        L::Collections.as_str(),
+        I::Paid.as_str(),
+        I::WrittenOff.as_str(),
+    );
+    let rows = sqlx::query(&sql)
+        .bind(policy)
+        .bind(before.to_string())
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(rows.iter().map(|r| r.get("id")).collect())
+}

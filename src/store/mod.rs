@@ -5,10 +5,14 @@
 //! Bulk work uses multi-row statements built by [`Rows`], so a batch of thousands of
 //! attempts costs a handful of round trips, not thousands.
 
+pub mod agenda;
+pub mod attempts;
 mod bulk;
 pub mod dashboard;
 pub mod decode;
 pub mod import;
+pub mod installments;
+pub mod instances;
 pub mod ledger;
 pub mod loans;
 pub mod notices;

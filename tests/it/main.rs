@@ -15,6 +15,7 @@ mod daemon;
 mod demo;
 mod hardening;
 mod import;
+mod late_answer;
 mod layers;
 mod migrations;
 mod notices;
