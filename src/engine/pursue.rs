@@ -15,6 +15,7 @@ use crate::domain::notice::{self, NoticeFacts, NoticeKind, NoticeRow};
 use crate::domain::planner::{superseding_pre_due, AttemptKind};
 use crate::domain::policy::Policy;
 use crate::domain::{ladder_amounts, local_date, to_minor, LadderInput};
+use crate::store::audit::AuditRow;
 use crate::store::loans::load_loans;
 use crate::store::{alloc_on, in_list, Backend, Rows, Val};
 use chrono::{DateTime, Days, NaiveDate, Utc};
@@ -678,7 +679,7 @@ async fn pursue_rounds(
             }
             return Ok(());
         }
-        let next = record_submitted(engine, loans, next, &ends, &notices, now).await?;
+        let next = record_submitted(engine, loans, next, &ends, &notices, None, now).await?;
         apply_round(engine, loans, &mut pursuits, &next, now, summary).await?;
     }
 }
@@ -810,6 +811,7 @@ async fn record_submitted(
     mut next: Vec<NextAttempt>,
     ends: &[ActionEnd],
     notices: &[NoticeRow],
+    audit: Option<&AuditRow>,
     now: DateTime<Utc>,
 ) -> Result<Vec<NextAttempt>, EngineError> {
     let mut tx = engine.db.begin().await?;
@@ -854,6 +856,12 @@ async fn record_submitted(
     apply::write_loans(&mut tx, loans).await?;
     write_action_ends(&mut tx, ends, now).await?;
     crate::store::notices::queue_notices(&mut tx, notices, now).await?;
+    if let (Some(row), Some(n)) = (audit, next.first()) {
+        let mut row = row.clone();
+        row.detail["attempt_id"] = n.rec.id.into();
+        row.detail["order_no"] = n.rec.order_no.clone().into();
+        crate::store::audit::insert_audit(&mut tx, &row, now.timestamp_millis()).await?;
+    }
     tx.commit().await?;
     Ok(next)
 }
@@ -1149,7 +1157,7 @@ pub async fn manual_attempt(
     engine: &Engine,
     loan_id: &str,
     amount: Decimal,
-    requested_by: &str,
+    audit: &AuditRow,
     now: DateTime<Utc>,
 ) -> Result<i64, EngineError> {
     let ids = vec![loan_id.to_string()];
@@ -1171,9 +1179,7 @@ pub async fn manual_attempt(
     let loaded = load_loans(&mut conn, &ids, since).await;
     drop(conn);
     let result = match loaded {
-        Ok(mut loans) => {
-            manual_in_hold(engine, &mut loans, loan_id, amount, requested_by, now).await
-        }
+        Ok(mut loans) => manual_in_hold(engine, &mut loans, loan_id, amount, audit, now).await,
         Err(e) => Err(e.into()),
     };
     release_loans(engine, &mine).await?;
@@ -1185,7 +1191,7 @@ async fn manual_in_hold(
     loans: &mut HashMap<String, LoanState>,
     loan_id: &str,
     amount: Decimal,
-    requested_by: &str,
+    audit: &AuditRow,
     now: DateTime<Utc>,
 ) -> Result<i64, EngineError> {
     let loan = loans
@@ -1212,7 +1218,7 @@ async fn manual_in_hold(
         },
         agreement: m.agreement.clone(),
         currency: loan.currency.clone(),
-        requested_by: Some(requested_by.to_string()),
+        requested_by: Some(audit.actor.clone()),
     }];
     let mut pursuits = vec![Pursuit {
         loan_id: loan.id.clone(),
@@ -1224,7 +1230,7 @@ async fn manual_in_hold(
         step: 0,
         done: false,
     }];
-    let next = record_submitted(engine, loans, next, &[], &[], now).await?;
+    let next = record_submitted(engine, loans, next, &[], &[], Some(audit), now).await?;
     let mut summary = RunSummary::default();
     apply_round(engine, loans, &mut pursuits, &next, now, &mut summary).await?;
     Ok(next[0].rec.id)

@@ -219,7 +219,7 @@ async fn bucket_rows(
     let mut out: BTreeMap<(String, String), (i64, i64)> = BTreeMap::new();
     let next_day = date.succ_opt().unwrap_or(date);
     for zone in zones {
-        let tz: chrono_tz::Tz = zone.parse().unwrap_or(chrono_tz::UTC);
+        let tz = crate::store::decode::zone(&zone)?;
         let end = local_to_utc(next_day, chrono::NaiveTime::MIN, tz).timestamp_millis();
         let mut stream = sqlx::query(
             "SELECT i.loan_id, l.policy, \

@@ -10,6 +10,7 @@ use crate::domain::pii::mask_account;
 use crate::domain::{from_minor, local_to_utc, parse_money, to_minor};
 use crate::engine::{plan, pursue, Engine, EngineError};
 use crate::store::alloc_on;
+use crate::store::audit::AuditRow;
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -91,20 +92,25 @@ pub async fn audit(
     detail: &Value,
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO audit_log (at, actor, role, action, loan_id, reason, detail) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(now_ms)
-    .bind(who.name.as_str())
-    .bind(who.role.as_str())
-    .bind(action)
-    .bind(loan_id)
-    .bind(reason)
-    .bind(detail.to_string())
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    let row = audit_row(who, action, loan_id, reason, detail.clone());
+    crate::store::audit::insert_audit(conn, &row, now_ms).await
+}
+
+fn audit_row(
+    who: &Actor,
+    action: &str,
+    loan_id: Option<&str>,
+    reason: Option<&str>,
+    detail: Value,
+) -> AuditRow {
+    AuditRow {
+        actor: who.name.clone(),
+        role: who.role.as_str().to_string(),
+        action: action.to_string(),
+        loan_id: loan_id.map(str::to_string),
+        reason: reason.map(str::to_string),
+        detail,
+    }
 }
 
 /// One audit record.
@@ -170,7 +176,8 @@ async fn loan_tz(
         .fetch_optional(&mut *conn)
         .await?;
     let tz = tz.ok_or_else(|| CollectionsError::NotFound(format!("loan {loan_id}")))?;
-    Ok(tz.parse().unwrap_or(chrono_tz::UTC))
+    // A stored zone that does not parse is an error, never a guess at UTC.
+    Ok(crate::store::decode::zone(&tz)?)
 }
 
 /// Pause auto-debit until the start of `until` (in the loan's zone). Planned actions that
@@ -338,23 +345,17 @@ pub async fn manual_attempt(
     if amount <= Decimal::ZERO {
         return Err(invalid("amount", "must be more than zero"));
     }
-    let id = pursue::manual_attempt(engine, loan_id, amount, &who.name, now).await?;
-    let status: String = sqlx::query_scalar("SELECT status FROM attempts WHERE id = $1")
-        .bind(id)
-        .fetch_one(&engine.db.pool)
-        .await?;
-    let detail = json!({ "attempt_id": id, "amount": amount.to_string(), "status": status });
-    let mut conn = engine.db.pool.acquire().await?;
-    audit(
-        &mut conn,
+    // The audit row goes into the transaction that records the attempt, before the
+    // channel is called: an attempt is never on record without who asked for it.
+    let detail = json!({ "amount": amount.to_string() });
+    let row = audit_row(
         who,
         action::MANUAL_ATTEMPT,
         Some(loan_id),
         Some(reason),
-        &detail,
-        now.timestamp_millis(),
-    )
-    .await?;
+        detail,
+    );
+    let id = pursue::manual_attempt(engine, loan_id, amount, &row, now).await?;
     Ok(id)
 }
 

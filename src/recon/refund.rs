@@ -330,7 +330,7 @@ async fn reopen(
         .bind(loan_id)
         .fetch_one(&mut *conn)
         .await?;
-    let today = local_date(now, tz.parse().unwrap_or(chrono_tz::UTC));
+    let today = local_date(now, crate::store::decode::zone(&tz)?);
     let mut seqs: Vec<u32> = parts.iter().map(|p| p.seq).collect();
     seqs.sort();
     seqs.dedup();

@@ -62,6 +62,8 @@ async fn load_chunk(
             email: r.get("email"),
             payday: r.get::<Option<i64>, _>("payday").map(|d| d as u32),
             currency: r.get("currency"),
+            // Placeholder only: a bad zone marks the loan broken below, and a broken loan is
+            // parked, never pursued at UTC hours.
             tz: *tz.as_ref().unwrap_or(&chrono_tz::UTC),
             policy: r.get("policy"),
             allow_early: r.get::<i64, _>("allow_early") != 0,

@@ -7,6 +7,7 @@
 
 pub mod agenda;
 pub mod attempts;
+pub mod audit;
 mod bulk;
 pub mod dashboard;
 pub mod decode;

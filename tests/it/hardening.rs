@@ -969,3 +969,84 @@ fn fuzzed_inputs_never_panic() {
         panics[0].1
     );
 }
+
+/// A channel adapter that, when asked to debit, counts the audit rows of manual attempts
+/// already committed for that order number; everything goes on to the real simulator.
+struct SeesAudit {
+    pool: sqlx::AnyPool,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<i64>>>,
+    inner: std::sync::Arc<dyn repayd::domain::channel::Channel>,
+}
+
+#[async_trait::async_trait]
+impl repayd::domain::channel::Channel for SeesAudit {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    async fn submit(
+        &self,
+        req: &repayd::domain::channel::DebitRequest,
+    ) -> Result<repayd::domain::channel::DebitOutcome, repayd::domain::channel::ChannelError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM audit_log WHERE action = 'manual_attempt' AND detail LIKE $1",
+        )
+        .bind(format!("%{}%", req.order_no))
+        .fetch_one(&self.pool)
+        .await
+        .unwrap();
+        self.seen.lock().unwrap().push(n);
+        self.inner.submit(req).await
+    }
+    async fn query(
+        &self,
+        order_no: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<repayd::domain::channel::QueryOutcome, repayd::domain::channel::ChannelError> {
+        self.inner.query(order_no, at).await
+    }
+    async fn statement(
+        &self,
+        date: chrono::NaiveDate,
+    ) -> Result<Vec<repayd::domain::channel::StatementLine>, repayd::domain::channel::ChannelError>
+    {
+        self.inner.statement(date).await
+    }
+}
+
+/// A manual attempt's audit row commits with the attempt's record, before the channel is
+/// called: a crash during the call leaves no attempt without who asked for it.
+async fn a_manual_attempt_is_audited_with_its_record(backend: Backend) {
+    let mut app = spawn_app(backend, SCENARIO).await;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let inner = app.engine.channels["bank"].clone();
+    app.engine.channels.insert(
+        "bank".into(),
+        std::sync::Arc::new(SeesAudit {
+            pool: app.engine.db.pool.clone(),
+            seen: seen.clone(),
+            inner,
+        }),
+    );
+    import_loans(&app, &["G1"]).await;
+    let who = repayd::domain::actor::Actor {
+        name: "carol".into(),
+        role: repayd::domain::actor::Role::Collections,
+    };
+    let now = common::local(SH, 2027, 1, 10, 10, 0);
+    let id = repayd::ops::manual_attempt(&app.engine, &who, "G1", "100.00", "promise to pay", now)
+        .await
+        .unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [1],
+        "audited before the channel call"
+    );
+    let detail = app
+        .scalar_str("SELECT detail FROM audit_log WHERE action = 'manual_attempt'")
+        .await;
+    let detail: Value = serde_json::from_str(&detail).unwrap();
+    assert_eq!(detail["attempt_id"], id, "{detail}");
+    assert_eq!(detail["amount"], "100.00", "{detail}");
+    app.cleanup().await;
+}
+both_backends!(a_manual_attempt_is_audited_with_its_record);

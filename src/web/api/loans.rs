@@ -134,7 +134,7 @@ pub async fn get_loan(
     let loan = reports::loan_view(&mut conn, &s.engine.policies, &id, now)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("loan {id}")))?;
-    let tz: chrono_tz::Tz = loan.timezone.parse().unwrap_or(chrono_tz::UTC);
+    let tz = crate::store::decode::zone(&loan.timezone)?;
     let today = crate::domain::local_date(now, tz).to_string();
     let outstanding = loan.installments.iter().map(|i| i.outstanding).sum();
     let due_now = loan

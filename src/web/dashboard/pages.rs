@@ -129,7 +129,7 @@ pub async fn loan(
     let Some(view) = reports::loan_view(&mut conn, &s.engine.policies, &id, now).await? else {
         return Err(PageError::NotFound(format!("loan {id}")));
     };
-    let tz: chrono_tz::Tz = view.timezone.parse().unwrap_or(chrono_tz::UTC);
+    let tz = crate::store::decode::zone(&view.timezone)?;
     let pause = queries::pause_state(&mut conn, &id).await?;
     let paused = pause
         .paused_until
