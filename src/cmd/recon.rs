@@ -8,7 +8,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Args, Subcommand, ValueEnum};
 use repayd::app::engine_with_sims;
 use repayd::engine::{Engine, EngineConfig};
-use repayd::recon::{self, RefundKind, RefundRequest};
+use repayd::ops::money;
+use repayd::recon::{self, RefundKind};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -163,31 +164,14 @@ pub async fn recon(cmd: &ReconCmd, ctx: &Ctx) -> anyhow::Result<ExitCode> {
 
 pub async fn refund(args: &RefundArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let engine = engine(ctx).await?;
-    let req = RefundRequest {
-        attempt_id: args.attempt,
-        amount: recon::parse_amount(&args.amount)?,
-        kind: match args.kind {
-            KindArg::Overpayment => RefundKind::Overpayment,
-            KindArg::Erroneous => RefundKind::Erroneous,
-        },
-        reason: args.reason.clone(),
-        actor: args.actor.clone(),
+    let kind = match args.kind {
+        KindArg::Overpayment => RefundKind::Overpayment,
+        KindArg::Erroneous => RefundKind::Erroneous,
     };
     let now = parse_now(args.now.as_deref())?;
-    let mut tx = engine.db.begin().await?;
-    let done = recon::refund_in(&mut tx, &req, now).await?;
-    let detail = serde_json::to_value(&done)?;
-    audit(
-        &mut tx,
-        &args.actor,
-        "refund",
-        &done.loan_id,
-        &args.reason,
-        &detail,
-        now,
-    )
-    .await?;
-    tx.commit().await?;
+    let who = operator(&args.actor);
+    let (attempt, amount, reason) = (args.attempt, &args.amount, &args.reason);
+    let done = money::refund(&engine, &who, attempt, amount, kind, reason, now).await?;
     let text = format!(
         "refund {} ({}) of {} on attempt {}: entry {} corrects {}; refundable left {}; re-opened {:?}\n",
         done.refund_id,
@@ -206,21 +190,9 @@ pub async fn refund(args: &RefundArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
 pub async fn write_off(args: &WriteOffArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let engine = engine(ctx).await?;
     let now = parse_now(args.now.as_deref())?;
-    let mut tx = engine.db.begin().await?;
-    let amount =
-        recon::write_off_admin_in(&mut tx, &args.loan, &args.reason, &args.actor, now).await?;
+    let who = operator(&args.actor);
+    let amount = money::write_off(&engine, &who, &args.loan, &args.reason, now).await?;
     let value = serde_json::json!({ "loan": args.loan, "written_off": amount });
-    audit(
-        &mut tx,
-        &args.actor,
-        "write_off",
-        &args.loan,
-        &args.reason,
-        &value,
-        now,
-    )
-    .await?;
-    tx.commit().await?;
     print(
         ctx,
         &value,
@@ -229,22 +201,11 @@ pub async fn write_off(args: &WriteOffArgs, ctx: &Ctx) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-/// The audit log entry of an operator's action at the command line: the operator has the
-/// database itself, so the entry is recorded with the admin role.
-async fn audit(
-    conn: &mut sqlx::AnyConnection,
-    actor: &str,
-    action: &str,
-    loan: &str,
-    reason: &str,
-    detail: &serde_json::Value,
-    now: DateTime<Utc>,
-) -> anyhow::Result<()> {
-    let who = repayd::domain::actor::Actor {
+/// An operator at the command line has the database itself, so what they do is recorded
+/// with the admin role.
+fn operator(actor: &str) -> repayd::domain::actor::Actor {
+    repayd::domain::actor::Actor {
         name: actor.to_string(),
         role: repayd::domain::actor::Role::Admin,
-    };
-    let ms = now.timestamp_millis();
-    repayd::ops::audit(conn, &who, action, Some(loan), Some(reason), detail, ms).await?;
-    Ok(())
+    }
 }

@@ -4,6 +4,7 @@
 
 pub mod daily;
 pub mod import;
+pub mod money;
 
 use crate::domain::actor::Actor;
 use crate::domain::pii::mask_account;
@@ -31,6 +32,9 @@ pub mod action {
     pub const CREATE_TOKEN: &str = "create_token";
     pub const REVOKE_TOKEN: &str = "revoke_token";
     pub const IMPORT_LOANS: &str = "import_loans";
+    pub const RESOLVE_CASE: &str = "resolve_case";
+    pub const REFUND: &str = "refund";
+    pub const WRITE_OFF: &str = "write_off";
 }
 
 #[derive(Debug, Error)]
@@ -71,7 +75,7 @@ pub fn invalid(field: &str, message: impl Into<String>) -> CollectionsError {
 }
 
 /// A reason is required for every action, so the log says why.
-fn reason_of(reason: &str) -> Result<&str, CollectionsError> {
+pub(crate) fn reason_of(reason: &str) -> Result<&str, CollectionsError> {
     let r = reason.trim();
     if r.is_empty() {
         return Err(invalid("reason", "a reason is required"));

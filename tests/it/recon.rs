@@ -744,6 +744,15 @@ fn cli_recon_refund_and_write_off() {
     );
     let (ok, out) = run(&["refund", "1", "--amount", "0.001", "--reason", "x"]);
     assert!(!ok && out.contains("more than 2 decimal places"), "{out}");
+    // The CLI checks a reason as the API does (one operation behind both).
+    let (ok, out) = run(&["write-off", "C1", "--reason", "   "]);
+    assert!(!ok && out.contains("reason: a reason is required"), "{out}");
+    let long = "x".repeat(501);
+    let (ok, out) = run(&["refund", "1", "--amount", "1.00", "--reason", &long]);
+    assert!(
+        !ok && out.contains("reason: at most 500 characters"),
+        "{out}"
+    );
     let (ok, out) = run(&["write-off", "C1", "--reason", "fraud"]);
     assert!(ok && out.contains("loan C1 written off"), "{out}");
     let (ok, out) = run(&["write-off", "C1", "--reason", "again"]);

@@ -4,8 +4,8 @@
 use super::error::{ApiError, ApiJson, ErrorBody};
 use super::{cursor_in, cursor_out, limit_of, now};
 use super::{Admin, Viewer};
-use crate::ops;
-use crate::recon::{self, CaseError, CaseRow, ReconError, RefundKind, RefundRequest};
+use crate::ops::{self, money::MoneyError};
+use crate::recon::{self, CaseError, CaseRow, ReconError, RefundKind};
 use crate::web::state::ApiState;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -13,15 +13,8 @@ use axum::Json;
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use std::collections::BTreeMap;
 use utoipa::{IntoParams, ToSchema};
-
-pub mod action {
-    pub const RESOLVE_CASE: &str = "resolve_case";
-    pub const REFUND: &str = "refund";
-    pub const WRITE_OFF: &str = "write_off";
-}
 
 /// The most open cases one report lists.
 pub const REPORT_CASES: i64 = 1000;
@@ -222,15 +215,15 @@ pub struct ResolveRequest {
     pub reason: String,
 }
 
-fn reason_of(reason: &str) -> Result<&str, ApiError> {
-    let r = reason.trim();
-    if r.is_empty() {
-        return Err(ApiError::invalid("reason", "a reason is required"));
+impl From<MoneyError> for ApiError {
+    fn from(e: MoneyError) -> Self {
+        match e {
+            MoneyError::Invalid { field, message } => ApiError::invalid(&field, message),
+            MoneyError::Recon(e) => e.into(),
+            MoneyError::Case(e) => e.into(),
+            MoneyError::Sql(e) => ApiError::internal(e),
+        }
     }
-    if r.chars().count() > 500 {
-        return Err(ApiError::invalid("reason", "at most 500 characters"));
-    }
-    Ok(r)
 }
 
 impl From<CaseError> for ApiError {
@@ -273,28 +266,8 @@ pub async fn resolve(
     Path(id): Path<i64>,
     ApiJson(b): ApiJson<ResolveRequest>,
 ) -> Result<Json<CaseView>, ApiError> {
-    let reason = reason_of(&b.reason)?;
-    let at = now().timestamp_millis();
-    let mut tx = s.engine.db.begin().await?;
-    let case = recon::resolve_case(&mut tx, id, &b.resolution, &p.name, at).await?;
-    let loan = case.evidence["ours"]["loan_id"]
-        .as_str()
-        .map(str::to_string);
-    let detail = json!({
-        "case_id": case.id, "channel": case.channel, "recon_date": case.recon_date,
-        "order_no": case.order_no, "outcome": case.outcome, "resolution": case.resolution,
-    });
-    ops::audit(
-        &mut tx,
-        &p.actor(),
-        action::RESOLVE_CASE,
-        loan.as_deref(),
-        Some(reason),
-        &detail,
-        at,
-    )
-    .await?;
-    tx.commit().await?;
+    let case = ops::money::resolve_case(&s.engine, &p.actor(), id, &b.resolution, &b.reason, now())
+        .await?;
     Ok(Json(case.into()))
 }
 
@@ -347,22 +320,12 @@ pub async fn refund(
     Path(id): Path<i64>,
     ApiJson(b): ApiJson<RefundBody>,
 ) -> Result<Json<RefundView>, ApiError> {
-    let reason = reason_of(&b.reason)?;
-    let amount = recon::parse_amount(b.amount.trim())?;
     let kind = match b.kind {
         RefundKindBody::Overpayment => RefundKind::Overpayment,
         RefundKindBody::Erroneous => RefundKind::Erroneous,
     };
-    let req = RefundRequest {
-        attempt_id: id,
-        amount,
-        kind,
-        reason: reason.to_string(),
-        actor: p.name.clone(),
-    };
-    let at = now();
-    let mut tx = s.engine.db.begin().await?;
-    let done = recon::refund_in(&mut tx, &req, at).await?;
+    let (who, at) = (p.actor(), now());
+    let done = ops::money::refund(&s.engine, &who, id, &b.amount, kind, &b.reason, at).await?;
     let view = RefundView {
         refund_id: done.refund_id,
         attempt_id: id,
@@ -374,17 +337,6 @@ pub async fn refund(
         refundable_left: done.refundable_left,
         reopened: done.reopened,
     };
-    ops::audit(
-        &mut tx,
-        &p.actor(),
-        action::REFUND,
-        Some(&view.loan_id),
-        Some(reason),
-        &json!(view),
-        at.timestamp_millis(),
-    )
-    .await?;
-    tx.commit().await?;
     Ok(Json(view))
 }
 
@@ -414,24 +366,10 @@ pub async fn write_off(
     Path(id): Path<String>,
     ApiJson(b): ApiJson<WriteOffRequest>,
 ) -> Result<Json<WriteOffView>, ApiError> {
-    let reason = reason_of(&b.reason)?;
-    let at = now();
-    let mut tx = s.engine.db.begin().await?;
-    let amount = recon::write_off_admin_in(&mut tx, &id, reason, &p.name, at).await?;
+    let amount = ops::money::write_off(&s.engine, &p.actor(), &id, &b.reason, now()).await?;
     let view = WriteOffView {
         loan_id: id,
         amount,
     };
-    ops::audit(
-        &mut tx,
-        &p.actor(),
-        action::WRITE_OFF,
-        Some(&view.loan_id),
-        Some(reason),
-        &json!(view),
-        at.timestamp_millis(),
-    )
-    .await?;
-    tx.commit().await?;
     Ok(Json(view))
 }
