@@ -333,82 +333,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             dir,
             days,
             regenerate_sample,
-        } => {
-            if let Some(out) = regenerate_sample {
-                demo::regenerate_sample(out)?;
-                println!("sample written to {}", out.display());
-                return Ok(ExitCode::SUCCESS);
-            }
-            let opts = demo::DemoOptions {
-                dir: dir.clone(),
-                days: *days,
-                start: chrono::NaiveDate::parse_from_str(demo::SAMPLE_START, "%Y-%m-%d")?,
-                progress: !g.json,
-            };
-            let summary = demo::run_demo(&opts).await?;
-            if g.json {
-                println!("{}", serde_json::to_string_pretty(&summary)?);
-            } else {
-                demo::print_summary(&summary);
-            }
-            let balanced = summary
-                .trial_balance
-                .as_ref()
-                .is_some_and(|t| t.difference().is_zero());
-            if !balanced {
-                bail!("the trial balance is not zero");
-            }
-        }
+        } => run_demo(g, dir, *days, regenerate_sample.as_deref()).await?,
         Cmd::Loans(LoansCmd::Import { file }) => import_file(g, file).await?,
         Cmd::Loans(LoansCmd::Show { id }) => show_loan(g, id).await?,
         Cmd::Loans(LoansCmd::Unpark { id, reason }) => unpark_loan(g, id, reason).await?,
         Cmd::Policy(PolicyCmd::Check { files }) => return policy_check(files),
-        Cmd::Policy(PolicyCmd::List) => {
-            let set = load_policies(&g.policies)?;
-            for n in set.names() {
-                let p = set.get(n).expect("listed");
-                println!("{n}\tv{}\t{}", p.version, p.description);
-            }
-        }
+        Cmd::Policy(PolicyCmd::List) => list_policies(g)?,
         Cmd::Plan(PlanCmd::Show { id }) => show_plan(g, id).await?,
-        Cmd::Run { once, now } => {
-            if !once {
-                bail!("`repayd run` needs --once (the long-running daemon is `repayd serve`)");
-            }
-            let now = parse_now(now.as_deref())?;
-            let cfg = EngineConfig {
-                owner: repayd::engine::instance::new_instance_id(),
-                ..EngineConfig::default()
-            };
-            let (engine, sims) = engine_with_sims(&settings(g), cfg).await?;
-            let summary = repayd::engine::instance::run_registered(&engine, now).await?;
-            sims.save()?;
-            println!("{}", serde_json::to_string_pretty(&summary)?);
-        }
+        Cmd::Run { once, now } => run_once(g, *once, now.as_deref()).await?,
         Cmd::Attempts(AttemptsCmd::List { loan, limit }) => {
-            let db = repayd::store::Db::open(&g.database).await?;
-            let mut conn = db.pool.acquire().await?;
-            let rows = reports::attempts(&mut conn, loan.as_deref(), *limit).await?;
-            if g.json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-            } else {
-                for a in rows {
-                    println!(
-                        "{}  {}#{}  {:<8} {:<8} step {}  {:>12}  {:<10} {:<22} {}  {}",
-                        a.at.format("%Y-%m-%d %H:%M"),
-                        a.loan_id,
-                        a.seq,
-                        a.channel,
-                        a.kind,
-                        a.ladder_step,
-                        a.amount,
-                        a.status,
-                        a.code.unwrap_or_default(),
-                        a.account,
-                        a.order_no
-                    );
-                }
-            }
+            list_attempts(g, loan.as_deref(), *limit).await?
         }
         Cmd::Ledger(LedgerCmd::TrialBalance) => return trial_balance(g).await,
         Cmd::Serve { config } => {
@@ -443,32 +377,34 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             )
             .await?
         }
-        Cmd::Bench(BenchCmd::Net {
+        Cmd::Bench(c) => bench_cmd(c).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `repayd bench …`: the figures the speed targets are held to.
+async fn bench_cmd(c: &BenchCmd) -> anyhow::Result<()> {
+    match c {
+        BenchCmd::Net {
             installments,
             latency_ms,
             tps,
             bench_database,
-        }) => {
+        } => {
             let opts = bench::NetBenchOptions {
                 database_url: bench_database.clone(),
                 installments: *installments,
                 latency_median_ms: *latency_ms,
                 tps: *tps,
             };
-            let progress = |m: &str| eprintln!("bench: {m}");
-            let r = bench::run_net_bench(&opts, &progress).await?;
-            println!(
-                "networked due-date run: {} attempts in {:.1}s = {:.1} TPS ({:.3} of the {} TPS cap) | 429s {} | latency p50 {:.0} ms p99 {:.0} ms | peak RSS {:.1} MB",
-                r.attempts, r.seconds, r.achieved_tps, r.fraction_of_cap, r.tps_cap, r.http_429s,
-                r.latency_p50_ms, r.latency_p99_ms, r.peak_rss_mb
-            );
+            bench_net(&opts).await?
         }
-        Cmd::Bench(BenchCmd::Run {
+        BenchCmd::Run {
             installments,
             per_loan,
             repeat,
             bench_database,
-        }) => {
+        } => {
             let opts = bench::BenchOptions {
                 database_url: bench_database.clone(),
                 installments: *installments,
@@ -476,11 +412,108 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 repeat: *repeat,
             };
             let progress = |m: &str| eprintln!("bench: {m}");
-            let r = bench::run_bench(&opts, &progress).await?;
-            print_bench(&r);
+            print_bench(&bench::run_bench(&opts, &progress).await?);
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
+}
+
+/// `repayd demo`: the sample portfolio over simulated days; fails unless the books balance.
+async fn run_demo(
+    g: &Global,
+    dir: &std::path::Path,
+    days: u32,
+    regenerate_sample: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    if let Some(out) = regenerate_sample {
+        demo::regenerate_sample(out)?;
+        println!("sample written to {}", out.display());
+        return Ok(());
+    }
+    let opts = demo::DemoOptions {
+        dir: dir.to_path_buf(),
+        days,
+        start: chrono::NaiveDate::parse_from_str(demo::SAMPLE_START, "%Y-%m-%d")?,
+        progress: !g.json,
+    };
+    let summary = demo::run_demo(&opts).await?;
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        demo::print_summary(&summary);
+    }
+    let balanced = summary
+        .trial_balance
+        .as_ref()
+        .is_some_and(|t| t.difference().is_zero());
+    if !balanced {
+        bail!("the trial balance is not zero");
+    }
+    Ok(())
+}
+
+/// `repayd run --once`: one run at `now`, as a registered instance with a heartbeat.
+async fn run_once(g: &Global, once: bool, now: Option<&str>) -> anyhow::Result<()> {
+    if !once {
+        bail!("`repayd run` needs --once (the long-running daemon is `repayd serve`)");
+    }
+    let now = parse_now(now)?;
+    let cfg = EngineConfig {
+        owner: repayd::engine::instance::new_instance_id(),
+        ..EngineConfig::default()
+    };
+    let (engine, sims) = engine_with_sims(&settings(g), cfg).await?;
+    let summary = repayd::engine::instance::run_registered(&engine, now).await?;
+    sims.save()?;
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
+}
+
+fn list_policies(g: &Global) -> anyhow::Result<()> {
+    let set = load_policies(&g.policies)?;
+    for n in set.names() {
+        let p = set.get(n).expect("listed");
+        println!("{n}\tv{}\t{}", p.version, p.description);
+    }
+    Ok(())
+}
+
+async fn list_attempts(g: &Global, loan: Option<&str>, limit: i64) -> anyhow::Result<()> {
+    let db = repayd::store::Db::open(&g.database).await?;
+    let mut conn = db.pool.acquire().await?;
+    let rows = reports::attempts(&mut conn, loan, limit).await?;
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        for a in rows {
+            println!(
+                "{}  {}#{}  {:<8} {:<8} step {}  {:>12}  {:<10} {:<22} {}  {}",
+                a.at.format("%Y-%m-%d %H:%M"),
+                a.loan_id,
+                a.seq,
+                a.channel,
+                a.kind,
+                a.ladder_step,
+                a.amount,
+                a.status,
+                a.code.unwrap_or_default(),
+                a.account,
+                a.order_no
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn bench_net(opts: &bench::NetBenchOptions) -> anyhow::Result<()> {
+    let progress = |m: &str| eprintln!("bench: {m}");
+    let r = bench::run_net_bench(opts, &progress).await?;
+    println!(
+            "networked due-date run: {} attempts in {:.1}s = {:.1} TPS ({:.3} of the {} TPS cap) | 429s {} | latency p50 {:.0} ms p99 {:.0} ms | peak RSS {:.1} MB",
+            r.attempts, r.seconds, r.achieved_tps, r.fraction_of_cap, r.tps_cap, r.http_429s,
+            r.latency_p50_ms, r.latency_p99_ms, r.peak_rss_mb
+        );
+    Ok(())
 }
 
 async fn import_file(g: &Global, file: &PathBuf) -> anyhow::Result<()> {
