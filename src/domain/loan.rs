@@ -2,6 +2,7 @@
 //! asked of it: what is owed, what was used of a mandate's daily limit, whether it can be
 //! stored back.
 
+use crate::domain::status::{InstallmentStatus, LoanStatus, MandateStatus};
 use crate::domain::Outstanding;
 use chrono::NaiveDate;
 use chrono_tz::Tz;
@@ -17,7 +18,7 @@ pub struct InstState {
     pub fee: Decimal,
     pub penalty: Decimal,
     pub paid: Outstanding,
-    pub status: String,
+    pub status: InstallmentStatus,
     pub attempts: u32,
     pub paid_at: Option<i64>,
     /// Changed in memory; must be written back.
@@ -49,14 +50,14 @@ pub struct MandateState {
     pub account_masked: String,
     pub per_debit_limit: Option<Decimal>,
     pub daily_limit: Option<Decimal>,
-    pub status: String,
+    pub status: MandateStatus,
     pub status_code: Option<String>,
     pub dirty: bool,
 }
 
 impl MandateState {
     pub fn usable(&self) -> bool {
-        self.status == "active"
+        self.status == MandateStatus::Active
     }
 }
 
@@ -72,7 +73,7 @@ pub struct LoanState {
     pub tz: Tz,
     pub policy: String,
     pub allow_early: bool,
-    pub status: String,
+    pub status: LoanStatus,
     pub ladder_pos: u32,
     /// Unpaid installments, oldest first.
     pub insts: Vec<InstState>,

@@ -1,6 +1,7 @@
 //! Matching statement lines to attempts by order number (流水勾兑), pure.
 
 use crate::domain::channel::StatementLine;
+use crate::domain::status::AttemptStatus;
 use crate::domain::NOT_FOUND;
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -122,7 +123,7 @@ pub fn classify(ours: Vec<OurAttempt>, theirs: Vec<(usize, StatementLine)>) -> V
 }
 
 fn never_sent(a: &OurAttempt) -> bool {
-    a.status == "failed" && a.code.as_deref() == Some(NOT_FOUND)
+    a.status == AttemptStatus::Failed.as_str() && a.code.as_deref() == Some(NOT_FOUND)
 }
 
 fn verdict(

@@ -8,6 +8,7 @@ use crate::domain::loan::{LoanState, MandateState};
 use crate::domain::notice::{self, NoticeFacts, NoticeKind, NoticeRow};
 use crate::domain::policy::Policy;
 use crate::domain::status::AttemptStatus;
+use crate::domain::status::{InstallmentStatus, LoanStatus, MandateStatus};
 use crate::domain::{allocate, local_date, to_minor, Allocation, FailureClass, Outstanding};
 use crate::store::attempts::{self as store_attempts, AttemptUpdate};
 use crate::store::{alloc_on, Rows, Val};
@@ -227,18 +228,18 @@ pub fn stage_write_off(
 ) -> Option<Decimal> {
     let mut parts = Vec::new();
     for i in loan.insts.iter_mut() {
-        if i.status == "written_off" || i.owed() <= Decimal::ZERO {
+        if i.status == InstallmentStatus::WrittenOff || i.owed() <= Decimal::ZERO {
             continue;
         }
         parts.push(i.outstanding());
-        i.status = "written_off".into();
+        i.status = InstallmentStatus::WrittenOff;
         i.dirty = true;
     }
     let amount: Decimal = parts.iter().map(|p| p.total()).sum();
     if parts.is_empty() || amount <= Decimal::ZERO {
         return None;
     }
-    loan.status = "written_off".into();
+    loan.status = LoanStatus::WrittenOff;
     loan.dirty = true;
     let principal: Vec<(u32, Decimal)> = parts.iter().map(|p| (p.seq, p.principal)).collect();
     let lines = ledger::write_off_lines(&principal);
@@ -380,7 +381,11 @@ fn post_repayment(
 ) {
     let today = local_date(now, loan.tz);
     let (mut due, mut later) = (Vec::new(), Vec::new());
-    for i in loan.insts.iter().filter(|i| i.status != "written_off") {
+    for i in loan
+        .insts
+        .iter()
+        .filter(|i| i.status != InstallmentStatus::WrittenOff)
+    {
         if i.due <= today || i.seq == att.seq {
             due.push(i.outstanding());
         } else {
@@ -398,8 +403,8 @@ fn post_repayment(
         loan.ladder_pos = 0;
         loan.dirty = true;
     }
-    if loan.fully_paid() && loan.status != "paid" {
-        loan.status = "paid".into();
+    if loan.fully_paid() && loan.status != LoanStatus::Paid {
+        loan.status = LoanStatus::Paid;
         loan.dirty = true;
     }
     w.collected += amount;
@@ -429,7 +434,7 @@ fn write_off_residue(
     let left: Decimal = loan
         .insts
         .iter()
-        .filter(|i| i.status != "written_off")
+        .filter(|i| i.status != InstallmentStatus::WrittenOff)
         .map(|i| i.owed())
         .sum();
     if threshold > Decimal::ZERO && left > Decimal::ZERO && left <= threshold {
@@ -457,8 +462,8 @@ fn apply_allocations(
             Principal => inst.paid.principal += a.amount,
         }
         inst.dirty = true;
-        if inst.owed() <= Decimal::ZERO && inst.status != "paid" {
-            inst.status = "paid".into();
+        if inst.owed() <= Decimal::ZERO && inst.status != InstallmentStatus::Paid {
+            inst.status = InstallmentStatus::Paid;
             inst.paid_at = Some(now.timestamp_millis());
             w.paid.push((loan_id.clone(), inst.seq));
         }
@@ -477,10 +482,10 @@ fn invalidate_mandate(
     let Some(m) = loan.mandates.iter_mut().find(|m| m.id == att.mandate_id) else {
         return;
     };
-    if m.status != "active" {
+    if m.status != MandateStatus::Active {
         return;
     }
-    m.status = "invalid".into();
+    m.status = MandateStatus::Invalid;
     m.status_code = Some(code.to_string());
     m.dirty = true;
     let account = m.account_masked.clone();
@@ -676,7 +681,7 @@ pub async fn write_loans(
                 to_minor(i.paid.interest)?.into(),
                 to_minor(i.paid.fee)?.into(),
                 to_minor(i.paid.penalty)?.into(),
-                i.status.clone().into(),
+                i.status.as_str().into(),
                 i.attempts.into(),
                 i.paid_at.into(),
             ]);
@@ -689,7 +694,7 @@ pub async fn write_loans(
         if l.dirty {
             loan_rows.push(vec![
                 l.id.clone().into(),
-                l.status.clone().into(),
+                l.status.as_str().into(),
                 l.ladder_pos.into(),
             ]);
             l.dirty = false;
@@ -730,7 +735,7 @@ pub async fn write_loans(
 fn mandate_row(m: &MandateState) -> Vec<Val> {
     vec![
         Val::Int(m.id),
-        m.status.clone().into(),
+        m.status.as_str().into(),
         m.status_code.clone().into(),
     ]
 }
@@ -759,7 +764,7 @@ async fn cancel_paid(
     )
     .await?;
     let mut done = Rows::new(1);
-    for l in loans.values().filter(|l| l.status == "paid") {
+    for l in loans.values().filter(|l| l.status == LoanStatus::Paid) {
         done.push(vec![l.id.clone().into()]);
     }
     if !done.is_empty() {

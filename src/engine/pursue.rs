@@ -14,6 +14,7 @@ use crate::domain::loan::LoanState;
 use crate::domain::notice::{self, NoticeFacts, NoticeKind, NoticeRow};
 use crate::domain::planner::{superseding_pre_due, AttemptKind};
 use crate::domain::policy::Policy;
+use crate::domain::status::LoanStatus;
 use crate::domain::{ladder_amounts, local_date, to_minor, LadderInput};
 use crate::store::audit::AuditRow;
 use crate::store::loans::load_loans;
@@ -497,7 +498,7 @@ fn action_notice(
             return end(a.id, "skipped", format!("stale: superseded by {later}"));
         }
     }
-    if loan.status != "active" {
+    if loan.status != LoanStatus::Active {
         return end(a.id, "skipped", format!("loan {}", loan.status));
     }
     let kind = if pre_due {
@@ -563,7 +564,7 @@ fn start_pursuit(
     if live.is_empty() {
         return None;
     }
-    if loan.status != "active" {
+    if loan.status != LoanStatus::Active {
         skip_all(ends, &live, &format!("loan {}", loan.status));
         return None;
     }

@@ -45,9 +45,7 @@ async fn write_off_chunk(
         let oldest = loan
             .insts
             .iter()
-            .filter(|i| {
-                i.status != InstallmentStatus::WrittenOff.as_str() && i.owed() > Decimal::ZERO
-            })
+            .filter(|i| i.status != InstallmentStatus::WrittenOff && i.owed() > Decimal::ZERO)
             .map(|i| i.due)
             .min();
         let dpd = days_past_due(oldest, today);

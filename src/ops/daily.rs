@@ -9,6 +9,7 @@
 //! streams its rows and keeps one loan at a time.
 
 use crate::domain::policy::PolicySet;
+use crate::domain::status::AttemptStatus;
 use crate::domain::{bucket_for, days_past_due, from_minor, local_to_utc};
 use crate::store::Db;
 use chrono::NaiveDate;
@@ -153,10 +154,14 @@ async fn attempt_rows(
     for g in groups {
         let status: String = g.get("status");
         let n: i64 = g.get("n");
-        let ok = status == "succeeded";
+        let ok = status == AttemptStatus::Succeeded.as_str();
         let t = Tally {
             attempts: n,
-            decided: if ok || status == "failed" { n } else { 0 },
+            decided: if ok || status == AttemptStatus::Failed.as_str() {
+                n
+            } else {
+                0
+            },
             succeeded: if ok { n } else { 0 },
             collected: if ok { g.get("amount") } else { 0 },
         };

@@ -14,6 +14,7 @@
 
 use super::ReconError;
 use crate::domain::ledger::{self, Entry, Reversed};
+use crate::domain::status::AttemptStatus;
 use crate::domain::{from_minor, local_date, to_minor, Component};
 use crate::engine::Engine;
 use crate::store::alloc_on;
@@ -212,7 +213,7 @@ async fn original(conn: &mut AnyConnection, attempt: i64) -> Result<Original, Re
     .bind(attempt)
     .fetch_optional(&mut *conn)
     .await?;
-    let (true, Some(entry_id)) = (status == "succeeded", entry) else {
+    let (true, Some(entry_id)) = (status == AttemptStatus::Succeeded.as_str(), entry) else {
         return Err(ReconError::NotSucceeded {
             id: attempt,
             status,

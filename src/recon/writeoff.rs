@@ -2,6 +2,7 @@
 //! by `engine::apply` right after the payment that leaves them).
 
 use super::ReconError;
+use crate::domain::status::LoanStatus;
 use crate::engine::apply::{self, stage_write_off, WriteOffKind, Writes};
 use crate::engine::Engine;
 use crate::store::loans::load_loans;
@@ -36,16 +37,18 @@ pub async fn write_off_admin_in(
     let state = loans
         .get_mut(loan)
         .ok_or_else(|| ReconError::LoanNotFound(loan.into()))?;
-    let status = state.status.clone();
+    let status = state.status;
     let mut w = Writes::default();
-    let staged = match status.as_str() {
-        "paid" | "written_off" => None,
-        _ => stage_write_off(state, WriteOffKind::Admin, reason, actor, now, &mut w),
+    let staged = match status {
+        LoanStatus::Paid | LoanStatus::WrittenOff => None,
+        LoanStatus::Active | LoanStatus::Collections => {
+            stage_write_off(state, WriteOffKind::Admin, reason, actor, now, &mut w)
+        }
     };
     let Some(amount) = staged else {
         return Err(ReconError::NothingToWriteOff {
             loan: loan.into(),
-            status,
+            status: status.to_string(),
         });
     };
     apply::flush(&mut *conn, &mut loans, w, now).await?;

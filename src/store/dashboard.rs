@@ -4,6 +4,7 @@
 
 use crate::domain::pii::{mask_email, mask_phone};
 use crate::domain::policy::PolicySet;
+use crate::domain::status::InstallmentStatus;
 use crate::domain::{days_past_due, from_minor, local_date};
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
@@ -121,7 +122,7 @@ pub async fn today_tiles(conn: &mut AnyConnection, today: Today) -> Result<Vec<T
         }
         // In full: paid by full-amount attempts; in steps: a smaller step, or partly paid.
         for r in zone_rows(conn, COLLECTED_SQL, &tz, &date).await? {
-            let paid = r.get::<String, _>("status") == "paid";
+            let paid = r.get::<String, _>("status") == InstallmentStatus::Paid.as_str();
             let tile = if paid && r.get::<i64, _>("step") == 0 {
                 &mut full
             } else {

@@ -32,6 +32,26 @@ pub fn stored_tz(column: &'static str, value: &str) -> Result<Tz, DecodeError> {
     })
 }
 
+/// A status or kind column, as its enum (`domain::status`). The schema's CHECKs make a bad
+/// value unlikely; a database edited by hand still gets an error, not a guess.
+pub fn stored_status<T: std::str::FromStr>(
+    column: &'static str,
+    value: &str,
+    default: T,
+) -> (T, Result<(), DecodeError>) {
+    match value.parse() {
+        Ok(v) => (v, Ok(())),
+        Err(_) => (
+            default,
+            Err(DecodeError {
+                column,
+                value: value.chars().take(40).collect(),
+                expected: "a known status",
+            }),
+        ),
+    }
+}
+
 /// A stored zone for a query's caller that speaks `sqlx::Error`: the decode error travels as
 /// `sqlx::Error::Decode`, naming the column and value.
 pub fn zone(value: &str) -> Result<Tz, sqlx::Error> {

@@ -4,8 +4,9 @@
 //! the loan broken instead of failing the load.
 
 use crate::domain::loan::{InstState, LoanState, MandateState};
+use crate::domain::status::{AttemptStatus, InstallmentStatus, LoanStatus, MandateStatus};
 use crate::domain::{from_minor, Outstanding};
-use crate::store::{in_list, stored_date, stored_tz};
+use crate::store::{in_list, stored_date, stored_status, stored_tz};
 use chrono::NaiveDate;
 use sqlx::{AnyConnection, Row};
 use std::collections::HashMap;
@@ -54,6 +55,8 @@ async fn load_chunk(
     );
     for r in bind_ids(&sql, ids).fetch_all(&mut *conn).await? {
         let tz = stored_tz("tz", &r.get::<String, _>("tz"));
+        let raw: String = r.get("status");
+        let (status, bad_status) = stored_status("loans.status", &raw, LoanStatus::Active);
         let mut loan = LoanState {
             id: r.get("id"),
             borrower_id: r.get("borrower_id"),
@@ -67,7 +70,7 @@ async fn load_chunk(
             tz: *tz.as_ref().unwrap_or(&chrono_tz::UTC),
             policy: r.get("policy"),
             allow_early: r.get::<i64, _>("allow_early") != 0,
-            status: r.get("status"),
+            status,
             ladder_pos: r.get::<i64, _>("ladder_pos") as u32,
             insts: Vec::new(),
             mandates: Vec::new(),
@@ -76,7 +79,7 @@ async fn load_chunk(
             dirty: false,
             broken: None,
         };
-        if let Err(e) = tz {
+        for e in [tz.err(), bad_status.err()].into_iter().flatten() {
             mark_broken(&mut loan, e);
         }
         out.insert(loan.id.clone(), loan);
@@ -105,6 +108,9 @@ async fn load_installments(
             continue;
         };
         let due = stored_date("due_date", &r.get::<String, _>("due_date"));
+        let raw: String = r.get("status");
+        let (status, bad_status) =
+            stored_status("installments.status", &raw, InstallmentStatus::Pending);
         let inst = InstState {
             seq,
             due: *due.as_ref().unwrap_or(&NaiveDate::MIN),
@@ -119,12 +125,12 @@ async fn load_installments(
                 interest: m("paid_interest"),
                 principal: m("paid_principal"),
             },
-            status: r.get("status"),
+            status,
             attempts: r.get::<i64, _>("attempts") as u32,
             paid_at: r.get("paid_at"),
             dirty: false,
         };
-        if let Err(e) = due {
+        for e in [due.err(), bad_status.err()].into_iter().flatten() {
             mark_broken(l, e);
         }
         l.insts.push(inst);
@@ -144,6 +150,9 @@ async fn load_mandates(
     );
     for r in bind_ids(&sql, ids).fetch_all(&mut *conn).await? {
         let lim = |c: &str| r.get::<Option<i64>, _>(c).map(from_minor);
+        let raw: String = r.get("status");
+        // Taken as revoked (never debited) until a person looks at the parked loan.
+        let (status, bad_status) = stored_status("mandates.status", &raw, MandateStatus::Revoked);
         let m = MandateState {
             id: r.get("id"),
             channel: r.get("channel"),
@@ -151,11 +160,14 @@ async fn load_mandates(
             account_masked: r.get("account_masked"),
             per_debit_limit: lim("per_debit_limit"),
             daily_limit: lim("daily_limit"),
-            status: r.get("status"),
+            status,
             status_code: r.get("status_code"),
             dirty: false,
         };
         if let Some(l) = out.get_mut(&r.get::<String, _>("loan_id")) {
+            if let Err(e) = bad_status {
+                mark_broken(l, e);
+            }
             l.mandates.push(m);
         }
     }
@@ -186,7 +198,7 @@ async fn load_attempt_facts(
             continue;
         };
         let status: String = r.get("status");
-        if status != "succeeded" {
+        if status != AttemptStatus::Succeeded.as_str() {
             l.open_attempt = true;
         }
         let day = match stored_date("local_date", &r.get::<String, _>("local_date")) {

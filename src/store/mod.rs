@@ -23,7 +23,7 @@ pub mod reports;
 pub mod verify;
 
 pub use bulk::{bind_val, in_list, is_sqlite, placeholders, Rows, Val};
-pub use decode::{stored_date, stored_tz, DecodeError};
+pub use decode::{stored_date, stored_status, stored_tz, DecodeError};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection, Executor};

@@ -3,6 +3,7 @@
 
 use crate::domain::pii::{mask_email, mask_phone};
 use crate::domain::policy::PolicySet;
+use crate::domain::status::InstallmentStatus;
 use crate::domain::{bucket_for, days_past_due, from_minor, Bucket};
 use crate::store::ledger::{trial_balance, TrialBalance};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -109,7 +110,7 @@ pub async fn loan_view(
     let installments = installment_views(conn, id).await?;
     let oldest = installments
         .iter()
-        .filter(|i| i.status != "paid")
+        .filter(|i| i.status != InstallmentStatus::Paid.as_str())
         .filter_map(|i| NaiveDate::parse_from_str(&i.due_date, "%Y-%m-%d").ok())
         .min();
     let dpd = days_past_due(oldest, today);

@@ -10,6 +10,7 @@
 //! that is not there.
 
 use crate::domain::ledger::{self};
+use crate::domain::status::AttemptStatus;
 use crate::domain::{from_minor, to_minor};
 use crate::store::ledger::trial_balance;
 use crate::store::Db;
@@ -953,7 +954,7 @@ async fn refunds_per_attempt(
             );
             return;
         };
-        if status != "succeeded" {
+        if status != AttemptStatus::Succeeded.as_str() {
             out.add(
                 "refunds",
                 key.clone(),
