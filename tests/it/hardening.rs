@@ -361,15 +361,20 @@ async fn bad_stored_loans_are_parked_and_the_rest_collected(backend: Backend) {
 }
 both_backends!(bad_stored_loans_are_parked_and_the_rest_collected);
 
-/// A channel adapter that panics when asked to debit one agreement (before it sends
-/// anything); everything else goes to the real simulator.
-struct PanicsOn {
-    agreement: String,
+/// Something a test channel does before it passes a debit on to the real simulator.
+#[async_trait::async_trait]
+trait BeforeSubmit: Send + Sync {
+    async fn before_submit(&self, req: &repayd::domain::channel::DebitRequest);
+}
+
+/// A channel adapter that runs its hook, then forwards everything to the simulator.
+struct Hooked<H> {
+    hook: H,
     inner: std::sync::Arc<dyn repayd::domain::channel::Channel>,
 }
 
 #[async_trait::async_trait]
-impl repayd::domain::channel::Channel for PanicsOn {
+impl<H: BeforeSubmit> repayd::domain::channel::Channel for Hooked<H> {
     fn name(&self) -> &str {
         self.inner.name()
     }
@@ -377,9 +382,7 @@ impl repayd::domain::channel::Channel for PanicsOn {
         &self,
         req: &repayd::domain::channel::DebitRequest,
     ) -> Result<repayd::domain::channel::DebitOutcome, repayd::domain::channel::ChannelError> {
-        if req.agreement == self.agreement {
-            panic!("adapter bug on {}", req.order_no);
-        }
+        self.hook.before_submit(req).await;
         self.inner.submit(req).await
     }
     async fn query(
@@ -398,6 +401,20 @@ impl repayd::domain::channel::Channel for PanicsOn {
     }
 }
 
+/// Panics when asked to debit one agreement (before it sends anything).
+struct PanicsOn {
+    agreement: String,
+}
+
+#[async_trait::async_trait]
+impl BeforeSubmit for PanicsOn {
+    async fn before_submit(&self, req: &repayd::domain::channel::DebitRequest) {
+        if req.agreement == self.agreement {
+            panic!("adapter bug on {}", req.order_no);
+        }
+    }
+}
+
 /// A panic in one loan's pursuit is caught at the loan: it is parked with the panic's
 /// message, its attempt (recorded before the call) is left to be queried, never resent, and
 /// the other loans of the batch are collected.
@@ -406,8 +423,10 @@ async fn a_panic_parks_its_loan_and_the_run_goes_on(backend: Backend) {
     let inner = app.engine.channels["bank"].clone();
     app.engine.channels.insert(
         "bank".into(),
-        std::sync::Arc::new(PanicsOn {
-            agreement: "A-X1".into(),
+        std::sync::Arc::new(Hooked {
+            hook: PanicsOn {
+                agreement: "A-X1".into(),
+            },
             inner,
         }),
     );
@@ -970,23 +989,16 @@ fn fuzzed_inputs_never_panic() {
     );
 }
 
-/// A channel adapter that, when asked to debit, counts the audit rows of manual attempts
-/// already committed for that order number; everything goes on to the real simulator.
+/// Counts, when asked to debit, the audit rows of manual attempts already committed for
+/// that order number.
 struct SeesAudit {
     pool: sqlx::AnyPool,
     seen: std::sync::Arc<std::sync::Mutex<Vec<i64>>>,
-    inner: std::sync::Arc<dyn repayd::domain::channel::Channel>,
 }
 
 #[async_trait::async_trait]
-impl repayd::domain::channel::Channel for SeesAudit {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    async fn submit(
-        &self,
-        req: &repayd::domain::channel::DebitRequest,
-    ) -> Result<repayd::domain::channel::DebitOutcome, repayd::domain::channel::ChannelError> {
+impl BeforeSubmit for SeesAudit {
+    async fn before_submit(&self, req: &repayd::domain::channel::DebitRequest) {
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM audit_log WHERE action = 'manual_attempt' AND detail LIKE $1",
         )
@@ -995,21 +1007,6 @@ impl repayd::domain::channel::Channel for SeesAudit {
         .await
         .unwrap();
         self.seen.lock().unwrap().push(n);
-        self.inner.submit(req).await
-    }
-    async fn query(
-        &self,
-        order_no: &str,
-        at: chrono::DateTime<chrono::Utc>,
-    ) -> Result<repayd::domain::channel::QueryOutcome, repayd::domain::channel::ChannelError> {
-        self.inner.query(order_no, at).await
-    }
-    async fn statement(
-        &self,
-        date: chrono::NaiveDate,
-    ) -> Result<Vec<repayd::domain::channel::StatementLine>, repayd::domain::channel::ChannelError>
-    {
-        self.inner.statement(date).await
     }
 }
 
@@ -1021,9 +1018,11 @@ async fn a_manual_attempt_is_audited_with_its_record(backend: Backend) {
     let inner = app.engine.channels["bank"].clone();
     app.engine.channels.insert(
         "bank".into(),
-        std::sync::Arc::new(SeesAudit {
-            pool: app.engine.db.pool.clone(),
-            seen: seen.clone(),
+        std::sync::Arc::new(Hooked {
+            hook: SeesAudit {
+                pool: app.engine.db.pool.clone(),
+                seen: seen.clone(),
+            },
             inner,
         }),
     );
