@@ -76,11 +76,12 @@ async fn two_dispatchers_send_each_notice_once(backend: Backend) {
         }
     };
     let (a, b) = tokio::join!(run("d1"), run("d2"));
-    let sent = sink.0.lock().unwrap();
-    assert_eq!(sent.len(), 300, "every notice delivered");
-    assert!(sent.values().all(|n| *n == 1), "a notice went out twice");
+    {
+        let sent = sink.0.lock().unwrap();
+        assert_eq!(sent.len(), 300, "every notice delivered");
+        assert!(sent.values().all(|n| *n == 1), "a notice went out twice");
+    }
     assert_eq!(a.sent + b.sent, 300);
-    drop(sent);
     app.cleanup().await;
 }
 both_backends!(two_dispatchers_send_each_notice_once);
