@@ -13,7 +13,10 @@ async fn demo_collects_the_sample_portfolio_with_a_zero_trial_balance() {
     };
     let s = run_demo(&opts).await.unwrap();
     assert_eq!(s.loans, SAMPLE_LOANS as i64);
-    assert!(s.loans >= 200, "the sample is a portfolio, not a handful: {s:?}");
+    assert!(
+        s.loans >= 200,
+        "the sample is a portfolio, not a handful: {s:?}"
+    );
     assert!(s.installments_due > 500, "{s:?}");
     assert!(
         s.collected_in_full as f64 > 0.8 * s.installments_due as f64,
