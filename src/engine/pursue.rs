@@ -14,27 +14,21 @@ use crate::domain::loan::LoanState;
 use crate::domain::notice::{self, NoticeFacts, NoticeKind, NoticeRow};
 use crate::domain::planner::{superseding_pre_due, AttemptKind};
 use crate::domain::policy::Policy;
+pub use crate::domain::pursuit::ClaimedAction;
+use crate::domain::pursuit::{
+    attributed_seq, end, prepare, remember_ladder, start_pursuit, ActionEnd, Pursuit,
+};
 use crate::domain::status::LoanStatus;
-use crate::domain::{ladder_amounts, local_date, to_minor, LadderInput};
+use crate::domain::{local_date, to_minor};
 use crate::store::audit::AuditRow;
 use crate::store::loans::load_loans;
 use crate::store::{alloc_on, in_list, Backend, Rows, Val};
-use chrono::{DateTime, Days, NaiveDate, Utc};
+use chrono::{DateTime, Days, Utc};
 use futures::{FutureExt, StreamExt};
 use rust_decimal::Decimal;
 use sqlx::{AnyConnection, Row};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
-
-/// A claimed agenda row.
-#[derive(Debug, Clone)]
-pub struct ClaimedAction {
-    pub id: i64,
-    pub loan_id: String,
-    pub seq: u32,
-    pub kind: String,
-    pub slot: String,
-}
 
 /// Give back the claims and loan holds of instances that died: their heartbeat is stale, or
 /// they ran on this host and their process is gone. A slow but healthy instance keeps its
@@ -149,34 +143,6 @@ pub async fn claim_due_actions(
 }
 
 pub use crate::store::alive_owner;
-
-/// How an action ended, written back to the agenda.
-struct ActionEnd {
-    id: i64,
-    status: &'static str,
-    note: String,
-}
-
-fn end(id: i64, status: &'static str, note: impl Into<String>) -> ActionEnd {
-    ActionEnd {
-        id,
-        status,
-        note: note.into(),
-    }
-}
-
-/// One loan's pursuit within this slot.
-#[derive(Debug)]
-struct Pursuit {
-    loan_id: String,
-    kind: AttemptKind,
-    action_id: i64,
-    early_seq: Option<u32>,
-    mandate_idx: usize,
-    amounts: Vec<Decimal>,
-    step: usize,
-    done: bool,
-}
 
 /// An attempt about to be recorded and submitted.
 struct NextAttempt {
@@ -534,128 +500,6 @@ fn action_notice(
         now,
     ));
     end(a.id, "done", "notice queued")
-}
-
-/// Decide whether (and how) a loan is attempted for the claimed attempt actions.
-fn start_pursuit(
-    loan: &LoanState,
-    policy: &Policy,
-    actions: Vec<ClaimedAction>,
-    now: DateTime<Utc>,
-    attempted: &mut HashSet<String>,
-    ends: &mut Vec<ActionEnd>,
-) -> Option<Pursuit> {
-    let today = local_date(now, loan.tz);
-    let mut live = Vec::new();
-    for a in actions {
-        let kind = AttemptKind::of_slot(&a.slot);
-        let inst_due = loan.insts.iter().find(|i| i.seq == a.seq).map(|i| i.due);
-        match inst_due {
-            None => ends.push(end(a.id, "skipped", "installment paid")),
-            Some(due) if kind == AttemptKind::Early && due <= today => {
-                ends.push(end(a.id, "skipped", "stale: early attempt after due date"))
-            }
-            _ => live.push((kind, a)),
-        }
-    }
-    let skip_all = |ends: &mut Vec<ActionEnd>, live: &[(AttemptKind, ClaimedAction)], why: &str| {
-        ends.extend(live.iter().map(|(_, a)| end(a.id, "skipped", why)));
-    };
-    if live.is_empty() {
-        return None;
-    }
-    if loan.status != LoanStatus::Active {
-        skip_all(ends, &live, &format!("loan {}", loan.status));
-        return None;
-    }
-    if attempted.contains(&loan.id) {
-        skip_all(ends, &live, "merged: loan already attempted in this run");
-        return None;
-    }
-    if loan.open_attempt {
-        skip_all(ends, &live, "an earlier attempt is unresolved");
-        return None;
-    }
-    // The most significant kind names the attempt: due > overdue > payday > early.
-    live.sort_by_key(|(k, _)| match k {
-        AttemptKind::Due => 0,
-        AttemptKind::Overdue => 1,
-        AttemptKind::Payday => 2,
-        AttemptKind::Early => 3,
-    });
-    let (kind, first) = (live[0].0, live[0].1.id);
-    let early_seq = (kind == AttemptKind::Early).then_some(live[0].1.seq);
-    attempted.insert(loan.id.clone());
-    let mut p = Pursuit {
-        loan_id: loan.id.clone(),
-        kind,
-        action_id: first,
-        early_seq,
-        mandate_idx: 0,
-        amounts: Vec::new(),
-        step: 0,
-        done: false,
-    };
-    let why = prepare(&mut p, loan, policy, today, true);
-    let note = why.unwrap_or("attempted");
-    let status = if why.is_some() { "skipped" } else { "done" };
-    ends.extend(live.iter().map(|(_, a)| end(a.id, status, note)));
-    why.is_none().then_some(p)
-}
-
-/// Point the pursuit at the first usable mandate (from `mandate_idx`) with a non-empty
-/// ladder. Returns why nothing can be attempted, if so.
-fn prepare(
-    p: &mut Pursuit,
-    loan: &LoanState,
-    policy: &Policy,
-    today: NaiveDate,
-    fresh: bool,
-) -> Option<&'static str> {
-    let owed = loan.owed_through(today, p.early_seq);
-    if owed <= Decimal::ZERO {
-        return Some("nothing owed");
-    }
-    let attributed = attributed_seq(loan, today, p.early_seq)?;
-    let inst = loan.insts.iter().find(|i| i.seq == attributed)?;
-    if inst.attempts >= policy.limits.max_attempts_per_installment {
-        return Some("max attempts reached");
-    }
-    while p.mandate_idx < loan.mandates.len() {
-        let m = &loan.mandates[p.mandate_idx];
-        if m.usable() {
-            let daily_remaining = m
-                .daily_limit
-                .map(|l| (l - loan.used_on(m.id, today)).max(Decimal::ZERO));
-            let amounts = ladder_amounts(&LadderInput {
-                owed,
-                per_debit_limit: m.per_debit_limit,
-                daily_remaining,
-                steps: &policy.ladder.steps,
-                min_amount: policy.ladder.min_amount,
-            });
-            if !amounts.is_empty() {
-                let start = if policy.ladder.within_slot || !fresh {
-                    0
-                } else {
-                    loan.ladder_pos as usize
-                };
-                p.step = start.min(amounts.len() - 1);
-                p.amounts = amounts;
-                return None;
-            }
-        }
-        p.mandate_idx += 1;
-    }
-    Some("no usable mandate within its limits")
-}
-
-/// The installment an attempt counts against: the oldest one owed now.
-fn attributed_seq(loan: &LoanState, today: NaiveDate, early_seq: Option<u32>) -> Option<u32> {
-    loan.insts
-        .iter()
-        .find(|i| (i.due <= today || Some(i.seq) == early_seq) && i.owed() > Decimal::ZERO)
-        .map(|i| i.seq)
 }
 
 async fn pursue_rounds(
@@ -1076,12 +920,6 @@ fn advance(
             }
         }
     }
-}
-
-/// With `within_slot = false`, the next slot starts one step lower.
-fn remember_ladder(p: &Pursuit, loan: &mut LoanState) {
-    loan.ladder_pos = p.step as u32 + 1;
-    loan.dirty = true;
 }
 
 fn failed_notice(
