@@ -12,6 +12,7 @@ pub mod clock;
 pub mod dispatch;
 pub mod guard;
 pub mod instance;
+pub mod manual;
 pub mod plan;
 pub mod pursue;
 pub mod refresh;

@@ -12,7 +12,7 @@ use super::{instance, Engine, EngineError, RunSummary};
 use crate::domain::channel::DebitRequest;
 use crate::domain::loan::LoanState;
 use crate::domain::notice::{self, NoticeFacts, NoticeKind, NoticeRow};
-use crate::domain::planner::{superseding_pre_due, AttemptKind};
+use crate::domain::planner::superseding_pre_due;
 use crate::domain::policy::Policy;
 pub use crate::domain::pursuit::ClaimedAction;
 use crate::domain::pursuit::{
@@ -145,14 +145,14 @@ pub async fn claim_due_actions(
 pub use crate::store::alive_owner;
 
 /// An attempt about to be recorded and submitted.
-struct NextAttempt {
-    pursuit: usize,
-    action_id: i64,
-    rec: AttemptRec,
-    agreement: String,
-    currency: String,
+pub(super) struct NextAttempt {
+    pub(super) pursuit: usize,
+    pub(super) action_id: i64,
+    pub(super) rec: AttemptRec,
+    pub(super) agreement: String,
+    pub(super) currency: String,
     /// Who asked for a manual attempt (none for planned ones).
-    requested_by: Option<String>,
+    pub(super) requested_by: Option<String>,
 }
 
 /// Pursue one claimed batch. Loans another instance holds keep their actions pending;
@@ -389,7 +389,7 @@ fn decide_loan(
 /// same time would compute what is owed from the same state and could debit it twice, so a
 /// loan is pursued by one instance at a time. A hold whose lease ran out is taken over only
 /// when its owner's heartbeat is stale.
-async fn claim_loans(
+pub(super) async fn claim_loans(
     conn: &mut AnyConnection,
     engine: &Engine,
     ids: &[String],
@@ -424,7 +424,10 @@ async fn claim_loans(
     Ok(mine)
 }
 
-async fn release_loans(engine: &Engine, mine: &HashSet<String>) -> Result<(), sqlx::Error> {
+pub(super) async fn release_loans(
+    engine: &Engine,
+    mine: &HashSet<String>,
+) -> Result<(), sqlx::Error> {
     let mut rows = Rows::new(1);
     for id in mine {
         rows.push(vec![id.clone().into()]);
@@ -531,7 +534,7 @@ async fn pursue_rounds(
 
 /// Call the channels for recorded attempts, then write every verdict with its ledger entry,
 /// installment updates and notices in one transaction.
-async fn apply_round(
+pub(super) async fn apply_round(
     engine: &Engine,
     loans: &mut HashMap<String, LoanState>,
     pursuits: &mut [Pursuit],
@@ -650,7 +653,7 @@ fn next_attempts(
 
 /// Give each attempt its id and order number and commit it as `submitted`, together with the
 /// action outcomes and queued notices, before any channel is called.
-async fn record_submitted(
+pub(super) async fn record_submitted(
     engine: &Engine,
     loans: &mut HashMap<String, LoanState>,
     mut next: Vec<NextAttempt>,
@@ -985,154 +988,4 @@ fn result_notice(
     w.notices.extend(notice::notice_rows(
         kind, key, loan, policy, &facts, render, now,
     ));
-}
-
-/// A manual attempt for `amount`, asked for by a person (`requested_by`). It takes the same
-/// path as planned attempts: the loan is held by this instance, the attempt is recorded as
-/// `submitted` with its order number before the channel is called, the mandate's limits
-/// apply, and the result, ledger entry and notices are written in one transaction.
-/// Returns the attempt's id.
-pub async fn manual_attempt(
-    engine: &Engine,
-    loan_id: &str,
-    amount: Decimal,
-    audit: &AuditRow,
-    now: DateTime<Utc>,
-) -> Result<i64, EngineError> {
-    let ids = vec![loan_id.to_string()];
-    let mut conn = engine.db.pool.acquire().await?;
-    let mine = claim_loans(&mut conn, engine, &ids).await?;
-    if !mine.contains(loan_id) {
-        let exists: Option<String> = sqlx::query_scalar("SELECT id FROM loans WHERE id = $1")
-            .bind(loan_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-        return Err(match exists {
-            None => EngineError::NotFound(format!("loan {loan_id}")),
-            Some(_) => EngineError::Conflict(
-                "the loan is being pursued right now; try again shortly".into(),
-            ),
-        });
-    }
-    let since = now.date_naive() - Days::new(2);
-    let loaded = load_loans(&mut conn, &ids, since).await;
-    drop(conn);
-    let result = match loaded {
-        Ok(mut loans) => manual_in_hold(engine, &mut loans, loan_id, amount, audit, now).await,
-        Err(e) => Err(e.into()),
-    };
-    release_loans(engine, &mine).await?;
-    result
-}
-
-async fn manual_in_hold(
-    engine: &Engine,
-    loans: &mut HashMap<String, LoanState>,
-    loan_id: &str,
-    amount: Decimal,
-    audit: &AuditRow,
-    now: DateTime<Utc>,
-) -> Result<i64, EngineError> {
-    let loan = loans
-        .get(loan_id)
-        .ok_or_else(|| EngineError::NotFound(format!("loan {loan_id}")))?;
-    let (seq, idx) = manual_target(loan, amount, now)?;
-    let m = &loan.mandates[idx];
-    let today = local_date(now, loan.tz);
-    let next = vec![NextAttempt {
-        pursuit: 0,
-        action_id: 0,
-        rec: AttemptRec {
-            id: 0,
-            loan_id: loan.id.clone(),
-            seq,
-            mandate_id: m.id,
-            channel: m.channel.clone(),
-            order_no: String::new(),
-            kind: "manual".into(),
-            ladder_step: 0,
-            amount,
-            local_date: today,
-            queries: 0,
-        },
-        agreement: m.agreement.clone(),
-        currency: loan.currency.clone(),
-        requested_by: Some(audit.actor.clone()),
-    }];
-    let mut pursuits = vec![Pursuit {
-        loan_id: loan.id.clone(),
-        kind: AttemptKind::Due,
-        action_id: 0,
-        early_seq: None,
-        mandate_idx: idx,
-        amounts: vec![amount],
-        step: 0,
-        done: false,
-    }];
-    let next = record_submitted(engine, loans, next, &[], &[], Some(audit), now).await?;
-    let mut summary = RunSummary::default();
-    apply_round(engine, loans, &mut pursuits, &next, now, &mut summary).await?;
-    Ok(next[0].rec.id)
-}
-
-/// The installment a manual attempt counts against and the mandate it uses: the oldest
-/// owed installment, and the first active mandate whose limits allow the amount.
-fn manual_target(
-    loan: &LoanState,
-    amount: Decimal,
-    now: DateTime<Utc>,
-) -> Result<(u32, usize), EngineError> {
-    let invalid = |message: String| EngineError::Invalid {
-        field: "amount".into(),
-        message,
-    };
-    if amount <= Decimal::ZERO {
-        return Err(invalid("must be more than zero".into()));
-    }
-    let outstanding: Decimal = loan.insts.iter().map(|i| i.owed()).sum();
-    if outstanding <= Decimal::ZERO {
-        return Err(EngineError::Conflict("nothing is owed on this loan".into()));
-    }
-    if amount > outstanding {
-        return Err(invalid(format!(
-            "{amount} is more than the outstanding {outstanding}"
-        )));
-    }
-    if loan.open_attempt {
-        return Err(EngineError::Conflict(
-            "an earlier attempt is unresolved; it is being queried".into(),
-        ));
-    }
-    let seq = loan
-        .insts
-        .iter()
-        .find(|i| i.owed() > Decimal::ZERO)
-        .map(|i| i.seq)
-        .expect("something is owed");
-    let today = local_date(now, loan.tz);
-    let usable: Vec<(usize, &crate::domain::loan::MandateState)> = loan
-        .mandates
-        .iter()
-        .enumerate()
-        .filter(|(_, m)| m.usable())
-        .collect();
-    if usable.is_empty() {
-        return Err(EngineError::Conflict(
-            "the loan has no active mandate".into(),
-        ));
-    }
-    let fits = |m: &crate::domain::loan::MandateState| {
-        m.per_debit_limit.is_none_or(|l| amount <= l)
-            && m.daily_limit
-                .is_none_or(|l| amount <= l - loan.used_on(m.id, today))
-    };
-    usable
-        .iter()
-        .find(|(_, m)| fits(m))
-        .map(|(i, _)| (seq, *i))
-        .ok_or_else(|| {
-            invalid(format!(
-                "{amount} is over the per-debit or remaining daily limit of every active mandate"
-            ))
-        })
 }

@@ -9,7 +9,7 @@ pub mod money;
 use crate::domain::actor::Actor;
 use crate::domain::pii::mask_account;
 use crate::domain::{from_minor, local_to_utc, parse_money, to_minor};
-use crate::engine::{plan, pursue, Engine, EngineError};
+use crate::engine::{manual, plan, Engine, EngineError};
 use crate::store::alloc_on;
 use crate::store::audit::AuditRow;
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
@@ -335,7 +335,7 @@ pub async fn unpark(
     })
 }
 
-/// A manual attempt through the engine (see [`pursue::manual_attempt`]); returns its id.
+/// A manual attempt through the engine (see [`manual::manual_attempt`]); returns its id.
 pub async fn manual_attempt(
     engine: &Engine,
     who: &Actor,
@@ -359,7 +359,7 @@ pub async fn manual_attempt(
         Some(reason),
         detail,
     );
-    let id = pursue::manual_attempt(engine, loan_id, amount, &row, now).await?;
+    let id = manual::manual_attempt(engine, loan_id, amount, &row, now).await?;
     Ok(id)
 }
 

@@ -263,3 +263,12 @@ pub async fn with_open_due_before(
         .await?;
     Ok(rows.iter().map(|r| r.get("id")).collect())
 }
+
+/// Whether a loan of this id exists.
+pub async fn loan_exists(conn: &mut AnyConnection, loan_id: &str) -> Result<bool, sqlx::Error> {
+    let found: Option<String> = sqlx::query_scalar("SELECT id FROM loans WHERE id = $1")
+        .bind(loan_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(found.is_some())
+}
