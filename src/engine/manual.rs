@@ -74,7 +74,7 @@ async fn manual_in_hold(
             mandate_id: m.id,
             channel: m.channel.clone(),
             order_no: String::new(),
-            kind: "manual".into(),
+            kind: crate::domain::status::AttemptKind::Manual.as_str().into(),
             ladder_step: 0,
             amount,
             local_date: today,
