@@ -49,6 +49,8 @@ pub struct DaemonConfig {
     pub lender_name: String,
     /// Actions claimed per batch.
     pub batch_size: usize,
+    /// Batches in flight at once; memory is bounded by depth × batch size.
+    pub pipeline_depth: usize,
     /// A claim whose owner has not sent a heartbeat for this long is rescued.
     pub lease_seconds: u64,
     pub heartbeat_seconds: u64,
@@ -201,6 +203,7 @@ impl Default for DaemonConfig {
             policies: PathBuf::from("policies"),
             lender_name: "repayd demo lender".into(),
             batch_size: 2000,
+            pipeline_depth: 3,
             lease_seconds: 60,
             heartbeat_seconds: 5,
             clock_offset_seconds: 0,
@@ -260,6 +263,7 @@ listen = "127.0.0.1:8080"         # /healthz, /metrics, channel and SMS webhooks
 policies = "policies"             # policy folder (the shipped policies are always available)
 lender_name = "repayd demo lender"
 batch_size = 2000                 # actions claimed per batch
+pipeline_depth = 3                # batches in flight at once (claimed, sending, being written)
 lease_seconds = 60                # claims of an instance silent this long are rescued
 heartbeat_seconds = 5
 clock_offset_seconds = 0          # run as if the clock were ahead (demos, tests)

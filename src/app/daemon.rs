@@ -123,6 +123,9 @@ async fn heartbeat_loop(
         if let Err(e) = instance::heartbeat(&engine.db, &state.instance, Some(last)).await {
             tracing::warn!(error = %e, "heartbeat failed");
         }
+        if let Err(e) = instance::share_channel_limits(&engine).await {
+            tracing::warn!(error = %e, "sharing channel limits failed");
+        }
     }
 }
 
@@ -149,6 +152,8 @@ pub async fn serve(
             "earlier instances on this host died; taking over their work"
         );
     }
+    let every = Duration::from_secs(cfg.daemon.heartbeat_seconds.max(1));
+    let others_live = instance::share_channel_limits(&engine).await? > 1;
     let engine = Arc::new(engine);
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_flag = engine.cfg.stop.clone();
@@ -158,13 +163,19 @@ pub async fn serve(
         stop_flag.store(true, Ordering::SeqCst);
         let _ = stop_tx.send(true);
     });
-    let every = Duration::from_secs(cfg.daemon.heartbeat_seconds.max(1));
     tokio::spawn(heartbeat_loop(
         engine.clone(),
         state.clone(),
         every,
         stop_rx.clone(),
     ));
+    if others_live {
+        // The others take their smaller parts of the channels' caps at their next
+        // heartbeat; until then the caps are theirs, so this one waits two heartbeats
+        // (beating meanwhile) before its first call.
+        tokio::time::sleep(every * 2).await;
+        instance::share_channel_limits(&engine).await?;
+    }
     warn_unsigned(&cfg);
     let server = start_http(&cfg, engine.clone(), state.clone(), stop_rx.clone()).await?;
     let (tick_tx, tick_rx) = mpsc::channel::<()>(1);
@@ -334,6 +345,7 @@ async fn run_tick(engine: &Engine, state: &DaemonState, tick: &Tick, sims: Optio
 pub fn engine_config(cfg: &Config) -> EngineConfig {
     EngineConfig {
         batch_size: cfg.daemon.batch_size,
+        pipeline_depth: cfg.daemon.pipeline_depth,
         owner: instance::new_instance_id(),
         lease_ms: cfg.daemon.lease_seconds as i64 * 1000,
         ..EngineConfig::default()

@@ -81,6 +81,10 @@ pub struct LoanState {
     pub mandates: Vec<MandateState>,
     /// An attempt is submitted or unknown: no new debit until it is resolved.
     pub open_attempt: bool,
+    /// An attempt was made at or after the current run's instant: the loan was already
+    /// pursued in this run (by an earlier batch), so later claimed actions merge into it.
+    /// Read from the attempts table, so no set of attempted loans grows with the portfolio.
+    pub attempted_in_run: bool,
     /// Amount debited or in flight per (mandate, local date), for daily limits.
     pub used: HashMap<(i64, NaiveDate), Decimal>,
     pub dirty: bool,

@@ -10,7 +10,6 @@ use crate::domain::policy::Policy;
 use crate::domain::status::{ActionStatus, LoanStatus};
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
-use std::collections::HashSet;
 
 /// An attempt as recorded before the channel was called.
 #[derive(Debug, Clone)]
@@ -76,7 +75,6 @@ pub fn start_pursuit(
     policy: &Policy,
     actions: Vec<ClaimedAction>,
     now: DateTime<Utc>,
-    attempted: &mut HashSet<String>,
     ends: &mut Vec<ActionEnd>,
 ) -> Option<Pursuit> {
     let today = local_date(now, loan.tz);
@@ -111,7 +109,7 @@ pub fn start_pursuit(
         skip_all(ends, &live, &format!("loan {}", loan.status));
         return None;
     }
-    if attempted.contains(&loan.id) {
+    if loan.attempted_in_run {
         skip_all(ends, &live, "merged: loan already attempted in this run");
         return None;
     }
@@ -128,7 +126,6 @@ pub fn start_pursuit(
     });
     let (kind, first) = (live[0].0, live[0].1.id);
     let early_seq = (kind == AttemptKind::Early).then_some(live[0].1.seq);
-    attempted.insert(loan.id.clone());
     let mut p = Pursuit {
         loan_id: loan.id.clone(),
         kind,
@@ -291,6 +288,7 @@ mod tests {
             ],
             mandates: vec![mandate(1, None)],
             open_attempt: false,
+            attempted_in_run: false,
             used: HashMap::new(),
             dirty: false,
             broken: None,
@@ -323,7 +321,6 @@ mod tests {
             &standard(),
             actions,
             now,
-            &mut HashSet::new(),
             &mut ends,
         );
         (p, ends)
@@ -371,17 +368,9 @@ mod tests {
         assert!(p.is_none());
         assert_eq!(ends[0].note, "installment paid");
 
-        let mut attempted = HashSet::from(["L1".to_string()]);
-        let mut ends = Vec::new();
-        let actions = vec![action(1, 1, "due:08:00")];
-        let p = start_pursuit(
-            &loan(),
-            &standard(),
-            actions,
-            due_day(),
-            &mut attempted,
-            &mut ends,
-        );
+        let mut attempted = loan();
+        attempted.attempted_in_run = true;
+        let (p, ends) = start(&attempted, vec![action(1, 1, "due:08:00")], due_day());
         assert!(p.is_none());
         assert_eq!(ends[0].note, "merged: loan already attempted in this run");
     }

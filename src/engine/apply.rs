@@ -539,9 +539,12 @@ pub async fn flush(
     }
     store_attempts::write_attempts(conn, &w.attempts, now.timestamp_millis()).await?;
     if !w.entries.is_empty() {
-        let first = alloc_on(conn, "entry", w.entries.len() as i64).await?;
-        for (i, e) in w.entries.iter_mut().enumerate() {
-            e.id = first + i as i64;
+        // Entries numbered by the caller keep their ids.
+        if w.entries.iter().any(|e| e.id == 0) {
+            let first = alloc_on(conn, "entry", w.entries.len() as i64).await?;
+            for (i, e) in w.entries.iter_mut().enumerate() {
+                e.id = first + i as i64;
+            }
         }
         crate::store::ledger::post_entries(conn, &w.entries).await?;
     }
@@ -556,6 +559,18 @@ pub async fn flush(
 }
 
 impl Writes {
+    /// How many ledger entries are staged (to be numbered before the flush).
+    pub fn entry_count(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Number the staged entries from `first` on.
+    pub fn number_entries(&mut self, first: i64) {
+        for (i, e) in self.entries.iter_mut().enumerate() {
+            e.id = first + i as i64;
+        }
+    }
+
     /// Loans with a staged result for an attempt that is no longer open.
     fn late_loans(&self, open: &HashSet<i64>) -> HashSet<String> {
         self.attempts

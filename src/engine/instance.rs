@@ -83,6 +83,7 @@ pub async fn run_registered(
 ) -> Result<super::RunSummary, super::EngineError> {
     let id = engine.cfg.owner.clone();
     register(&engine.db, &id).await?;
+    share_channel_limits(engine).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let beat = spawn_heartbeat(
         engine.db.clone(),
@@ -95,6 +96,22 @@ pub async fn run_registered(
     let _ = beat.await;
     mark_stopped(&engine.db, &id).await?;
     result
+}
+
+/// Share every channel's limits among the live instances, an equal part each, and return
+/// how many there are. Called at start and at every heartbeat, so a newcomer's part is taken
+/// from the others within one heartbeat, and a dead instance's part returns to the living
+/// once its heartbeat is older than one lease (at once when it ran on this host).
+pub async fn share_channel_limits(engine: &super::Engine) -> Result<u32, sqlx::Error> {
+    reap_dead_local(&engine.db, &engine.cfg.owner).await?;
+    let fresh_since = Utc::now().timestamp_millis() - engine.cfg.lease_ms;
+    let mut conn = engine.db.pool.acquire().await?;
+    let live = instances::live_count(&mut conn, fresh_since).await?.max(1) as u32;
+    for ch in engine.channels.values() {
+        ch.share_limits(live);
+    }
+    metrics::gauge!("repayd_instances_live").set(f64::from(live));
+    Ok(live)
 }
 
 /// Mark as stopped the instances of this host and boot whose process is gone (killed, or

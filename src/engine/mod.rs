@@ -13,6 +13,8 @@ pub mod dispatch;
 pub mod guard;
 pub mod instance;
 pub mod manual;
+pub mod phase;
+pub mod pipeline;
 pub mod plan;
 pub mod pursue;
 pub mod refresh;
@@ -80,8 +82,12 @@ pub struct EngineConfig {
     /// Who holds a claim (host:pid); leases let another instance rescue a dead owner's work.
     pub owner: String,
     pub lease_ms: i64,
-    /// Channel calls in flight at once per batch.
+    /// Channel calls in flight at once per batch (each channel's adapter limits its own
+    /// calls further: concurrency slots and TPS).
     pub concurrency: usize,
+    /// Batches in flight at once (claimed, being recorded, waiting on channels, being
+    /// written). Bounds memory: at most depth × batch size actions are held.
+    pub pipeline_depth: usize,
     /// Set on shutdown: runs stop claiming new work and return after the batch in flight.
     pub stop: Arc<AtomicBool>,
     /// Waits before re-querying an unknown attempt: the n-th query waits the n-th value
@@ -100,7 +106,8 @@ impl Default for EngineConfig {
             batch_size: 2000,
             owner: format!("pid-{}", std::process::id()),
             lease_ms: 5 * 60 * 1000,
-            concurrency: 64,
+            concurrency: 256,
+            pipeline_depth: 3,
             stop: Arc::new(AtomicBool::new(false)),
             query_backoff_secs: vec![60, 300, 3600, 86_400],
             unknown_case_after_queries: 6,
@@ -149,6 +156,24 @@ impl RunSummary {
             .increment(1);
     }
 
+    /// Add what another batch of the same run did.
+    pub fn merge(&mut self, other: RunSummary) {
+        self.resolved += other.resolved;
+        self.installments_refreshed += other.installments_refreshed;
+        self.loans_to_collections += other.loans_to_collections;
+        self.actions_claimed += other.actions_claimed;
+        self.actions_skipped += other.actions_skipped;
+        self.actions_deferred += other.actions_deferred;
+        self.loans_parked += other.loans_parked;
+        self.notices_queued += other.notices_queued;
+        self.notices_sent += other.notices_sent;
+        self.notices_held += other.notices_held;
+        for (k, v) in other.attempts {
+            *self.attempts.entry(k).or_default() += v;
+        }
+        self.collected_minor += other.collected_minor;
+    }
+
     pub fn total_attempts(&self) -> u64 {
         self.attempts.values().sum()
     }
@@ -175,10 +200,16 @@ impl Engine {
     pub async fn run_once(&self, now: DateTime<Utc>) -> Result<RunSummary, EngineError> {
         let mut summary = RunSummary::default();
         plan::plan_new_loans(self, None).await?;
+        let t = std::time::Instant::now();
         resolve::resolve_open_attempts(self, now, &mut summary).await?;
+        phase::add(phase::Phase::Resolve, t);
+        let t = std::time::Instant::now();
         refresh::refresh_overdue(self, now, &mut summary).await?;
-        pursue::run_due_actions(self, now, &mut summary).await?;
+        phase::add(phase::Phase::Refresh, t);
+        pipeline::run_due_actions(self, now, &mut summary).await?;
+        let t = std::time::Instant::now();
         self.dispatch_notices(now, &mut summary).await?;
+        phase::add(phase::Phase::Dispatch, t);
         tracing::info!(
             attempts = summary.total_attempts(),
             collected_minor = summary.collected_minor,

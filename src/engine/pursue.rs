@@ -8,6 +8,7 @@
 
 use super::apply::{self, AttemptRec, Verdict, Writes};
 use super::guard::{self, catch};
+use super::phase::{self, Phase};
 use super::{instance, Engine, EngineError, RunSummary};
 use crate::domain::channel::DebitRequest;
 use crate::domain::loan::LoanState;
@@ -21,19 +22,20 @@ use crate::domain::pursuit::{
 use crate::domain::status::LoanStatus;
 use crate::domain::{local_date, to_minor};
 use crate::store::audit::AuditRow;
-use crate::store::loans::load_loans;
-use crate::store::{alloc_on, in_list, Backend, Rows, Val};
+use crate::store::loans::load_loans_for_run;
+use crate::store::{in_list, Backend, Rows, Val};
 use chrono::{DateTime, Days, Utc};
 use futures::{FutureExt, StreamExt};
 use rust_decimal::Decimal;
 use sqlx::{AnyConnection, Row};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
+use std::time::Instant;
 
 /// Give back the claims and loan holds of instances that died: their heartbeat is stale, or
 /// they ran on this host and their process is gone. A slow but healthy instance keeps its
 /// work, however long it takes: only heartbeats decide, never elapsed time alone.
-async fn rescue_dead_claims(engine: &Engine) -> Result<(u64, u64), EngineError> {
+pub(super) async fn rescue_dead_claims(engine: &Engine) -> Result<(u64, u64), EngineError> {
     instance::reap_dead_local(&engine.db, &engine.cfg.owner).await?;
     let wall = Utc::now().timestamp_millis();
     let actions = format!(
@@ -46,7 +48,12 @@ async fn rescue_dead_claims(engine: &Engine) -> Result<(u64, u64), EngineError> 
          WHERE busy_owner IS NOT NULL AND busy_owner <> $1 AND NOT EXISTS ({})",
         alive_owner("loans.busy_owner", "$2")
     );
-    let mut freed = [0; 2];
+    // This instance renews the holds it works on, so one of its own past the lease is left
+    // over from a run that failed half-way (nothing of this run is in flight yet).
+    let own = "UPDATE loans SET busy_owner = NULL, busy_until = NULL \
+               WHERE busy_owner = $1 AND busy_until < $2"
+        .to_string();
+    let mut freed = [0; 3];
     for (i, sql) in [actions, holds].iter().enumerate() {
         freed[i] = sqlx::query(sql)
             .bind(engine.cfg.owner.as_str())
@@ -55,7 +62,13 @@ async fn rescue_dead_claims(engine: &Engine) -> Result<(u64, u64), EngineError> 
             .await?
             .rows_affected();
     }
-    Ok((freed[0], freed[1]))
+    freed[2] = sqlx::query(&own)
+        .bind(engine.cfg.owner.as_str())
+        .bind(wall)
+        .execute(&engine.db.pool)
+        .await?
+        .rows_affected();
+    Ok((freed[0], freed[1] + freed[2]))
 }
 
 /// The code of an attempt whose channel adapter panicked: whether it debited is unknown.
@@ -63,41 +76,7 @@ pub const CHANNEL_PANIC: &str = "CHANNEL_PANIC";
 
 /// Batches start small and grow, so that a process that lives only a moment (killed soon
 /// after it starts) still commits and sends its first attempts.
-const FIRST_BATCH: usize = 32;
-
-/// Claim and execute every action due at `now`, batch by batch.
-pub async fn run_due_actions(
-    engine: &Engine,
-    now: DateTime<Utc>,
-    summary: &mut RunSummary,
-) -> Result<(), EngineError> {
-    let mut attempted: HashSet<String> = HashSet::new();
-    let (actions, holds) = rescue_dead_claims(engine).await?;
-    if actions + holds > 0 {
-        tracing::warn!(actions, holds, "took over the work of instances that died");
-    }
-    let mut size = FIRST_BATCH.min(engine.cfg.batch_size.max(1));
-    let mut idle_batches = 0;
-    loop {
-        if engine.cfg.stop.load(std::sync::atomic::Ordering::SeqCst) {
-            return Ok(());
-        }
-        let claimed = claim_due_actions(engine, now, size).await?;
-        if claimed.is_empty() {
-            return Ok(());
-        }
-        size = (size * 4).min(engine.cfg.batch_size.max(1));
-        let n = claimed.len() as u64;
-        summary.actions_claimed += n;
-        let deferred = process_batch(engine, claimed, now, &mut attempted, summary).await?;
-        // Loans held elsewhere stay pending; a run that only finds those stops trying, and
-        // the next tick looks again.
-        idle_batches = if deferred == n { idle_batches + 1 } else { 0 };
-        if idle_batches >= 3 {
-            return Ok(());
-        }
-    }
-}
+pub(super) const FIRST_BATCH: usize = 32;
 
 /// Claim a batch with a lease. On PostgreSQL, `FOR UPDATE SKIP LOCKED` lets several daemons
 /// share the agenda without taking the same row.
@@ -113,13 +92,17 @@ pub async fn claim_due_actions(
     };
     // Pending rows in due order straight off the (status, due_at) index: no sort, so a claim
     // costs the same on a million-row agenda as on a small one. Paused and parked loans'
-    // actions stay pending, and so do those of loans another instance holds right now;
-    // afterwards they are claimed late and merge into one catch-up attempt.
+    // actions stay pending, and so do those of loans held right now, by another instance or
+    // by a batch of this one still in the pipeline; afterwards they are claimed late and
+    // merge into one catch-up attempt. The loan is checked by a scalar subquery, one primary
+    // key probe per candidate row: as an anti-join PostgreSQL would scan every loan (or,
+    // trusting statistics taken while few loans were held, compare each row with each
+    // held loan), a cost that grows with the portfolio.
     let sql = format!(
         "UPDATE actions SET status = 'claimed', lease_owner = $1, lease_until = $2 \
          WHERE id IN (SELECT id FROM actions WHERE status = 'pending' AND due_at <= $3 \
-         AND NOT EXISTS (SELECT 1 FROM loans p WHERE p.id = actions.loan_id AND \
-         (p.paused_until > $3 OR p.parked_at IS NOT NULL OR p.busy_owner <> $1)) \
+         AND (SELECT p.busy_owner IS NULL AND p.parked_at IS NULL AND COALESCE(p.paused_until, 0) <= $3 \
+         FROM loans p WHERE p.id = actions.loan_id) \
          ORDER BY due_at LIMIT $4 {lock}) \
          RETURNING id, loan_id, seq, kind, slot"
     );
@@ -155,16 +138,23 @@ pub(super) struct NextAttempt {
     pub(super) requested_by: Option<String>,
 }
 
-/// Pursue one claimed batch. Loans another instance holds keep their actions pending;
-/// returns how many actions were deferred that way. A panic anywhere in the batch is caught:
-/// its loans are retried one by one, and a loan that panics alone is parked for a person.
-async fn process_batch(
+/// A claimed batch whose loans this instance now holds.
+pub(super) struct HeldBatch {
+    pub(super) claimed: u64,
+    pub(super) ours: Vec<ClaimedAction>,
+    pub(super) mine: HashSet<String>,
+    /// Actions of loans another instance held: back on the agenda, never ended.
+    pub(super) deferred: u64,
+}
+
+/// Hold the loans of a claimed batch. Loans another instance holds keep their actions
+/// pending. Done by the pipeline's one claimer, before the next claim, so two batches of
+/// this instance never share a loan.
+pub(super) async fn hold_batch(
     engine: &Engine,
     claimed: Vec<ClaimedAction>,
-    now: DateTime<Utc>,
-    attempted: &mut HashSet<String>,
-    summary: &mut RunSummary,
-) -> Result<u64, EngineError> {
+) -> Result<HeldBatch, EngineError> {
+    let n = claimed.len() as u64;
     let mut ids: Vec<String> = claimed.iter().map(|a| a.loan_id.clone()).collect();
     ids.sort();
     ids.dedup();
@@ -174,20 +164,36 @@ async fn process_batch(
     let (ours, theirs): (Vec<_>, Vec<_>) =
         claimed.into_iter().partition(|a| mine.contains(&a.loan_id));
     let others: Vec<String> = ids.into_iter().filter(|l| !mine.contains(l)).collect();
-    let deferred = theirs.len() as u64;
-    if deferred > 0 {
-        // Held by another instance right now: back to the agenda, never ended.
+    if !theirs.is_empty() {
         guard::requeue_claims(engine, &others).await?;
-        summary.actions_deferred += deferred;
     }
-    let batch = AssertUnwindSafe(pursue_batch(engine, ours, now, attempted, summary))
+    Ok(HeldBatch {
+        claimed: n,
+        ours,
+        mine,
+        deferred: theirs.len() as u64,
+    })
+}
+
+/// Pursue one held batch and release its loans. A panic anywhere in the batch is caught:
+/// its loans are retried one by one, and a loan that panics alone is parked for a person.
+pub(super) async fn process_batch(
+    engine: &Engine,
+    held: HeldBatch,
+    now: DateTime<Utc>,
+    summary: &mut RunSummary,
+) -> Result<(), EngineError> {
+    let HeldBatch { ours, mine, .. } = held;
+    let batch = AssertUnwindSafe(pursue_batch(engine, ours, now, summary))
         .catch_unwind()
         .await;
     let failure = match batch {
         Ok(Err(e)) if e.is_loan_data() => Some(e.to_string()),
         Ok(Ok(())) => {
+            let t = Instant::now();
             release_loans(engine, &mine).await?;
-            return Ok(deferred);
+            phase::add(Phase::Release, t);
+            return Ok(());
         }
         Ok(Err(e)) => {
             // The run stops (the database, say); nothing of the batch may stay claimed by
@@ -202,9 +208,9 @@ async fn process_batch(
     };
     let why = failure.unwrap_or_default();
     tracing::error!(loans = mine.len(), error = %why, "a batch failed on a loan's data; retrying its loans one by one");
-    let result = retry_one_by_one(engine, &mine, now, attempted, summary).await;
+    let result = retry_one_by_one(engine, &mine, now, summary).await;
     release_loans(engine, &mine).await?;
-    result.map(|()| deferred)
+    result
 }
 
 /// After a batch panicked: settle what was in flight (queried, never resent), then pursue
@@ -213,15 +219,13 @@ async fn retry_one_by_one(
     engine: &Engine,
     mine: &HashSet<String>,
     now: DateTime<Utc>,
-    attempted: &mut HashSet<String>,
     summary: &mut RunSummary,
 ) -> Result<(), EngineError> {
     let loans: Vec<String> = mine.iter().cloned().collect();
     guard::settle_in_flight(engine, &loans, now).await?;
     for (loan_id, actions) in still_claimed(engine, &loans).await? {
         // Its actions are still claimed, so the failed batch recorded no attempt for it.
-        attempted.remove(&loan_id);
-        let alone = AssertUnwindSafe(pursue_batch(engine, actions, now, attempted, summary))
+        let alone = AssertUnwindSafe(pursue_batch(engine, actions, now, summary))
             .catch_unwind()
             .await;
         let reason = match alone {
@@ -295,16 +299,19 @@ async fn pursue_batch(
     engine: &Engine,
     claimed: Vec<ClaimedAction>,
     now: DateTime<Utc>,
-    attempted: &mut HashSet<String>,
     summary: &mut RunSummary,
 ) -> Result<(), EngineError> {
     let mut ids: Vec<String> = claimed.iter().map(|a| a.loan_id.clone()).collect();
     ids.sort();
     ids.dedup();
+    let t = Instant::now();
     let mut conn = engine.db.pool.acquire().await?;
     let since = now.date_naive() - Days::new(2);
-    let mut loans = load_loans(&mut conn, &ids, since).await?;
+    let mut loans =
+        load_loans_for_run(&mut conn, &ids, since, Some(now.timestamp_millis())).await?;
     drop(conn);
+    phase::add(Phase::Load, t);
+    let t = Instant::now();
     let mut by_loan: BTreeMap<String, Vec<ClaimedAction>> = BTreeMap::new();
     for a in claimed {
         by_loan.entry(a.loan_id.clone()).or_default().push(a);
@@ -320,11 +327,12 @@ async fn pursue_batch(
             );
             continue;
         };
-        match decide_loan(engine, loan, actions, now, attempted) {
+        match decide_loan(engine, loan, actions, now) {
             Ok(one) => d.merge(one),
             Err(why) => poisoned.push((loan_id, why)),
         }
     }
+    phase::add(Phase::Decide, t);
     for (loan_id, why) in &poisoned {
         loans.remove(loan_id);
         park(engine, loan_id, why, now, summary).await?;
@@ -361,13 +369,11 @@ fn decide_loan(
     loan: &LoanState,
     actions: Vec<ClaimedAction>,
     now: DateTime<Utc>,
-    attempted: &mut HashSet<String>,
 ) -> Result<Decisions, String> {
     if let Some(why) = &loan.broken {
         return Err(why.clone());
     }
     let policy = engine.policy(&loan.policy).map_err(|e| e.to_string())?;
-    // A panic may leave the loan in `attempted`; it is parked, so that changes nothing.
     catch(|| {
         let mut d = Decisions::default();
         let (notice_actions, attempt_actions): (Vec<_>, Vec<_>) =
@@ -377,7 +383,7 @@ fn decide_loan(
                 .push(action_notice(engine, loan, policy, &a, now, &mut d.notices));
         }
         if !attempt_actions.is_empty() {
-            let p = start_pursuit(loan, policy, attempt_actions, now, attempted, &mut d.ends);
+            let p = start_pursuit(loan, policy, attempt_actions, now, &mut d.ends);
             d.pursuits.extend(p);
         }
         d
@@ -527,7 +533,9 @@ async fn pursue_rounds(
             }
             return Ok(());
         }
+        let t = Instant::now();
         let next = record_submitted(engine, loans, next, &ends, &notices, None, now).await?;
+        phase::add(Phase::Record, t);
         apply_round(engine, loans, &mut pursuits, &next, now, summary).await?;
     }
 }
@@ -542,7 +550,10 @@ pub(super) async fn apply_round(
     now: DateTime<Utc>,
     summary: &mut RunSummary,
 ) -> Result<(), EngineError> {
+    let t = Instant::now();
     let verdicts = submit_all(engine, loans, next, now).await;
+    phase::add(Phase::Submit, t);
+    let t = Instant::now();
     let ctx = apply::ApplyCtx::of(&engine.cfg);
     let mut w = Writes::default();
     let mut poisoned = Vec::new();
@@ -568,9 +579,15 @@ pub(super) async fn apply_round(
             }
         }
     }
+    if w.entry_count() > 0 {
+        // Numbered before the transaction, like attempts: no batch waits on the counter.
+        let first = engine.db.alloc("entry", w.entry_count() as i64).await?;
+        w.number_entries(first);
+    }
     let mut tx = engine.db.begin().await?;
     let flushed = apply::flush(&mut tx, loans, w, now).await?;
     tx.commit().await?;
+    phase::add(Phase::Flush, t);
     summary.collected_minor += to_minor(flushed.collected)?;
     summary.notices_queued += flushed.notices as u64;
     // A loan whose answer came late was left out of the flush: its pursuit ends here.
@@ -651,19 +668,11 @@ fn next_attempts(
     out
 }
 
-/// Give each attempt its id and order number and commit it as `submitted`, together with the
-/// action outcomes and queued notices, before any channel is called.
-pub(super) async fn record_submitted(
-    engine: &Engine,
-    loans: &mut HashMap<String, LoanState>,
-    mut next: Vec<NextAttempt>,
-    ends: &[ActionEnd],
-    notices: &[NoticeRow],
-    audit: Option<&AuditRow>,
-    now: DateTime<Utc>,
-) -> Result<Vec<NextAttempt>, EngineError> {
-    let mut tx = engine.db.begin().await?;
-    let first_id = alloc_on(&mut tx, "attempt", next.len() as i64).await?;
+/// Give each attempt its id and order number. Drawn from the counters in short transactions
+/// of their own, so that batches in flight never wait on each other's counter row; a batch
+/// that fails later leaves a gap, and numbers are never reused.
+async fn number_attempts(engine: &Engine, next: &mut [NextAttempt]) -> Result<(), EngineError> {
+    let first_id = engine.db.alloc("attempt", next.len() as i64).await?;
     let mut per_channel: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, n) in next.iter_mut().enumerate() {
         n.rec.id = first_id + i as i64;
@@ -677,7 +686,10 @@ pub(super) async fn record_submitted(
             .channel_configs
             .get(channel)
             .ok_or_else(|| EngineError::UnknownChannel(channel.clone()))?;
-        let start = alloc_on(&mut tx, &format!("order:{channel}"), idxs.len() as i64).await?;
+        let start = engine
+            .db
+            .alloc(&format!("order:{channel}"), idxs.len() as i64)
+            .await?;
         for (k, i) in idxs.iter().enumerate() {
             next[*i].rec.order_no =
                 cfg.order_no
@@ -688,6 +700,22 @@ pub(super) async fn record_submitted(
                     })?;
         }
     }
+    Ok(())
+}
+
+/// Number the attempts and commit them as `submitted`, together with the action outcomes
+/// and queued notices, before any channel is called.
+pub(super) async fn record_submitted(
+    engine: &Engine,
+    loans: &mut HashMap<String, LoanState>,
+    mut next: Vec<NextAttempt>,
+    ends: &[ActionEnd],
+    notices: &[NoticeRow],
+    audit: Option<&AuditRow>,
+    now: DateTime<Utc>,
+) -> Result<Vec<NextAttempt>, EngineError> {
+    number_attempts(engine, &mut next).await?;
+    let mut tx = engine.db.begin().await?;
     reassert_holds(&mut tx, engine, &next).await?;
     insert_attempts(&mut tx, &next, now, engine).await?;
     for n in &next {
@@ -828,7 +856,8 @@ async fn submit_all(
     // Send-ness higher-ranked, which handlers (that must be Send) cannot prove.
     let calls: Vec<_> = next
         .iter()
-        .map(|n| {
+        .enumerate()
+        .map(|(i, n)| {
             let ch = engine.channels.get(&n.rec.channel).cloned();
             let req = DebitRequest {
                 order_no: n.rec.order_no.clone(),
@@ -842,14 +871,14 @@ async fn submit_all(
             async move {
                 let (Some(ch), Some(policy)) = (ch, policy) else {
                     let code = "NO_CHANNEL".into();
-                    return (Verdict::Unknown { code }, None);
+                    return (i, (Verdict::Unknown { code }, None));
                 };
                 let started = std::time::Instant::now();
                 // A panicking adapter may or may not have sent the debit: unknown, queried.
                 let result = AssertUnwindSafe(ch.submit(&req)).catch_unwind().await;
                 metrics::histogram!("repayd_channel_latency_seconds", "channel" => channel.clone())
                     .record(started.elapsed().as_secs_f64());
-                match result {
+                let verdict = match result {
                     Ok(r) => (apply::verdict_of_submit(policy, &channel, r), None),
                     Err(p) => {
                         let code = CHANNEL_PANIC.into();
@@ -858,14 +887,18 @@ async fn submit_all(
                             Some(guard::panic_text(p.as_ref())),
                         )
                     }
-                }
+                };
+                (i, verdict)
             }
         })
         .collect();
-    futures::stream::iter(calls)
-        .buffered(engine.cfg.concurrency.max(1))
+    // Unordered, so one slow answer never holds up the calls behind it.
+    let mut answers: Vec<(usize, (Verdict, Option<String>))> = futures::stream::iter(calls)
+        .buffer_unordered(engine.cfg.concurrency.max(1))
         .collect()
-        .await
+        .await;
+    answers.sort_by_key(|(i, _)| *i);
+    answers.into_iter().map(|(_, v)| v).collect()
 }
 
 /// Decide what the pursuit does after a verdict, staging result notices when it ends.

@@ -88,8 +88,26 @@ impl Rows {
         self.vals.is_empty()
     }
 
-    /// Run `before VALUES (...),(...) after` per chunk. Returns rows affected.
+    /// Insert the rows: `before SELECT … FROM (the rows) WHERE true after` (the `WHERE`
+    /// lets SQLite parse an `ON CONFLICT` in `after`). Returns rows affected.
     pub async fn insert(
+        self,
+        conn: &mut AnyConnection,
+        before: &str,
+        after: &str,
+    ) -> Result<u64, sqlx::Error> {
+        let sqlite = is_sqlite(conn);
+        if !json_rows_on(sqlite) {
+            return self.insert_values(conn, before, after).await;
+        }
+        let table = self.json_table(sqlite);
+        let sql = format!("{before} SELECT * FROM ({table}) AS v WHERE true {after}");
+        self.run_json(conn, &sql).await
+    }
+
+    /// Run `before VALUES (...),(...) after` per chunk, every value its own bind parameter:
+    /// the plain multi-row insert (the bench's ceiling). Returns rows affected.
+    pub async fn insert_values(
         self,
         conn: &mut AnyConnection,
         before: &str,
@@ -99,22 +117,46 @@ impl Rows {
             .await
     }
 
-    /// Run `WITH v(cols) AS (VALUES ...) <statement>` per chunk; the statement refers to `v`.
+    /// Run `WITH v(cols) AS (the rows) <statement>`; the statement refers to `v`.
     pub async fn with_values(
         self,
         conn: &mut AnyConnection,
         cols: &str,
         statement: &str,
     ) -> Result<u64, sqlx::Error> {
-        self.run(conn, |values| {
-            format!("WITH v({cols}) AS (VALUES {values}) {statement}")
-        })
-        .await
+        if !json_rows_on(is_sqlite(conn)) {
+            return self
+                .run(conn, |values| {
+                    format!("WITH v({cols}) AS (VALUES {values}) {statement}")
+                })
+                .await;
+        }
+        let table = self.json_table(is_sqlite(conn));
+        let sql = format!("WITH v({cols}) AS ({table}) {statement}");
+        self.run_json(conn, &sql).await
     }
 
-    /// Like [`Rows::with_values`] for a statement with `RETURNING`: the returned rows of
-    /// every chunk.
+    /// Like [`Rows::with_values`] for a statement with `RETURNING`: the returned rows.
     pub async fn with_values_returning(
+        self,
+        conn: &mut AnyConnection,
+        cols: &str,
+        statement: &str,
+    ) -> Result<Vec<sqlx::any::AnyRow>, sqlx::Error> {
+        let sqlite = is_sqlite(conn);
+        if !json_rows_on(sqlite) {
+            return self.values_returning(conn, cols, statement).await;
+        }
+        let table = self.json_table(sqlite);
+        let sql = format!("WITH v({cols}) AS ({table}) {statement}");
+        let mut out = Vec::new();
+        for chunk in self.json_chunks() {
+            out.extend(sqlx::query(&sql).bind(chunk).fetch_all(&mut *conn).await?);
+        }
+        Ok(out)
+    }
+
+    async fn values_returning(
         self,
         conn: &mut AnyConnection,
         cols: &str,
@@ -137,6 +179,41 @@ impl Rows {
             done += n;
         }
         Ok(out)
+    }
+
+    /// The rows as a table read from one JSON parameter (an array of rows, each an array):
+    /// one bind for the whole batch, and a statement text that stays the same from batch to
+    /// batch, so both backends keep it prepared. Column types come from the first row.
+    fn json_table(&self, sqlite: bool) -> String {
+        let first = &self.vals[..self.width.min(self.vals.len())];
+        let cols: Vec<String> = first
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match (sqlite, v) {
+                (true, _) => format!("json_extract(value, '$[{i}]') AS c{i}"),
+                (false, Val::Int(_) | Val::OptInt(_)) => format!("(e->>{i})::bigint AS c{i}"),
+                (false, _) => format!("(e->>{i}) AS c{i}"),
+            })
+            .collect();
+        if sqlite {
+            format!("SELECT {} FROM json_each(?)", cols.join(", "))
+        } else {
+            format!("SELECT {} FROM json_array_elements($1::json) AS e", cols.join(", "))
+        }
+    }
+
+    /// The rows as JSON text, in chunks of at most `JSON_ROWS` rows.
+    fn json_chunks(&self) -> Vec<String> {
+        let rows: Vec<&[Val]> = self.vals.chunks(self.width).collect();
+        rows.chunks(JSON_ROWS).map(|c| json_rows(c)).collect()
+    }
+
+    async fn run_json(self, conn: &mut AnyConnection, sql: &str) -> Result<u64, sqlx::Error> {
+        let mut affected = 0;
+        for chunk in self.json_chunks() {
+            affected += sqlx::query(sql).bind(chunk).execute(&mut *conn).await?.rows_affected();
+        }
+        Ok(affected)
     }
 
     async fn run(
@@ -164,6 +241,50 @@ impl Rows {
         }
         Ok(affected)
     }
+}
+
+/// Whether rows travel as one JSON parameter on this backend. On PostgreSQL a statement with
+/// thousands of parameters is parsed and planned again for every batch; one JSON parameter
+/// keeps the statement text fixed and prepared. On SQLite binding is cheap (in-process,
+/// anonymous `?`) and reading a column out of JSON per row costs more than it saves.
+fn json_rows_on(sqlite: bool) -> bool {
+    static FORCED: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
+    let forced = FORCED.get_or_init(|| match std::env::var("REPAYD_JSON_ROWS").ok().as_deref() {
+        Some("0") => Some(false),
+        Some("1") => Some(true),
+        _ => None,
+    });
+    forced.unwrap_or(!sqlite)
+}
+
+/// Rows per JSON parameter: bounds one statement's text (a few MB at most).
+const JSON_ROWS: usize = 10_000;
+
+/// `[[1,"a",null],[2,"b",3]]`.
+fn json_rows(rows: &[&[Val]]) -> String {
+    let mut s = String::with_capacity(rows.len() * rows.first().map_or(0, |r| r.len()) * 12);
+    s.push('[');
+    for (r, row) in rows.iter().enumerate() {
+        if r > 0 {
+            s.push(',');
+        }
+        s.push('[');
+        for (c, v) in row.iter().enumerate() {
+            if c > 0 {
+                s.push(',');
+            }
+            match v {
+                Val::Int(i) | Val::OptInt(Some(i)) => s.push_str(&i.to_string()),
+                Val::Text(t) | Val::OptText(Some(t)) => {
+                    s.push_str(&serde_json::Value::from(t.as_str()).to_string())
+                }
+                Val::OptInt(None) | Val::OptText(None) => s.push_str("null"),
+            }
+        }
+        s.push(']');
+    }
+    s.push(']');
+    s
 }
 
 /// Whether the connection is SQLite, whose placeholders we write as `?`.
@@ -232,6 +353,13 @@ pub fn in_list(conn: &AnyConnection, start: usize, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_become_one_json_array_of_arrays() {
+        let a = [Val::Int(1), Val::Text("a\"b".into()), Val::OptInt(None)];
+        let b = [Val::Int(-2), Val::OptText(None), Val::OptInt(Some(3))];
+        assert_eq!(json_rows(&[&a, &b]), r#"[[1,"a\"b",null],[-2,null,3]]"#);
+    }
 
     #[test]
     fn placeholders_number_across_rows() {

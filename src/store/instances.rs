@@ -66,3 +66,13 @@ pub async fn running_on_host(
     .fetch_all(&mut *conn)
     .await
 }
+
+/// How many instances are alive: not stopped, with a heartbeat at or after `fresh_since_ms`.
+pub async fn live_count(conn: &mut AnyConnection, fresh_since_ms: i64) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM instances WHERE stopped_at IS NULL AND heartbeat_at >= $1",
+    )
+    .bind(fresh_since_ms)
+    .fetch_one(&mut *conn)
+    .await
+}

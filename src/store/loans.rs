@@ -23,6 +23,26 @@ fn bind_ids<'q>(
     q
 }
 
+/// Mark the loans with an attempt made at or after `at_ms`.
+async fn load_attempted_since(
+    conn: &mut AnyConnection,
+    ids: &[String],
+    list: &str,
+    at_ms: i64,
+    out: &mut HashMap<String, LoanState>,
+) -> Result<(), sqlx::Error> {
+    let sql = format!(
+        "SELECT DISTINCT loan_id FROM attempts WHERE loan_id IN ({list}) AND created_at >= ${}",
+        ids.len() + 1
+    );
+    for r in bind_ids(&sql, ids).bind(at_ms).fetch_all(&mut *conn).await? {
+        if let Some(l) = out.get_mut(&r.get::<String, _>("loan_id")) {
+            l.attempted_in_run = true;
+        }
+    }
+    Ok(())
+}
+
 /// Note the first value of a loan that did not decode.
 fn mark_broken(loan: &mut LoanState, e: crate::store::DecodeError) {
     loan.broken.get_or_insert_with(|| e.to_string());
@@ -34,9 +54,20 @@ pub async fn load_loans(
     ids: &[String],
     since_date: NaiveDate,
 ) -> Result<HashMap<String, LoanState>, sqlx::Error> {
+    load_loans_for_run(conn, ids, since_date, None).await
+}
+
+/// `load_loans` for a run at `run_at_ms`: a loan with an attempt made at or after that
+/// instant is marked `attempted_in_run`.
+pub async fn load_loans_for_run(
+    conn: &mut AnyConnection,
+    ids: &[String],
+    since_date: NaiveDate,
+    run_at_ms: Option<i64>,
+) -> Result<HashMap<String, LoanState>, sqlx::Error> {
     let mut out = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(5000) {
-        load_chunk(conn, chunk, since_date, &mut out).await?;
+        load_chunk(conn, chunk, (since_date, run_at_ms), &mut out).await?;
     }
     Ok(out)
 }
@@ -44,7 +75,7 @@ pub async fn load_loans(
 async fn load_chunk(
     conn: &mut AnyConnection,
     ids: &[String],
-    since_date: NaiveDate,
+    (since_date, run_at_ms): (NaiveDate, Option<i64>),
     out: &mut HashMap<String, LoanState>,
 ) -> Result<(), sqlx::Error> {
     let list = in_list(conn, 1, ids.len());
@@ -75,6 +106,7 @@ async fn load_chunk(
             insts: Vec::new(),
             mandates: Vec::new(),
             open_attempt: false,
+            attempted_in_run: false,
             used: HashMap::new(),
             dirty: false,
             broken: None,
@@ -87,6 +119,9 @@ async fn load_chunk(
     load_installments(conn, ids, &list, out).await?;
     load_mandates(conn, ids, &list, out).await?;
     load_attempt_facts(conn, ids, &list, since_date, out).await?;
+    if let Some(at) = run_at_ms {
+        load_attempted_since(conn, ids, &list, at, out).await?;
+    }
     Ok(())
 }
 

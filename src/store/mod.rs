@@ -200,7 +200,11 @@ async fn open_sqlite(url: &str) -> Result<AnyPool, sqlx::Error> {
         .after_connect(|conn, _| {
             Box::pin(async move {
                 conn.execute("PRAGMA journal_mode = WAL").await?;
-                conn.execute("PRAGMA synchronous = NORMAL").await?;
+                // FULL: a commit is on disk before it returns (NORMAL in WAL mode may lose
+                // the last commits on power loss), and an attempt's record must be durable
+                // before its channel is called. The engine commits once per batch, so the
+                // extra sync per commit costs little.
+                conn.execute("PRAGMA synchronous = FULL").await?;
                 conn.execute("PRAGMA busy_timeout = 30000").await?;
                 conn.execute("PRAGMA foreign_keys = ON").await?;
                 Ok(())

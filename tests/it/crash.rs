@@ -42,10 +42,24 @@ fn write_portfolio(d: &Path, n: usize) {
     .unwrap();
 }
 
-fn write_scenario(d: &Path, n: usize, short_every: usize, timeouts: f64) {
+/// How a crash run's channel behaves: the simulator's median latency and TPS cap (answered
+/// 429), which the daemons' channel config mirrors.
+#[derive(Clone, Copy)]
+struct Shape {
+    latency_ms: u64,
+    tps: u32,
+}
+
+const FAST: Shape = Shape {
+    latency_ms: 2,
+    tps: 2000,
+};
+
+fn write_scenario(d: &Path, n: usize, short_every: usize, timeouts: f64, shape: Shape) {
     let mut s = format!(
-        "seed = 11\n[server]\nlatency_ms = {{ median = 2 }}\ntimeout_after_debit_rate = {timeouts}\nhang_ms = 1500\n\
-         callback_duplicate_rate = 0.5\n"
+        "seed = 11\n[server]\nlatency_ms = {{ median = {} }}\ntps = {}\ntimeout_after_debit_rate = {timeouts}\n\
+         hang_ms = 1500\ncallback_duplicate_rate = 0.5\n",
+        shape.latency_ms, shape.tps
     );
     if short_every > 0 {
         for i in (0..n).step_by(short_every) {
@@ -57,7 +71,8 @@ fn write_scenario(d: &Path, n: usize, short_every: usize, timeouts: f64) {
     std::fs::write(d.join("scenario.toml"), s).unwrap();
 }
 
-fn write_config(d: &Path, name: &str, db: &str, listen: u16, sim_port: u16) {
+fn write_config(d: &Path, name: &str, db: &str, listen: u16, sim_port: u16, shape: Shape) {
+    let tps = shape.tps;
     let cfg = format!(
         r#"
 [database]
@@ -78,7 +93,7 @@ name = "bank"
 kind = "http"
 base_url = "http://127.0.0.1:{sim_port}"
 secret = "{SECRET}"
-tps = 2000
+tps = {tps}
 concurrency = 16
 timeout_ms = 300
 order_no = {{ prefix = "BK", charset = "alnum", min_len = 16, max_len = 32 }}
@@ -281,15 +296,98 @@ async fn check_no_due_work_dropped(db: &str, last_restart_ms: i64) {
     assert_eq!(holds, 0, "no loan hold is left behind");
 }
 
-/// SIGKILL at 25 random moments, lives from 0.2 s to 3 s, then a last daemon finishes the
+/// A viewer token for `/metrics`, made with the CLI (printed once on stdout).
+fn viewer_token(d: &Path, db: &str) -> String {
+    let args = ["--database", db, "token", "create", "--role", "viewer", "--name", "scraper"];
+    let out = repayd(d, &args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// How many batches the daemon at `port` has in flight (`None` while it is not up).
+async fn batches_in_flight(port: u16, token: &str) -> Option<f64> {
+    let body = tokio::time::timeout(Duration::from_millis(500), http_metrics(port, token))
+        .await
+        .ok()??;
+    metric_sum(&body, "repayd_pipeline_batches_in_flight")
+}
+
+/// The sum of a metric's samples on a Prometheus page (`None` when it has none).
+fn metric_sum(body: &str, name: &str) -> Option<f64> {
+    let values: Vec<f64> = body
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.split_whitespace().last()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+/// The daemon's `/metrics` page; `None` unless it answered 200.
+async fn http_metrics(port: u16, token: &str) -> Option<String> {
+    let r = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .ok()?;
+    if !r.status().is_success() {
+        return None;
+    }
+    r.text().await.ok()
+}
+
+/// The start-up and run lines of every life of daemon `name`, for a failure message.
+fn lives_summary(d: &Path, name: &str) -> String {
+    let log = std::fs::read_to_string(d.join(format!("{name}.log"))).unwrap_or_default();
+    strip_ansi(&log)
+        .lines()
+        .filter(|l| {
+            ["listening", "limits shared", "run finished", "took over", "WARN", "ERROR"]
+                .iter()
+                .any(|k| l.contains(k))
+        })
+        .map(|l| l.chars().take(220).collect::<String>())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A crash run: how many kills, on how many loans, through what channel.
+struct Crash {
+    kills: usize,
+    loans: usize,
+    shape: Shape,
+}
+
+/// SIGKILL at random moments, lives from 0.2 s to 3 s, then a last daemon finishes the
 /// work: no debit twice, no money lost, no due work dropped, every notice at most once.
-async fn killing_the_daemon_never_debits_twice_or_drops_due_work(backend: common::Backend) {
+/// Returns how many kills hit a daemon whose pipeline was full (every batch slot taken).
+async fn killing_the_daemon_never_debits_twice_or_drops_due_work(
+    backend: common::Backend,
+    run: Crash,
+) -> usize {
     sqlx::any::install_default_drivers();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let n = 2000;
+    let n = run.loans;
     write_portfolio(d, n);
-    write_scenario(d, n, 10, 0.1);
+    write_scenario(d, n, 10, 0.1, run.shape);
     let (sim_port, listen) = (free_port(), free_port());
     let (db, pg) = match backend {
         common::Backend::Sqlite => (format!("sqlite://{}", d.join("crash.db").display()), None),
@@ -300,7 +398,7 @@ async fn killing_the_daemon_never_debits_twice_or_drops_due_work(backend: common
     };
     // Dropped at the end, even when an assertion fails.
     let _pg = common::PgGuard::new(pg.clone());
-    write_config(d, "d1", &db, listen, sim_port);
+    write_config(d, "d1", &db, listen, sim_port, run.shape);
     let _sim = start_sim(d, sim_port, &[listen]);
     let out = repayd(d, &["--database", &db, "loans", "import", "loans.json"])
         .output()
@@ -311,12 +409,21 @@ async fn killing_the_daemon_never_debits_twice_or_drops_due_work(backend: common
         String::from_utf8_lossy(&out.stderr)
     );
 
+    let token = viewer_token(d, &db);
     let seed: u64 = rand::random();
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
-    let kills = 25;
+    let kills = run.kills;
+    let (mut full_kills, mut lives_with_work) = (0, 0);
     for _ in 0..kills {
+        if !settled(&db).await {
+            lives_with_work += 1;
+        }
         let mut daemon = start_daemon(d, "d1");
         tokio::time::sleep(Duration::from_millis(rng.gen_range(200..3000))).await;
+        // The default pipeline depth is 3.
+        if batches_in_flight(listen, &token).await >= Some(3.0) {
+            full_kills += 1;
+        }
         daemon.kill9();
     }
     let short_lived = scalar(&db, "SELECT COUNT(DISTINCT submitted_by) FROM attempts").await;
@@ -337,9 +444,13 @@ async fn killing_the_daemon_never_debits_twice_or_drops_due_work(backend: common
         attempts >= n as i64,
         "at least {n} attempts ran ({attempts}; seed {seed})"
     );
+    // Lives that started once everything was done had nothing to attempt.
     assert!(
-        short_lived >= kills / 3,
-        "short lives still do work: {short_lived} of {kills} killed instances made attempts (seed {seed})"
+        short_lived >= lives_with_work / 3,
+        "short lives still do work: {short_lived} of the {lives_with_work} killed instances that \
+         started with work due made attempts (seed {seed}); \
+         their log:\n{}",
+        lives_summary(d, "d1")
     );
     let journal = sim_journal(sim_port, "bank", SECRET).await;
     check_money(&db, d, &journal).await;
@@ -353,23 +464,65 @@ async fn killing_the_daemon_never_debits_twice_or_drops_due_work(backend: common
         "at most one notice in flight per crash is given up ({stuck})"
     );
     eprintln!(
-        "crash figures ({backend:?}, seed {seed}): kills {kills}, attempts {attempts}, debits {}, \
+        "crash figures ({backend:?}, seed {seed}): kills {kills} ({full_kills} with a full pipeline, \
+         {lives_with_work} started with work due), attempts {attempts}, debits {}, \
          killed instances that attempted {short_lived}, due actions dropped 0",
         journal.len()
     );
     if let Some(name) = pg {
         common::drop_pg_database(&name).await;
     }
+    full_kills
 }
+
+const EVERY_MOMENT: Crash = Crash {
+    kills: 25,
+    loans: 2000,
+    shape: FAST,
+};
+
+/// Slow answers under a tight cap keep every batch slot taken: the kills land while three
+/// batches are in flight, some recording, some waiting on the channel, some writing.
+const FULL_PIPELINE: Crash = Crash {
+    kills: 12,
+    loans: 3000,
+    shape: Shape {
+        latency_ms: 40,
+        tps: 300,
+    },
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_daemon_on_sqlite() {
-    killing_the_daemon_never_debits_twice_or_drops_due_work(common::Backend::Sqlite).await
+    killing_the_daemon_never_debits_twice_or_drops_due_work(common::Backend::Sqlite, EVERY_MOMENT)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_daemon_on_postgres() {
-    killing_the_daemon_never_debits_twice_or_drops_due_work(common::Backend::Postgres).await
+    killing_the_daemon_never_debits_twice_or_drops_due_work(
+        common::Backend::Postgres,
+        EVERY_MOMENT,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_daemon_with_a_full_pipeline_on_sqlite() {
+    let full =
+        killing_the_daemon_never_debits_twice_or_drops_due_work(common::Backend::Sqlite, FULL_PIPELINE)
+            .await;
+    assert!(full >= 1, "at least one kill hit a full pipeline ({full})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_daemon_with_a_full_pipeline_on_postgres() {
+    let full = killing_the_daemon_never_debits_twice_or_drops_due_work(
+        common::Backend::Postgres,
+        FULL_PIPELINE,
+    )
+    .await;
+    assert!(full >= 1, "at least one kill hit a full pipeline ({full})");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,13 +532,13 @@ async fn three_daemons_share_one_postgres_and_survive_losing_one() {
     let d = dir.path();
     let n = 1000;
     write_portfolio(d, n);
-    write_scenario(d, n, 0, 0.0);
+    write_scenario(d, n, 0, 0.0, FAST);
     let (db, name) = common::create_pg_database().await;
     let _pg = common::PgGuard::new(Some(name.clone()));
     let sim_port = free_port();
     let ports = [free_port(), free_port(), free_port()];
     for (i, port) in ports.iter().enumerate() {
-        write_config(d, &format!("m{i}"), &db, *port, sim_port);
+        write_config(d, &format!("m{i}"), &db, *port, sim_port, FAST);
     }
     let _sim = start_sim(d, sim_port, &ports);
     let out = repayd(d, &["--database", &db, "loans", "import", "loans.json"])
@@ -451,5 +604,69 @@ async fn three_daemons_share_one_postgres_and_survive_losing_one() {
     check_money(&db, d, &journal).await;
     check_verify(&db, d);
     check_notices_once(d);
+    common::drop_pg_database(&name).await;
+}
+
+/// The channel's cap belongs to the channel: three daemons on one PostgreSQL share one
+/// 150 TPS channel, each taking a third, and the simulator server (which answers 429 above
+/// 150 requests in any sliding second) never has to refuse one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_daemons_share_one_channel_cap_without_a_429() {
+    sqlx::any::install_default_drivers();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let n = 1500;
+    let shape = Shape {
+        latency_ms: 20,
+        tps: 150,
+    };
+    write_portfolio(d, n);
+    write_scenario(d, n, 0, 0.0, shape);
+    let (db, name) = common::create_pg_database().await;
+    let _pg = common::PgGuard::new(Some(name.clone()));
+    let sim_port = free_port();
+    let ports = [free_port(), free_port(), free_port()];
+    for (i, port) in ports.iter().enumerate() {
+        write_config(d, &format!("s{i}"), &db, *port, sim_port, shape);
+    }
+    let _sim = start_sim(d, sim_port, &ports);
+    let out = repayd(d, &["--database", &db, "loans", "import", "loans.json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let token = viewer_token(d, &db);
+    let mut daemons: Vec<Proc> = Vec::new();
+    for i in 0..3 {
+        daemons.push(start_daemon(d, &format!("s{i}")));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    wait_settled(&db, d, Duration::from_secs(180)).await;
+    let mut throttled = 0.0;
+    for port in ports {
+        let body = http_metrics(port, &token).await.expect("the daemon's /metrics");
+        assert!(body.contains("repayd_attempts_total"), "{body}");
+        throttled += metric_sum(&body, "repayd_channel_throttled_total").unwrap_or(0.0);
+    }
+    for p in daemons.iter_mut() {
+        assert!(p.terminate(Duration::from_secs(20)).success());
+    }
+    assert_eq!(throttled, 0.0, "no request was answered 429");
+    let shared = (0..3)
+        .filter(|i| {
+            let log = std::fs::read_to_string(d.join(format!("s{i}.log"))).unwrap_or_default();
+            strip_ansi(&log).contains("channel limits shared channel=bank instances=3")
+        })
+        .count();
+    assert!(
+        shared >= 2,
+        "the daemons took a third of the cap each ({shared} of 3 did); s1's log ends:\n{}",
+        log_tail(d, "s1")
+    );
+    let owners = scalar(&db, "SELECT COUNT(DISTINCT submitted_by) FROM attempts").await;
+    assert!(owners >= 2, "the work was shared ({owners} instances submitted)");
+    let journal = sim_journal(sim_port, "bank", SECRET).await;
+    check_money(&db, d, &journal).await;
+    check_verify(&db, d);
     common::drop_pg_database(&name).await;
 }

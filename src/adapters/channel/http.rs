@@ -14,7 +14,8 @@ use super::protocol::{
 };
 use super::sim::{SimDebit, TIMEOUT};
 use crate::domain::channel::{
-    Channel, ChannelConfig, ChannelError, DebitOutcome, DebitRequest, QueryOutcome, StatementLine,
+    tps_share, Channel, ChannelConfig, ChannelError, DebitOutcome, DebitRequest, QueryOutcome,
+    StatementLine,
 };
 use crate::domain::statement::parse_statement_csv;
 use async_trait::async_trait;
@@ -24,7 +25,8 @@ use reqwest::header::{HeaderMap, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
@@ -56,7 +58,12 @@ pub struct HttpChannel {
     client: reqwest::Client,
     timeout_ms: u64,
     slots: Semaphore,
-    limiter: Option<DefaultDirectRateLimiter>,
+    concurrency: usize,
+    tps: Option<u32>,
+    /// This instance's part of the TPS cap; replaced when the live instances change.
+    limiter: RwLock<Option<Arc<DefaultDirectRateLimiter>>>,
+    /// How many live instances share the limits: each request takes that many slots.
+    share: AtomicU32,
     max_retries: u32,
     requests: AtomicU64,
     throttled: AtomicU64,
@@ -92,7 +99,10 @@ impl HttpChannel {
             client,
             timeout_ms: cfg.timeout_ms,
             slots: Semaphore::new(cfg.concurrency),
-            limiter: cfg.tps.map(rate_limiter),
+            concurrency: cfg.concurrency,
+            tps: cfg.tps,
+            limiter: RwLock::new(cfg.tps.map(|t| Arc::new(rate_limiter(t)))),
+            share: AtomicU32::new(1),
             max_retries: DEFAULT_MAX_RETRIES,
             requests: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
@@ -140,9 +150,12 @@ impl HttpChannel {
         url: Url,
         body: Vec<u8>,
     ) -> Result<Reply, ChannelError> {
+        // With n instances sharing the channel, a request takes n of its slots, so this
+        // instance keeps at most 1/n of the channel's concurrency in flight.
+        let take = self.share.load(Ordering::Relaxed).clamp(1, self.concurrency.max(1) as u32);
         let _slot = self
             .slots
-            .acquire()
+            .acquire_many(take)
             .await
             .map_err(|_| ChannelError::Transport("channel closed".into()))?;
         for attempt in 0.. {
@@ -153,6 +166,8 @@ impl HttpChannel {
                 return Ok(reply);
             }
             self.throttled.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("repayd_channel_throttled_total", "channel" => self.name.clone())
+                .increment(1);
             if attempt >= self.max_retries {
                 break;
             }
@@ -169,7 +184,8 @@ impl HttpChannel {
         url: Url,
         body: Vec<u8>,
     ) -> Result<Reply, ChannelError> {
-        if let Some(limiter) = &self.limiter {
+        let limiter = self.limiter.read().map(|l| l.clone()).unwrap_or(None);
+        if let Some(limiter) = limiter {
             limiter.until_ready().await;
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
@@ -277,6 +293,19 @@ fn unknown(code: &str) -> DebitOutcome {
 impl Channel for HttpChannel {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn share_limits(&self, instances: u32) {
+        let instances = instances.max(1);
+        if self.share.swap(instances, Ordering::Relaxed) == instances {
+            return;
+        }
+        let Some(tps) = self.tps else { return };
+        let part = tps_share(tps, instances);
+        if let Ok(mut l) = self.limiter.write() {
+            *l = Some(Arc::new(rate_limiter(part)));
+        }
+        tracing::info!(channel = %self.name, instances, tps = part, "channel limits shared");
     }
 
     /// A timeout or 5xx may have debited, so both are `Ok(Unknown)`, never an error the

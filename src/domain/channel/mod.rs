@@ -149,6 +149,21 @@ pub trait Channel: Send + Sync {
     async fn query(&self, order_no: &str, at: DateTime<Utc>) -> Result<QueryOutcome, ChannelError>;
     /// The daily statement for `date` (in the channel's own time zone).
     async fn statement(&self, date: NaiveDate) -> Result<Vec<StatementLine>, ChannelError>;
+    /// The channel's TPS cap and concurrency belong to the channel, not to one process:
+    /// `instances` live instances share them, each taking an equal part (1 = all of it).
+    /// An adapter without limits ignores it.
+    fn share_limits(&self, _instances: u32) {}
+}
+
+/// One instance's part of a TPS cap shared by `instances`. Above one instance it keeps 3 %
+/// back: each instance spaces its requests evenly, but their streams fall out of step, and
+/// loopback jitter bunches arrivals, so the parts together stay below the cap in every
+/// sliding second.
+pub fn tps_share(tps: u32, instances: u32) -> u32 {
+    if instances <= 1 {
+        return tps;
+    }
+    ((u64::from(tps) * 97 / 100) / u64::from(instances)).max(1) as u32
 }
 
 /// Static configuration of one channel, read from the daemon's configuration.
