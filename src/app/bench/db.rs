@@ -155,9 +155,9 @@ pub async fn read_due(
          i.paid_fee, i.paid_penalty, i.attempts, i.paid_at, m.id AS mid, m.channel, m.agreement, \
          m.account_masked, m.per_debit_limit, m.daily_limit \
          FROM loans l JOIN borrowers b ON b.id = l.borrower_id \
-         JOIN installments i ON i.loan_id = l.id AND i.seq = $2 AND i.status <> 'paid' \
-         JOIN mandates m ON m.loan_id = l.id AND m.status = 'active' \
-         WHERE l.id = $1 AND l.status = 'active' ORDER BY m.priority LIMIT 1",
+         JOIN installments i ON i.loan_id = l.id AND i.seq = $2 AND i.status || '' <> 'paid' \
+         JOIN mandates m ON m.loan_id = l.id AND m.status || '' = 'active' \
+         WHERE l.id = $1 AND l.status || '' = 'active' ORDER BY m.priority LIMIT 1",
     )
     .bind(loan_id)
     .bind(seq as i64)
@@ -280,7 +280,7 @@ pub async fn finish_attempt(
     let done = sqlx::query(
         "UPDATE attempts SET status = $1, code = $2, class = $3, channel_ref = $4, \
          next_query_at = $5, lease_until = NULL, updated_at = $6 \
-         WHERE id = $7 AND status IN ('submitted', 'unknown')",
+         WHERE id = $7 AND status || '' IN ('submitted', 'unknown')",
     )
     .bind(r.status)
     .bind(r.code)
@@ -319,11 +319,12 @@ pub async fn write_installment(
 }
 
 /// A paid installment stops its pending actions; when it was the loan's last, the loan is
-/// paid and all its pending actions stop.
+/// paid and all its pending actions stop. `status || ''` keeps SQLite from driving these
+/// from the status index (scanning every pending action) instead of the loan's key.
 pub async fn settle_paid(conn: &mut AnyConnection, loan_id: &str, seq: u32) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE actions SET status = 'cancelled', note = 'installment paid' \
-         WHERE loan_id = $1 AND seq = $2 AND status = 'pending'",
+         WHERE loan_id = $1 AND seq = $2 AND status || '' = 'pending'",
     )
     .bind(loan_id)
     .bind(seq as i64)
@@ -339,7 +340,7 @@ pub async fn settle_paid(conn: &mut AnyConnection, loan_id: &str, seq: u32) -> R
     if paid.rows_affected() > 0 {
         sqlx::query(
             "UPDATE actions SET status = 'cancelled', note = 'loan paid' \
-             WHERE loan_id = $1 AND status = 'pending'",
+             WHERE loan_id = $1 AND status || '' = 'pending'",
         )
         .bind(loan_id)
         .execute(&mut *conn)
