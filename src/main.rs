@@ -553,7 +553,10 @@ async fn bench_net(g: &Global, opts: &bench::NetBenchOptions) -> anyhow::Result<
 }
 
 fn print_net(r: &bench::NetBenchReport) {
-    println!("networked due-date run, all channels at once ({} daemon):", r.daemons);
+    println!(
+        "networked due-date run, all channels at once ({} daemon):",
+        r.daemons
+    );
     for c in &r.channels {
         println!(
             "  {:<8} {:>7} attempts in {:.1}s = {:>6.1} TPS ({:.3} of its {} TPS cap) | 429s {} | latency p50 {:.0} ms p99 {:.0} ms",
@@ -791,13 +794,27 @@ fn print_scale(r: &bench::ScaleReport) {
     println!("backend {}  per loan {}", r.backend, r.per_loan);
     println!(
         "{:>12} {:>9} {:>10} {:>12} {:>12} {:>13} {:>13} {:>12} {:>9}",
-        "installments", "loans", "attempts", "attempts/s", "µs/attempt", "peak RSS MB", "naive att/s", "engine/naive", "findings"
+        "installments",
+        "loans",
+        "attempts",
+        "attempts/s",
+        "µs/attempt",
+        "peak RSS MB",
+        "naive att/s",
+        "engine/naive",
+        "findings"
     );
     for s in &r.sizes {
         println!(
             "{:>12} {:>9} {:>10} {:>12.0} {:>12.1} {:>13.1} {:>13.0} {:>11.1}× {:>9}",
-            s.installments, s.loans, s.attempts, s.attempts_per_sec, s.us_per_attempt,
-            s.peak_rss_mb, s.naive_attempts_per_sec, s.engine_vs_naive,
+            s.installments,
+            s.loans,
+            s.attempts,
+            s.attempts_per_sec,
+            s.us_per_attempt,
+            s.peak_rss_mb,
+            s.naive_attempts_per_sec,
+            s.engine_vs_naive,
             s.verify_findings + s.naive_verify_findings
         );
     }

@@ -49,7 +49,10 @@ async fn the_bench_and_its_naive_baseline_are_correct(backend: Backend) {
             m.run_attempts_per_due_installment,
             m.naive_attempts_per_due_installment,
         );
-        assert!((1.0..2.0).contains(&engine), "engine {engine} attempts per installment");
+        assert!(
+            (1.0..2.0).contains(&engine),
+            "engine {engine} attempts per installment"
+        );
         assert!(
             (naive - engine).abs() <= 0.05 * engine,
             "naive {naive} vs engine {engine} attempts per installment"

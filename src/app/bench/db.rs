@@ -321,7 +321,11 @@ pub async fn write_installment(
 /// A paid installment stops its pending actions; when it was the loan's last, the loan is
 /// paid and all its pending actions stop. `status || ''` keeps SQLite from driving these
 /// from the status index (scanning every pending action) instead of the loan's key.
-pub async fn settle_paid(conn: &mut AnyConnection, loan_id: &str, seq: u32) -> Result<(), sqlx::Error> {
+pub async fn settle_paid(
+    conn: &mut AnyConnection,
+    loan_id: &str,
+    seq: u32,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE actions SET status = 'cancelled', note = 'installment paid' \
          WHERE loan_id = $1 AND seq = $2 AND status || '' = 'pending'",
@@ -398,9 +402,6 @@ mod tests {
             naive_url("sqlite:///tmp/a.b/bench.db?mode=rwc").unwrap(),
             "sqlite:///tmp/a.b/bench_naive.db?mode=rwc"
         );
-        assert_eq!(
-            naive_url("sqlite://bench").unwrap(),
-            "sqlite://bench_naive"
-        );
+        assert_eq!(naive_url("sqlite://bench").unwrap(), "sqlite://bench_naive");
     }
 }

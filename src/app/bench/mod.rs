@@ -116,7 +116,10 @@ fn per_sec(n: f64, seconds: f64) -> f64 {
 
 /// Import, plan, the advance notices' eve (untimed) and the timed due-date run on a fresh
 /// database, then verify it.
-async fn engine_run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchFigures, AppError> {
+async fn engine_run(
+    opts: &BenchOptions,
+    progress: &dyn Fn(&str),
+) -> Result<BenchFigures, AppError> {
     db::fresh_database(&opts.database_url).await?;
     let db = Db::open(&opts.database_url).await?;
     let mut figures = BenchFigures {
@@ -126,7 +129,10 @@ async fn engine_run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<Benc
     let loans = opts.installments.div_ceil(opts.per_loan);
     let installments = (loans * opts.per_loan) as f64;
     let engine = bench_engine(db, loans)?;
-    progress(&format!("importing {loans} loans ({} installments)", loans * opts.per_loan));
+    progress(&format!(
+        "importing {loans} loans ({} installments)",
+        loans * opts.per_loan
+    ));
     let t = Instant::now();
     let make = |i| bench_loan(i, opts.per_loan, first_due());
     import_loans(&engine, loans, &make, progress).await?;

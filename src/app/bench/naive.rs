@@ -85,7 +85,14 @@ pub async fn run_naive(engine: &Engine, now: DateTime<Utc>) -> Result<NaiveRun, 
         };
         run.jobs += 1;
         let Some(r) = record(&mut tx, engine, &job, now).await? else {
-            db::end_action(&mut tx, job.action.id, "skipped", "nothing to attempt", now.timestamp_millis()).await?;
+            db::end_action(
+                &mut tx,
+                job.action.id,
+                "skipped",
+                "nothing to attempt",
+                now.timestamp_millis(),
+            )
+            .await?;
             tx.commit().await?;
             continue;
         };
@@ -145,10 +152,13 @@ async fn record(
         .ok_or_else(|| EngineError::UnknownChannel(m.channel.clone()))?;
     let id = alloc_on(conn, "attempt", 1).await?;
     let n = alloc_on(conn, &format!("order:{}", m.channel), 1).await?;
-    let order_no = cfg.order_no.format(n as u64).map_err(|e| EngineError::OrderNo {
-        channel: m.channel.clone(),
-        message: e.to_string(),
-    })?;
+    let order_no = cfg
+        .order_no
+        .format(n as u64)
+        .map_err(|e| EngineError::OrderNo {
+            channel: m.channel.clone(),
+            message: e.to_string(),
+        })?;
     let rec = AttemptRec {
         id,
         loan_id: loan.id.clone(),
@@ -186,18 +196,30 @@ async fn submit(engine: &Engine, r: &Recorded, now: DateTime<Utc>) -> Result<Ver
         at: now,
     };
     let answer = channel.submit(&req).await;
-    Ok(verdict_of_submit(engine.policy(&r.loan.policy)?, &r.rec.channel, answer))
+    Ok(verdict_of_submit(
+        engine.policy(&r.loan.policy)?,
+        &r.rec.channel,
+        answer,
+    ))
 }
 
 /// The attempt row's result for a verdict.
 fn attempt_result<'a>(v: &'a Verdict, engine: &Engine, now: DateTime<Utc>) -> AttemptResult<'a> {
     let (status, code, class, channel_ref, next_query) = match v {
-        Verdict::Succeeded { channel_ref, .. } => ("succeeded", None, None, Some(channel_ref), None),
+        Verdict::Succeeded { channel_ref, .. } => {
+            ("succeeded", None, None, Some(channel_ref), None)
+        }
         Verdict::Failed { code, class } => ("failed", Some(code), Some(class.as_str()), None, None),
         Verdict::Unknown { code } => {
             let at = next_query_at(now, 0, &engine.cfg.query_backoff_secs);
             let class = FailureClass::Unknown.as_str();
-            ("unknown", Some(code), Some(class), None, Some(at.timestamp_millis()))
+            (
+                "unknown",
+                Some(code),
+                Some(class),
+                None,
+                Some(at.timestamp_millis()),
+            )
         }
     };
     AttemptResult {
@@ -223,11 +245,20 @@ async fn write_result(
     let now_ms = now.timestamp_millis();
     if !db::finish_attempt(conn, r.rec.id, &attempt_result(v, engine, now), now_ms).await? {
         // Settled meanwhile (a query, a statement): nothing else of it is written.
-        db::end_action(conn, r.action_id, "done", "attempt settled meanwhile", now_ms).await?;
+        db::end_action(
+            conn,
+            r.action_id,
+            "done",
+            "attempt settled meanwhile",
+            now_ms,
+        )
+        .await?;
         return Ok(false);
     }
     let notice = match v {
-        Verdict::Succeeded { amount, .. } => Some(post_repayment(conn, &mut r, policy, *amount, now).await?),
+        Verdict::Succeeded { amount, .. } => {
+            Some(post_repayment(conn, &mut r, policy, *amount, now).await?)
+        }
         Verdict::Failed { code, class } => {
             let laddered = policy.ladder.on_codes.iter().any(|c| c == code);
             let soft = *class == FailureClass::Soft;
@@ -256,7 +287,12 @@ async fn post_repayment(
 ) -> Result<NoticeKind, AppError> {
     let inst = &mut r.loan.insts[0];
     let order = &policy.allocation.order;
-    let (allocs, over) = allocate(amount, &[inst.outstanding()], order, policy.allocation.installments);
+    let (allocs, over) = allocate(
+        amount,
+        &[inst.outstanding()],
+        order,
+        policy.allocation.installments,
+    );
     pay(inst, &allocs, now);
     let entry = Entry {
         id: alloc_on(conn, "entry", 1).await?,

@@ -6,10 +6,13 @@
 use super::db::fresh_database;
 use super::portfolio::{bench_engine, bench_loan, due_morning, eve, first_due, import_loans};
 use super::rss::peak_rss_mb;
-use crate::adapters::channel::{serve_simulator, HttpChannel, Latency, Scenario, ServerSpec, Simulator};
+use crate::adapters::channel::{
+    serve_simulator, HttpChannel, Latency, Scenario, ServerSpec, Simulator,
+};
 use crate::app::AppError;
 use crate::domain::channel::{
-    builtin_channels, Channel, ChannelError, DebitOutcome, DebitRequest, QueryOutcome, StatementLine,
+    builtin_channels, Channel, ChannelError, DebitOutcome, DebitRequest, QueryOutcome,
+    StatementLine,
 };
 use crate::domain::secret::Secret;
 use crate::engine::{plan, Engine};
@@ -140,16 +143,24 @@ pub async fn start_servers(
             tps: Some(*tps),
             ..ServerSpec::default()
         };
-        let sim = Arc::new(Simulator::new(channel, Scenario::default()).with_order_no_rule(rule.order_no));
+        let sim = Arc::new(
+            Simulator::new(channel, Scenario::default()).with_order_no_rule(rule.order_no),
+        );
         let at = std::path::Path::new("127.0.0.1:0");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| AppError::io(at, e))?;
         let addr = listener.local_addr().map_err(|e| AppError::io(at, e))?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(serve_simulator(listener, sim, Secret::new(SECRET), spec, async {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(serve_simulator(
+            listener,
+            sim,
+            Secret::new(SECRET),
+            spec,
+            async {
+                let _ = stopped.await;
+            },
+        ));
         out.push(NetServer {
             channel: channel.clone(),
             tps: *tps,
@@ -256,7 +267,9 @@ pub fn spread(n: usize, caps: &[u32]) -> Vec<usize> {
 /// The `(channel, cap)` pairs of the options, checked.
 fn channel_caps(opts: &NetBenchOptions) -> Result<Vec<(String, u32)>, AppError> {
     if opts.daemons > 1 {
-        return Err(AppError::Config("--daemons > 1 is not supported yet".into()));
+        return Err(AppError::Config(
+            "--daemons > 1 is not supported yet".into(),
+        ));
     }
     if opts.tps.is_empty() || opts.tps.len() > NET_CHANNELS.len() || opts.tps.contains(&0) {
         return Err(AppError::Config(format!(
@@ -289,7 +302,11 @@ pub async fn run_net_bench(
     let engine = net_engine(db, &servers, &owner)?;
     let weights: Vec<u32> = caps.iter().map(|(_, t)| *t).collect();
     let channels = spread(opts.installments, &weights);
-    progress(&format!("importing {} loans over {} channels", opts.installments, caps.len()));
+    progress(&format!(
+        "importing {} loans over {} channels",
+        opts.installments,
+        caps.len()
+    ));
     let make = |i: usize| {
         let mut l = bench_loan(i, 1, first_due());
         l.mandates[0].channel = caps[channels[i]].0.clone();
@@ -322,7 +339,11 @@ fn net_report(servers: &[NetServer], seconds: f64, daemons: usize) -> NetBenchRe
             _ => 0.0,
         };
         let attempts = lat.len() as u64;
-        let achieved = if active > 0.0 { attempts as f64 / active } else { 0.0 };
+        let achieved = if active > 0.0 {
+            attempts as f64 / active
+        } else {
+            0.0
+        };
         channels.push(NetChannelReport {
             channel: s.channel.clone(),
             tps_cap: s.tps,
