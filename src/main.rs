@@ -213,18 +213,25 @@ enum LedgerCmd {
 
 #[derive(Subcommand)]
 enum BenchCmd {
-    /// The daemon's engine against the simulator server over HTTP: latency and a TPS cap.
+    /// The daemon's engine against three simulator servers over HTTP at once (bank, unionpay,
+    /// wechat), each with its latency and TPS cap; loans spread in proportion to the caps.
     Net {
         #[arg(long, default_value_t = 50_000)]
         installments: usize,
+        /// Median latency of every server (log-normal, p99 = 3 × median).
         #[arg(long, default_value_t = 100)]
         latency_ms: u64,
-        #[arg(long, default_value_t = 500)]
-        tps: u32,
+        /// TPS caps of bank, unionpay and wechat (one to three, comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "150,500,2000")]
+        tps: Vec<u32>,
+        /// Daemons sharing the database (only 1 so far).
+        #[arg(long, default_value_t = 1)]
+        daemons: usize,
         #[arg(long, default_value = "sqlite://repayd-bench.db")]
         bench_database: String,
     },
-    /// Time import, planning and a due-date run on a generated portfolio.
+    /// Time import, planning and a due-date run on a generated portfolio, against a raw
+    /// multi-row insert and a naive one-job-at-a-time worker.
     Run {
         #[arg(long, default_value_t = 100_000)]
         installments: usize,
@@ -233,7 +240,14 @@ enum BenchCmd {
         /// Repeats (each on a fresh database); medians are reported.
         #[arg(long, default_value_t = 1)]
         repeat: usize,
+        /// Run at 10k, 100k and 1M installments (instead of --installments).
+        #[arg(long)]
+        scale: bool,
+        /// Run at these sizes (comma-separated installments), like --scale.
+        #[arg(long, value_delimiter = ',')]
+        sizes: Option<Vec<usize>>,
         /// The bench database (dropped and recreated; a PostgreSQL name must contain "bench").
+        /// The naive baseline uses a sibling: `<name>_naive`, or `<file>_naive.db`.
         #[arg(long, default_value = "sqlite://repayd-bench.db")]
         bench_database: String,
     },
@@ -377,32 +391,37 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             )
             .await?
         }
-        Cmd::Bench(c) => bench_cmd(c).await?,
+        Cmd::Bench(c) => bench_cmd(g, c).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// `repayd bench …`: the figures the speed targets are held to.
-async fn bench_cmd(c: &BenchCmd) -> anyhow::Result<()> {
+async fn bench_cmd(g: &Global, c: &BenchCmd) -> anyhow::Result<()> {
+    let progress = |m: &str| eprintln!("bench: {m}");
     match c {
         BenchCmd::Net {
             installments,
             latency_ms,
             tps,
+            daemons,
             bench_database,
         } => {
             let opts = bench::NetBenchOptions {
                 database_url: bench_database.clone(),
                 installments: *installments,
                 latency_median_ms: *latency_ms,
-                tps: *tps,
+                tps: tps.clone(),
+                daemons: *daemons,
             };
-            bench_net(&opts).await?
+            bench_net(g, &opts).await?
         }
         BenchCmd::Run {
             installments,
             per_loan,
             repeat,
+            scale,
+            sizes,
             bench_database,
         } => {
             let opts = bench::BenchOptions {
@@ -411,9 +430,31 @@ async fn bench_cmd(c: &BenchCmd) -> anyhow::Result<()> {
                 per_loan: *per_loan,
                 repeat: *repeat,
             };
-            let progress = |m: &str| eprintln!("bench: {m}");
-            print_bench(&bench::run_bench(&opts, &progress).await?);
+            let sizes = match sizes {
+                Some(s) => Some(s.clone()),
+                None => scale.then(|| bench::SCALE_SIZES.to_vec()),
+            };
+            match sizes {
+                Some(sizes) => {
+                    let r = bench::run_scale(&opts, &sizes, &progress).await?;
+                    print_json_or(g, &r, print_scale)?
+                }
+                None => {
+                    let r = bench::run_bench(&opts, &progress).await?;
+                    print_json_or(g, &r, print_bench)?
+                }
+            }
         }
+    }
+    Ok(())
+}
+
+/// A bench report as JSON with `--json`, else as text.
+fn print_json_or<T: serde::Serialize>(g: &Global, r: &T, text: fn(&T)) -> anyhow::Result<()> {
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+    } else {
+        text(r);
     }
     Ok(())
 }
@@ -505,15 +546,29 @@ async fn list_attempts(g: &Global, loan: Option<&str>, limit: i64) -> anyhow::Re
     Ok(())
 }
 
-async fn bench_net(opts: &bench::NetBenchOptions) -> anyhow::Result<()> {
+async fn bench_net(g: &Global, opts: &bench::NetBenchOptions) -> anyhow::Result<()> {
     let progress = |m: &str| eprintln!("bench: {m}");
     let r = bench::run_net_bench(opts, &progress).await?;
+    print_json_or(g, &r, print_net)
+}
+
+fn print_net(r: &bench::NetBenchReport) {
     println!(
-            "networked due-date run: {} attempts in {:.1}s = {:.1} TPS ({:.3} of the {} TPS cap) | 429s {} | latency p50 {:.0} ms p99 {:.0} ms | peak RSS {:.1} MB",
-            r.attempts, r.seconds, r.achieved_tps, r.fraction_of_cap, r.tps_cap, r.http_429s,
-            r.latency_p50_ms, r.latency_p99_ms, r.peak_rss_mb
+        "networked due-date run, all channels at once ({} daemon):",
+        r.daemons
+    );
+    for c in &r.channels {
+        println!(
+            "  {:<8} {:>7} attempts in {:.1}s = {:>6.1} TPS ({:.3} of its {} TPS cap) | 429s {} | latency p50 {:.0} ms p99 {:.0} ms",
+            c.channel, c.attempts, c.active_seconds, c.achieved_tps, c.fraction_of_cap, c.tps_cap,
+            c.http_429s, c.latency_p50_ms, c.latency_p99_ms
         );
-    Ok(())
+    }
+    println!(
+        "total: {} attempts in {:.1}s = {:.1} TPS ({:.3} of the {} TPS of all caps) | 429s {} | latency p50 {:.0} ms p99 {:.0} ms | peak RSS {:.1} MB",
+        r.attempts, r.seconds, r.achieved_tps, r.fraction_of_cap, r.tps_cap, r.http_429s,
+        r.latency_p50_ms, r.latency_p99_ms, r.peak_rss_mb
+    );
 }
 
 async fn import_file(g: &Global, file: &PathBuf) -> anyhow::Result<()> {
@@ -720,15 +775,49 @@ fn print_bench(r: &bench::BenchReport) {
         r.runs.len()
     );
     for (i, f) in r.runs.iter().enumerate() {
-        println!("  run {}: baseline {:.0} rows/s | import {:.0} inst/s | plan {:.0} inst/s | due-date run {} attempts in {:.2}s = {:.0} attempts/s",
+        println!("  run {}: baseline {:.0} rows/s | import {:.0} inst/s | plan {:.0} inst/s | due-date run {} attempts in {:.2}s = {:.0} attempts/s | naive worker {} attempts in {:.2}s = {:.0} attempts/s",
             i + 1, f.baseline_rows_per_sec, f.import_installments_per_sec, f.plan_installments_per_sec,
-            f.run_attempts, f.run_seconds, f.run_attempts_per_sec);
+            f.run_attempts, f.run_seconds, f.run_attempts_per_sec,
+            f.naive_attempts, f.naive_seconds, f.naive_attempts_per_sec);
     }
     let m = &r.median;
-    println!("median: import {:.0} inst/s ({:.2}x baseline insert) | plan {:.0} inst/s | due-date run {:.0} attempts/s ({} attempts)",
+    println!("median: import {:.0} inst/s ({:.2}x baseline insert) | plan {:.0} inst/s | due-date run {:.0} attempts/s ({} attempts, {:.3} per due installment)",
         m.import_installments_per_sec, m.import_installments_per_sec / m.baseline_rows_per_sec,
-        m.plan_installments_per_sec, m.run_attempts_per_sec, m.run_attempts);
-    println!("peak RSS {:.1} MB | verify {:.2}s, {} findings, RSS {:.1} MB before and peak {:.1} MB during verify", r.peak_rss_mb, m.verify_seconds, m.verify_findings, m.rss_before_verify_mb, m.verify_peak_rss_mb);
+        m.plan_installments_per_sec, m.run_attempts_per_sec, m.run_attempts, m.run_attempts_per_due_installment);
+    println!("due-date run: engine {:.0} attempts/s | naive worker {:.0} attempts/s ({} attempts over {} installments, {:.3} per due installment) | engine/naive = {:.1}× | raw multi-row insert ceiling {:.0} rows/s",
+        m.run_attempts_per_sec, m.naive_attempts_per_sec, m.naive_attempts, m.naive_installments,
+        m.naive_attempts_per_due_installment, m.engine_vs_naive, m.baseline_rows_per_sec);
+    println!("peak RSS {:.1} MB | verify {:.2}s, {} findings (naive database: {}), RSS {:.1} MB before and peak {:.1} MB during verify", r.peak_rss_mb, m.verify_seconds, m.verify_findings, m.naive_verify_findings, m.rss_before_verify_mb, m.verify_peak_rss_mb);
+}
+
+fn print_scale(r: &bench::ScaleReport) {
+    println!("backend {}  per loan {}", r.backend, r.per_loan);
+    println!(
+        "{:>12} {:>9} {:>10} {:>12} {:>12} {:>13} {:>13} {:>12} {:>9}",
+        "installments",
+        "loans",
+        "attempts",
+        "attempts/s",
+        "µs/attempt",
+        "peak RSS MB",
+        "naive att/s",
+        "engine/naive",
+        "findings"
+    );
+    for s in &r.sizes {
+        println!(
+            "{:>12} {:>9} {:>10} {:>12.0} {:>12.1} {:>13.1} {:>13.0} {:>11.1}× {:>9}",
+            s.installments,
+            s.loans,
+            s.attempts,
+            s.attempts_per_sec,
+            s.us_per_attempt,
+            s.peak_rss_mb,
+            s.naive_attempts_per_sec,
+            s.engine_vs_naive,
+            s.verify_findings + s.naive_verify_findings
+        );
+    }
 }
 
 async fn channel_sim(

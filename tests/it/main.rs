@@ -8,6 +8,7 @@ mod common;
 
 mod api;
 mod architecture;
+mod bench;
 mod browser;
 mod cli;
 mod crash;
