@@ -874,18 +874,21 @@ async fn submit_all(
                     return (i, (Verdict::Unknown { code }, None));
                 };
                 let started = std::time::Instant::now();
-                // A panicking adapter may or may not have sent the debit: unknown, queried.
-                let result = AssertUnwindSafe(ch.submit(&req)).catch_unwind().await;
+                // Each call is a task of its own, so it goes on (and its answer is read, and
+                // the channel's next waiting call sent) while the engine's task works on
+                // another batch of the pipeline.
+                let result = tokio::spawn(async move { ch.submit(&req).await }).await;
                 metrics::histogram!("repayd_channel_latency_seconds", "channel" => channel.clone())
                     .record(started.elapsed().as_secs_f64());
                 let verdict = match result {
                     Ok(r) => (apply::verdict_of_submit(policy, &channel, r), None),
-                    Err(p) => {
-                        let code = CHANNEL_PANIC.into();
-                        (
-                            Verdict::Unknown { code },
-                            Some(guard::panic_text(p.as_ref())),
-                        )
+                    // A panicking adapter may or may not have sent the debit: unknown, queried.
+                    Err(e) => {
+                        let why = match e.try_into_panic() {
+                            Ok(p) => guard::panic_text(p.as_ref()),
+                            Err(_) => "the call's task was cancelled".to_string(),
+                        };
+                        (Verdict::Unknown { code: CHANNEL_PANIC.into() }, Some(why))
                     }
                 };
                 (i, verdict)

@@ -156,7 +156,7 @@ async fn scalar(db: &str, sql: &str) -> i64 {
         .unwrap()
 }
 
-/// Nothing due is left and no attempt is open.
+/// Nothing due is left: no action, no open attempt, no notice.
 async fn settled(db: &str) -> bool {
     let now = chrono::Utc::now().timestamp_millis();
     let open = scalar(
@@ -165,7 +165,15 @@ async fn settled(db: &str) -> bool {
     )
     .await;
     let due = scalar(db, &format!("SELECT COUNT(*) FROM actions WHERE status IN ('pending','claimed') AND due_at <= {now}")).await;
-    open == 0 && due == 0
+    // The notices of the run's results go out at the end of the run.
+    let unsent = scalar(
+        db,
+        &format!(
+            "SELECT COUNT(*) FROM notices WHERE status IN ('pending','claimed') AND send_after <= {now}"
+        ),
+    )
+    .await;
+    open == 0 && due == 0 && unsent == 0
 }
 
 async fn wait_settled(db: &str, d: &Path, limit: Duration) {

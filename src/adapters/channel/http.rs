@@ -248,11 +248,27 @@ impl HttpChannel {
     }
 }
 
-/// Strict spacing (burst of one): with the default burst equal to the rate, a quiet
-/// channel could take `2 × tps` requests within one sliding second, over the cap.
+/// A token bucket that never lets more than `tps` requests leave in any sliding second:
+/// rate `tps - burst - 1` with a burst of about 10 ms of requests (at least 2). The burst is
+/// what lets a waiter woken a little late (timers tick in milliseconds, and at 500 TPS a
+/// request is due every 2 ms) catch up instead of losing its slot for good, which would keep
+/// the channel well under its cap; rate plus burst stays below the cap, so a sliding second
+/// never holds more than `tps` (the bucket's default burst, equal to the rate, would allow
+/// `2 × tps`). A cap of three or less is spaced strictly.
 fn rate_limiter(tps: u32) -> DefaultDirectRateLimiter {
-    let tps = NonZeroU32::new(tps).unwrap_or(NonZeroU32::MIN);
-    RateLimiter::direct(Quota::per_second(tps).allow_burst(NonZeroU32::MIN))
+    let (rate, burst) = bucket_of(tps);
+    let rate = NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+    RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
+}
+
+/// `(rate, burst)` of the bucket for a cap of `tps`.
+fn bucket_of(tps: u32) -> (u32, u32) {
+    if tps <= 3 {
+        return (tps.max(1), 1);
+    }
+    let burst = (tps / 100).max(2);
+    (tps - burst - 1, burst)
 }
 
 /// Wait before retrying a 429: the channel's Retry-After (seconds) if it gave one, else
@@ -356,3 +372,34 @@ impl Channel for HttpChannel {
         parse_statement_csv(text).map_err(|e| ChannelError::Protocol(format!("statement: {e}")))
     }
 }
+
+#[cfg(test)]
+mod bucket_tests {
+    use super::*;
+    use crate::domain::channel::tps_share;
+
+    #[test]
+    fn a_bucket_never_fills_a_sliding_second_to_the_cap() {
+        for tps in [1, 2, 3, 4, 50, 147, 150, 500, 2000, 10_000] {
+            let (rate, burst) = bucket_of(tps);
+            assert!(rate + burst <= tps.max(2) - 1 || tps <= 3, "{tps}: {rate} + {burst}");
+            assert!(rate >= 1 && burst >= 1);
+        }
+        assert_eq!(bucket_of(500), (494, 5));
+        assert_eq!(bucket_of(2000), (1979, 20));
+    }
+
+    #[test]
+    fn shared_parts_stay_under_the_cap_together_and_use_most_of_it() {
+        for (tps, n) in [(150, 3), (500, 3), (2000, 3), (150, 2), (40, 3)] {
+            let part = tps_share(tps, n);
+            let (rate, burst) = bucket_of(part);
+            let together = (rate + burst) * n;
+            assert!(together < tps, "{tps}/{n}: {together}");
+            if tps >= 150 {
+                assert!(f64::from(together) >= 0.95 * f64::from(tps), "{tps}/{n}: {together}");
+            }
+        }
+    }
+}
+

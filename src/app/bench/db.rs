@@ -102,7 +102,7 @@ pub async fn baseline(db: &Db, rows: usize) -> Result<f64, AppError> {
     }
     let t = Instant::now();
     let mut tx = conn.begin().await?;
-    r.insert(&mut tx, "INSERT INTO bench_baseline (a, b, c)", "")
+    r.insert_values(&mut tx, "INSERT INTO bench_baseline (a, b, c)", "")
         .await?;
     tx.commit().await?;
     Ok(rows as f64 / t.elapsed().as_secs_f64())
@@ -216,6 +216,7 @@ fn loan_of_row(r: &AnyRow, seq: u32) -> Result<LoanState, AppError> {
         insts: vec![inst],
         mandates: vec![mandate],
         open_attempt: false,
+        attempted_in_run: false,
         used: HashMap::new(),
         dirty: false,
         broken: None,

@@ -144,15 +144,27 @@ async fn engine_run(
     progress("advance notices (untimed)");
     engine.run_once(eve()).await?;
     progress("due-date run");
+    crate::engine::phase::reset();
     let t = Instant::now();
     let summary = engine.run_once(due_morning()).await?;
     figures.run_seconds = t.elapsed().as_secs_f64();
+    progress(&phase_line());
     figures.run_attempts = summary.total_attempts();
     figures.run_attempts_per_sec = per_sec(figures.run_attempts as f64, figures.run_seconds);
     figures.run_attempts_per_due_installment = figures.run_attempts as f64 / loans as f64;
     time_verify(&engine.db, &mut figures, progress).await?;
     engine.db.pool.close().await;
     Ok(figures)
+}
+
+/// Where the due-date run's time went, by stage (stages of different batches overlap).
+fn phase_line() -> String {
+    let parts: Vec<String> = crate::engine::phase::busy_seconds()
+        .into_iter()
+        .filter(|(_, s)| *s > 0.0)
+        .map(|(p, s)| format!("{p} {s:.2}s"))
+        .collect();
+    format!("busy time by stage: {}", parts.join(", "))
 }
 
 /// The same due-date work by the naive worker, on its own fresh database of the same server

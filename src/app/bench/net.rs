@@ -16,7 +16,7 @@ use crate::domain::channel::{
 };
 use crate::domain::secret::Secret;
 use crate::engine::{plan, Engine};
-use crate::store::Db;
+use crate::store::{backend_of, Backend, Db};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
@@ -233,6 +233,9 @@ impl Channel for Timed {
     async fn statement(&self, date: NaiveDate) -> Result<Vec<StatementLine>, ChannelError> {
         self.inner.statement(date).await
     }
+    fn share_limits(&self, instances: u32) {
+        self.inner.share_limits(instances)
+    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -266,9 +269,15 @@ pub fn spread(n: usize, caps: &[u32]) -> Vec<usize> {
 
 /// The `(channel, cap)` pairs of the options, checked.
 fn channel_caps(opts: &NetBenchOptions) -> Result<Vec<(String, u32)>, AppError> {
-    if opts.daemons > 1 {
+    if opts.daemons == 0 || opts.daemons > MAX_DAEMONS {
+        return Err(AppError::Config(format!(
+            "--daemons takes 1 to {MAX_DAEMONS}"
+        )));
+    }
+    if opts.daemons > 1 && backend_of(&opts.database_url)? != Backend::Postgres {
         return Err(AppError::Config(
-            "--daemons > 1 is not supported yet".into(),
+            "--daemons above 1 needs a PostgreSQL --bench-database (SQLite allows one daemon)"
+                .into(),
         ));
     }
     if opts.tps.is_empty() || opts.tps.len() > NET_CHANNELS.len() || opts.tps.contains(&0) {
@@ -298,8 +307,8 @@ pub async fn run_net_bench(
     fresh_database(&opts.database_url).await?;
     let db = Db::open(&opts.database_url).await?;
     let mut servers = start_servers(&caps, opts.latency_median_ms).await?;
-    let owner = format!("bench-net-{}", std::process::id());
-    let engine = net_engine(db, &servers, &owner)?;
+    let engines = net_engines(&opts.database_url, db, &servers, opts.daemons).await?;
+    let engine = &engines[0];
     let weights: Vec<u32> = caps.iter().map(|(_, t)| *t).collect();
     let channels = spread(opts.installments, &weights);
     progress(&format!(
@@ -312,17 +321,50 @@ pub async fn run_net_bench(
         l.mandates[0].channel = caps[channels[i]].0.clone();
         l
     };
-    import_loans(&engine, opts.installments, &make, progress).await?;
-    plan::plan_new_loans(&engine, None).await?;
+    import_loans(engine, opts.installments, &make, progress).await?;
+    plan::plan_new_loans(engine, None).await?;
     engine.run_once(eve()).await?;
-    progress("due-date run over HTTP, all channels at once");
+    progress(&format!(
+        "due-date run over HTTP, all channels at once, {} daemon(s)",
+        engines.len()
+    ));
     let t = Instant::now();
-    engine.run_once(due_morning()).await?;
+    let runs = engines.iter().map(|e| e.run_once(due_morning()));
+    for r in futures::future::join_all(runs).await {
+        r?;
+    }
     let seconds = t.elapsed().as_secs_f64();
+    for e in &engines {
+        crate::engine::instance::mark_stopped(&e.db, &e.cfg.owner).await?;
+    }
     for s in servers.iter_mut() {
         s.stop().await;
     }
     Ok(net_report(&servers, seconds, opts.daemons))
+}
+
+/// At most this many daemons in one `bench net`.
+const MAX_DAEMONS: usize = 8;
+
+/// `n` engines over the same servers, each its own pool and instance (as `n` daemons on one
+/// database would be), registered and sharing each channel's cap: each takes `1/n` of it.
+async fn net_engines(
+    url: &str,
+    first: Db,
+    servers: &[NetServer],
+    n: usize,
+) -> Result<Vec<Engine>, AppError> {
+    let mut engines = Vec::with_capacity(n);
+    for i in 0..n {
+        let db = if i == 0 { first.clone() } else { Db::open(url).await? };
+        let owner = crate::engine::instance::new_instance_id();
+        crate::engine::instance::register(&db, &owner).await?;
+        engines.push(net_engine(db, servers, &owner)?);
+    }
+    for e in &engines {
+        crate::engine::instance::share_channel_limits(e).await?;
+    }
+    Ok(engines)
 }
 
 /// Figures per channel from the servers' probes, and the totals.
@@ -394,7 +436,7 @@ mod tests {
     }
 
     #[test]
-    fn more_than_one_daemon_is_refused_for_now() {
+    fn several_daemons_need_postgres_and_caps_are_checked() {
         let opts = NetBenchOptions {
             database_url: "sqlite://x_bench.db".into(),
             installments: 10,
@@ -402,7 +444,17 @@ mod tests {
             tps: vec![150, 500, 2000],
             daemons: 2,
         };
-        assert!(matches!(channel_caps(&opts), Err(AppError::Config(m)) if m.contains("--daemons")));
+        assert!(matches!(channel_caps(&opts), Err(AppError::Config(m)) if m.contains("PostgreSQL")));
+        let pg = NetBenchOptions {
+            database_url: "postgres://postgres@127.0.0.1/x_bench".into(),
+            ..opts.clone()
+        };
+        assert!(channel_caps(&pg).is_ok());
+        let many = NetBenchOptions {
+            daemons: MAX_DAEMONS + 1,
+            ..pg
+        };
+        assert!(channel_caps(&many).is_err());
         let opts = NetBenchOptions {
             tps: vec![1, 2, 3, 4],
             daemons: 1,

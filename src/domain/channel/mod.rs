@@ -155,15 +155,12 @@ pub trait Channel: Send + Sync {
     fn share_limits(&self, _instances: u32) {}
 }
 
-/// One instance's part of a TPS cap shared by `instances`. Above one instance it keeps 3 %
-/// back: each instance spaces its requests evenly, but their streams fall out of step, and
-/// loopback jitter bunches arrivals, so the parts together stay below the cap in every
-/// sliding second.
+/// One instance's part of a TPS cap shared by `instances`: an equal part, rounded down.
+/// Each adapter keeps its own part under the part in every sliding second (the HTTP
+/// adapter's bucket stays one request and its burst below it), so the parts together stay
+/// under the cap by at least one request per instance.
 pub fn tps_share(tps: u32, instances: u32) -> u32 {
-    if instances <= 1 {
-        return tps;
-    }
-    ((u64::from(tps) * 97 / 100) / u64::from(instances)).max(1) as u32
+    (tps / instances.max(1)).max(1)
 }
 
 /// Static configuration of one channel, read from the daemon's configuration.
