@@ -48,12 +48,7 @@ pub(super) async fn rescue_dead_claims(engine: &Engine) -> Result<(u64, u64), En
          WHERE busy_owner IS NOT NULL AND busy_owner <> $1 AND NOT EXISTS ({})",
         alive_owner("loans.busy_owner", "$2")
     );
-    // This instance renews the holds it works on, so one of its own past the lease is left
-    // over from a run that failed half-way (nothing of this run is in flight yet).
-    let own = "UPDATE loans SET busy_owner = NULL, busy_until = NULL \
-               WHERE busy_owner = $1 AND busy_until < $2"
-        .to_string();
-    let mut freed = [0; 3];
+    let mut freed = [0; 2];
     for (i, sql) in [actions, holds].iter().enumerate() {
         freed[i] = sqlx::query(sql)
             .bind(engine.cfg.owner.as_str())
@@ -62,13 +57,34 @@ pub(super) async fn rescue_dead_claims(engine: &Engine) -> Result<(u64, u64), En
             .await?
             .rows_affected();
     }
-    freed[2] = sqlx::query(&own)
-        .bind(engine.cfg.owner.as_str())
-        .bind(wall)
-        .execute(&engine.db.pool)
-        .await?
-        .rows_affected();
-    Ok((freed[0], freed[1] + freed[2]))
+    let (own_actions, own_holds) = free_own_leftovers(engine, wall).await?;
+    Ok((freed[0] + own_actions, freed[1] + own_holds))
+}
+
+/// What a run of this instance that failed half-way left behind, freed before the next run
+/// starts (nothing of that run is in flight by then): its claimed actions (a claimed action
+/// whose attempt was recorded has already ended, so these have none), and its loan holds
+/// past their lease (a hold being worked on is renewed; a manual attempt's is fresh).
+async fn free_own_leftovers(engine: &Engine, wall: i64) -> Result<(u64, u64), EngineError> {
+    let me = engine.cfg.owner.as_str();
+    let actions = sqlx::query(
+        "UPDATE actions SET status = 'pending', lease_owner = NULL, lease_until = NULL \
+         WHERE status = 'claimed' AND lease_owner = $1",
+    )
+    .bind(me)
+    .execute(&engine.db.pool)
+    .await?
+    .rows_affected();
+    let holds = sqlx::query(
+        "UPDATE loans SET busy_owner = NULL, busy_until = NULL \
+         WHERE busy_owner = $1 AND busy_until < $2",
+    )
+    .bind(me)
+    .bind(wall)
+    .execute(&engine.db.pool)
+    .await?
+    .rows_affected();
+    Ok((actions, holds))
 }
 
 /// The code of an attempt whose channel adapter panicked: whether it debited is unknown.

@@ -162,23 +162,27 @@ impl Rows {
         cols: &str,
         statement: &str,
     ) -> Result<Vec<sqlx::any::AnyRow>, sqlx::Error> {
-        let rows_per_chunk = (MAX_PARAMS / self.width).max(1);
         let mut out = Vec::new();
-        let mut vals = self.vals.into_iter();
-        let total_rows = vals.len() / self.width;
-        let mut done = 0;
-        while done < total_rows {
-            let n = rows_per_chunk.min(total_rows - done);
-            let values = placeholders(is_sqlite(conn), n, self.width);
+        for (values, vals) in self.value_chunks(is_sqlite(conn)) {
             let sql = format!("WITH v({cols}) AS (VALUES {values}) {statement}");
-            let mut q = sqlx::query(&sql).persistent(false);
-            for v in vals.by_ref().take(n * self.width) {
-                q = bind_val(q, v);
-            }
-            out.extend(q.fetch_all(&mut *conn).await?);
-            done += n;
+            out.extend(bound(&sql, vals).fetch_all(&mut *conn).await?);
         }
         Ok(out)
+    }
+
+    /// The rows in chunks under the bind-parameter limits: each chunk's `(…),(…)`
+    /// placeholders and its values.
+    fn value_chunks(self, sqlite: bool) -> Vec<(String, Vec<Val>)> {
+        let per_chunk = (MAX_PARAMS / self.width).max(1) * self.width;
+        let width = self.width;
+        let mut vals = self.vals;
+        let mut out = Vec::new();
+        while !vals.is_empty() {
+            let rest = vals.split_off(per_chunk.min(vals.len()));
+            out.push((placeholders(sqlite, vals.len() / width, width), vals));
+            vals = rest;
+        }
+        out
     }
 
     /// The rows as a table read from one JSON parameter (an array of rows, each an array):
@@ -221,26 +225,25 @@ impl Rows {
         conn: &mut AnyConnection,
         sql_for: impl Fn(&str) -> String,
     ) -> Result<u64, sqlx::Error> {
-        let rows_per_chunk = (MAX_PARAMS / self.width).max(1);
         let mut affected = 0;
-        let mut vals = self.vals.into_iter();
-        let total_rows = vals.len() / self.width;
-        let mut done = 0;
-        while done < total_rows {
-            let n = rows_per_chunk.min(total_rows - done);
-            let sql = sql_for(&placeholders(is_sqlite(conn), n, self.width));
-            // Not kept prepared: on SQLite each of these holds a compiled program with
-            // thousands of parameters in client memory (megabytes each, per connection and
-            // per statement text), while preparing it again costs little next to running it.
-            let mut q = sqlx::query(&sql).persistent(false);
-            for v in vals.by_ref().take(n * self.width) {
-                q = bind_val(q, v);
-            }
-            affected += q.execute(&mut *conn).await?.rows_affected();
-            done += n;
+        for (values, vals) in self.value_chunks(is_sqlite(conn)) {
+            let sql = sql_for(&values);
+            affected += bound(&sql, vals).execute(&mut *conn).await?.rows_affected();
         }
         Ok(affected)
     }
+}
+
+/// `sql` with `vals` bound in order. Not kept prepared: on SQLite each of these holds a
+/// compiled program with thousands of parameters in client memory (megabytes each, per
+/// connection and per statement text), while preparing it again costs little next to
+/// running it.
+fn bound(sql: &str, vals: Vec<Val>) -> Query<'_, Any, AnyArguments<'_>> {
+    let mut q = sqlx::query(sql).persistent(false);
+    for v in vals {
+        q = bind_val(q, v);
+    }
+    q
 }
 
 /// Whether rows travel as one JSON parameter on this backend. On PostgreSQL a statement with

@@ -4,7 +4,9 @@
 
 use crate::common;
 
-use common::procs::{daemon_test_policy, free_port, repayd, sim_journal, wait_for_port, Proc};
+use common::procs::{
+    daemon_test_policy, free_port, repayd, sim_journal, strip_ansi, wait_for_port, Proc,
+};
 use rand::Rng;
 use sqlx::Connection;
 use std::collections::{HashMap, HashSet};
@@ -359,22 +361,6 @@ fn lives_summary(d: &Path, name: &str) -> String {
         .join("\n")
 }
 
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
 
 /// A crash run: how many kills, on how many loans, through what channel.
 struct Crash {

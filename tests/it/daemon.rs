@@ -437,7 +437,7 @@ fn channels_without_a_secret_are_named_at_start() {
             .unwrap(),
     );
     wait_for_port(port, "the daemon");
-    let log = strip_ansi(&std::fs::read_to_string(d.join("w.log")).unwrap());
+    let log = common::procs::strip_ansi(&std::fs::read_to_string(d.join("w.log")).unwrap());
     let warned = |name: &str| {
         log.lines().any(|l| {
             l.contains("WARN") && l.contains("no secret") && l.contains(&format!("channel={name}"))
@@ -445,23 +445,4 @@ fn channels_without_a_secret_are_named_at_start() {
     };
     assert!(warned("unionpay") && warned("bank"), "{log}");
     assert!(!warned("wechat"), "wechat has a secret: {log}");
-}
-
-/// The log without its colour codes.
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // CSI: ESC [ parameters, ended by a letter.
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }

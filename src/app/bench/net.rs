@@ -343,6 +343,16 @@ pub async fn run_net_bench(
     Ok(net_report(&servers, seconds, opts.daemons))
 }
 
+/// Batches of about two seconds of one instance's part of the caps (64 to 5,000 actions).
+/// Work goes to whichever instance claims it, and each sends at its part of the cap only, so
+/// an instance that claimed big batches would still be sending when the others ran dry; two
+/// seconds' worth keeps every channel fed (Little's law wants a tenth of a second's worth in
+/// flight at 100 ms) and the tail short.
+fn batch_for(servers: &[NetServer], instances: usize) -> usize {
+    let part: u64 = servers.iter().map(|s| u64::from(s.tps)).sum::<u64>() / instances.max(1) as u64;
+    (part * 2).clamp(64, 5000) as usize
+}
+
 /// At most this many daemons in one `bench net`.
 const MAX_DAEMONS: usize = 8;
 
@@ -359,7 +369,9 @@ async fn net_engines(
         let db = if i == 0 { first.clone() } else { Db::open(url).await? };
         let owner = crate::engine::instance::new_instance_id();
         crate::engine::instance::register(&db, &owner).await?;
-        engines.push(net_engine(db, servers, &owner)?);
+        let mut engine = net_engine(db, servers, &owner)?;
+        engine.cfg.batch_size = batch_for(servers, n);
+        engines.push(engine);
     }
     for e in &engines {
         crate::engine::instance::share_channel_limits(e).await?;
