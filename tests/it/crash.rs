@@ -526,13 +526,19 @@ async fn three_daemons_share_one_postgres_and_survive_losing_one() {
     let d = dir.path();
     let n = 1000;
     write_portfolio(d, n);
-    write_scenario(d, n, 0, 0.0, FAST);
+    // Slow enough that the work outlasts the first daemon and the others' start-up (a
+    // daemon that finds others alive waits two heartbeats before its first call).
+    let shape = Shape {
+        latency_ms: 10,
+        tps: 400,
+    };
+    write_scenario(d, n, 0, 0.0, shape);
     let (db, name) = common::create_pg_database().await;
     let _pg = common::PgGuard::new(Some(name.clone()));
     let sim_port = free_port();
     let ports = [free_port(), free_port(), free_port()];
     for (i, port) in ports.iter().enumerate() {
-        write_config(d, &format!("m{i}"), &db, *port, sim_port, FAST);
+        write_config(d, &format!("m{i}"), &db, *port, sim_port, shape);
     }
     let _sim = start_sim(d, sim_port, &ports);
     let out = repayd(d, &["--database", &db, "loans", "import", "loans.json"])
