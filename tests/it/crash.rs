@@ -519,36 +519,56 @@ async fn killing_the_daemon_with_a_full_pipeline_on_postgres() {
     assert!(full >= 1, "at least one kill hit a full pipeline ({full})");
 }
 
+/// Three daemons' setting on one fresh PostgreSQL database: `n` loans imported, the
+/// simulator up, a config per daemon (`{prefix}0` … `{prefix}2`). Keep it alive for the test.
+struct ThreeDaemons {
+    db: String,
+    name: String,
+    sim_port: u16,
+    ports: [u16; 3],
+    _pg: common::PgGuard,
+    _sim: Proc,
+}
+
+async fn three_daemons(d: &Path, n: usize, shape: Shape, prefix: &str) -> ThreeDaemons {
+    write_portfolio(d, n);
+    write_scenario(d, n, 0, 0.0, shape);
+    let (db, name) = common::create_pg_database().await;
+    let pg = common::PgGuard::new(Some(name.clone()));
+    let sim_port = free_port();
+    let ports = [free_port(), free_port(), free_port()];
+    for (i, port) in ports.iter().enumerate() {
+        write_config(d, &format!("{prefix}{i}"), &db, *port, sim_port, shape);
+    }
+    let sim = start_sim(d, sim_port, &ports);
+    let out = repayd(d, &["--database", &db, "loans", "import", "loans.json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    ThreeDaemons {
+        db,
+        name,
+        sim_port,
+        ports,
+        _pg: pg,
+        _sim: sim,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_daemons_share_one_postgres_and_survive_losing_one() {
     sqlx::any::install_default_drivers();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let n = 1000;
-    write_portfolio(d, n);
     // Slow enough that the work outlasts the first daemon and the others' start-up (a
     // daemon that finds others alive waits two heartbeats before its first call).
     let shape = Shape {
         latency_ms: 10,
         tps: 400,
     };
-    write_scenario(d, n, 0, 0.0, shape);
-    let (db, name) = common::create_pg_database().await;
-    let _pg = common::PgGuard::new(Some(name.clone()));
-    let sim_port = free_port();
-    let ports = [free_port(), free_port(), free_port()];
-    for (i, port) in ports.iter().enumerate() {
-        write_config(d, &format!("m{i}"), &db, *port, sim_port, shape);
-    }
-    let _sim = start_sim(d, sim_port, &ports);
-    let out = repayd(d, &["--database", &db, "loans", "import", "loans.json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let set = three_daemons(d, n, shape, "m").await;
+    let (db, name, sim_port) = (set.db.clone(), set.name.clone(), set.sim_port);
 
     let mut daemons: Vec<Proc> = (0..3).map(|i| start_daemon(d, &format!("m{i}"))).collect();
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -620,21 +640,8 @@ async fn three_daemons_share_one_channel_cap_without_a_429() {
         latency_ms: 20,
         tps: 150,
     };
-    write_portfolio(d, n);
-    write_scenario(d, n, 0, 0.0, shape);
-    let (db, name) = common::create_pg_database().await;
-    let _pg = common::PgGuard::new(Some(name.clone()));
-    let sim_port = free_port();
-    let ports = [free_port(), free_port(), free_port()];
-    for (i, port) in ports.iter().enumerate() {
-        write_config(d, &format!("s{i}"), &db, *port, sim_port, shape);
-    }
-    let _sim = start_sim(d, sim_port, &ports);
-    let out = repayd(d, &["--database", &db, "loans", "import", "loans.json"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-
+    let set = three_daemons(d, n, shape, "s").await;
+    let (db, name, sim_port, ports) = (set.db.clone(), set.name.clone(), set.sim_port, set.ports);
     let token = viewer_token(d, &db);
     let mut daemons: Vec<Proc> = Vec::new();
     for i in 0..3 {
