@@ -48,28 +48,48 @@ pub async fn dispatch(
     }
 }
 
+/// Notices marked `sending` together, then delivered (16 at a time) and finished. A crash
+/// gives up at most one chunk (they stay `sending`, never sent twice), so the chunk is small:
+/// marking a whole claimed batch first would give up the whole batch.
+const DELIVERY_CHUNK: usize = 64;
+
+/// Deliveries in flight at once.
+const DELIVERY_CONCURRENCY: usize = 16;
+
 async fn deliver(
     conn: &mut AnyConnection,
     d: &Dispatcher<'_>,
     send: Vec<(Pending, NaiveDate)>,
     now: DateTime<Utc>,
 ) -> Result<(u64, u64), NotifyError> {
-    if send.is_empty() {
-        return Ok((0, 0));
+    let (mut sent, mut retry) = (0, 0);
+    for chunk in send.chunks(DELIVERY_CHUNK) {
+        let (s, r) = deliver_chunk(conn, d, chunk, now).await?;
+        sent += s;
+        retry += r;
     }
-    let days: Vec<(i64, NaiveDate)> = send.iter().map(|(p, day)| (p.id, *day)).collect();
+    Ok((sent, retry))
+}
+
+async fn deliver_chunk(
+    conn: &mut AnyConnection,
+    d: &Dispatcher<'_>,
+    chunk: &[(Pending, NaiveDate)],
+    now: DateTime<Utc>,
+) -> Result<(u64, u64), NotifyError> {
+    let days: Vec<(i64, NaiveDate)> = chunk.iter().map(|(p, day)| (p.id, *day)).collect();
     let taken: HashSet<i64> = notices::mark_sending(conn, d.owner, &days)
         .await?
         .into_iter()
         .collect();
     // Only notices still this instance's claim go out; the others were rescued meanwhile.
-    let send: Vec<Pending> = send
-        .into_iter()
+    let send: Vec<&Pending> = chunk
+        .iter()
         .map(|(p, _)| p)
         .filter(|p| taken.contains(&p.id))
         .collect();
     let results: Vec<_> = futures::stream::iter(send.iter().map(|p| d.sink.deliver(&p.out)))
-        .buffered(16)
+        .buffered(DELIVERY_CONCURRENCY)
         .collect()
         .await;
     let (mut sent, mut retry) = (0, 0);
