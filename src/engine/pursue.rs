@@ -62,16 +62,18 @@ pub(super) async fn rescue_dead_claims(engine: &Engine) -> Result<(u64, u64), En
 }
 
 /// What a run of this instance that failed half-way left behind, freed before the next run
-/// starts (nothing of that run is in flight by then): its claimed actions (a claimed action
-/// whose attempt was recorded has already ended, so these have none), and its loan holds
-/// past their lease (a hold being worked on is renewed; a manual attempt's is fresh).
+/// starts: its claimed actions past their lease (a claimed action whose attempt was recorded
+/// has already ended, so these have none) and its loan holds past their lease (a hold being
+/// worked on is renewed; a manual attempt's is fresh). Only past the lease, so that nothing a
+/// run of the same instance still works on is ever taken from it.
 async fn free_own_leftovers(engine: &Engine, wall: i64) -> Result<(u64, u64), EngineError> {
     let me = engine.cfg.owner.as_str();
     let actions = sqlx::query(
         "UPDATE actions SET status = 'pending', lease_owner = NULL, lease_until = NULL \
-         WHERE status = 'claimed' AND lease_owner = $1",
+         WHERE status = 'claimed' AND lease_owner = $1 AND lease_until < $2",
     )
     .bind(me)
+    .bind(wall)
     .execute(&engine.db.pool)
     .await?
     .rows_affected();
