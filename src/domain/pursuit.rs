@@ -316,13 +316,7 @@ mod tests {
         now: DateTime<Utc>,
     ) -> (Option<Pursuit>, Vec<ActionEnd>) {
         let mut ends = Vec::new();
-        let p = start_pursuit(
-            loan,
-            &standard(),
-            actions,
-            now,
-            &mut ends,
-        );
+        let p = start_pursuit(loan, &standard(), actions, now, &mut ends);
         (p, ends)
     }
 

@@ -12,9 +12,9 @@
 //! loans are held by this instance alone (the claim skips held loans, so two batches of one
 //! instance never share a loan), and its results are written in one transaction.
 
-use super::pursue::{claim_due_actions, hold_batch, process_batch, rescue_dead_claims, HeldBatch};
-use super::pursue::FIRST_BATCH;
 use super::phase::{self, Phase};
+use super::pursue::FIRST_BATCH;
+use super::pursue::{claim_due_actions, hold_batch, process_batch, rescue_dead_claims, HeldBatch};
 use super::{Engine, EngineError, RunSummary};
 use chrono::{DateTime, Utc};
 use futures::stream::FuturesUnordered;
@@ -177,7 +177,10 @@ mod tests {
         c.drained = true;
         assert!(!c.may_claim(0, 3), "nothing due: wait for a batch to end");
         c.batch_ended(10, 0);
-        assert!(c.may_claim(0, 3), "a batch ended: its loans' later actions may be due");
+        assert!(
+            c.may_claim(0, 3),
+            "a batch ended: its loans' later actions may be due"
+        );
     }
 
     #[test]

@@ -906,7 +906,12 @@ async fn submit_all(
                             Ok(p) => guard::panic_text(p.as_ref()),
                             Err(_) => "the call's task was cancelled".to_string(),
                         };
-                        (Verdict::Unknown { code: CHANNEL_PANIC.into() }, Some(why))
+                        (
+                            Verdict::Unknown {
+                                code: CHANNEL_PANIC.into(),
+                            },
+                            Some(why),
+                        )
                     }
                 };
                 (i, verdict)

@@ -202,7 +202,10 @@ impl Rows {
         if sqlite {
             format!("SELECT {} FROM json_each(?)", cols.join(", "))
         } else {
-            format!("SELECT {} FROM json_array_elements($1::json) AS e", cols.join(", "))
+            format!(
+                "SELECT {} FROM json_array_elements($1::json) AS e",
+                cols.join(", ")
+            )
         }
     }
 
@@ -215,7 +218,11 @@ impl Rows {
     async fn run_json(self, conn: &mut AnyConnection, sql: &str) -> Result<u64, sqlx::Error> {
         let mut affected = 0;
         for chunk in self.json_chunks() {
-            affected += sqlx::query(sql).bind(chunk).execute(&mut *conn).await?.rows_affected();
+            affected += sqlx::query(sql)
+                .bind(chunk)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
         }
         Ok(affected)
     }

@@ -35,7 +35,11 @@ async fn load_attempted_since(
         "SELECT DISTINCT loan_id FROM attempts WHERE loan_id IN ({list}) AND created_at >= ${}",
         ids.len() + 1
     );
-    for r in bind_ids(&sql, ids).bind(at_ms).fetch_all(&mut *conn).await? {
+    for r in bind_ids(&sql, ids)
+        .bind(at_ms)
+        .fetch_all(&mut *conn)
+        .await?
+    {
         if let Some(l) = out.get_mut(&r.get::<String, _>("loan_id")) {
             l.attempted_in_run = true;
         }

@@ -308,9 +308,22 @@ async fn check_no_due_work_dropped(db: &str, last_restart_ms: i64) {
 
 /// A viewer token for `/metrics`, made with the CLI (printed once on stdout).
 fn viewer_token(d: &Path, db: &str) -> String {
-    let args = ["--database", db, "token", "create", "--role", "viewer", "--name", "scraper"];
+    let args = [
+        "--database",
+        db,
+        "token",
+        "create",
+        "--role",
+        "viewer",
+        "--name",
+        "scraper",
+    ];
     let out = repayd(d, &args).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
@@ -352,15 +365,21 @@ fn lives_summary(d: &Path, name: &str) -> String {
     strip_ansi(&log)
         .lines()
         .filter(|l| {
-            ["listening", "limits shared", "run finished", "took over", "WARN", "ERROR"]
-                .iter()
-                .any(|k| l.contains(k))
+            [
+                "listening",
+                "limits shared",
+                "run finished",
+                "took over",
+                "WARN",
+                "ERROR",
+            ]
+            .iter()
+            .any(|k| l.contains(k))
         })
         .map(|l| l.chars().take(220).collect::<String>())
         .collect::<Vec<_>>()
         .join("\n")
 }
-
 
 /// A crash run: how many kills, on how many loans, through what channel.
 struct Crash {
@@ -504,9 +523,11 @@ async fn killing_the_daemon_on_postgres() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_daemon_with_a_full_pipeline_on_sqlite() {
-    let full =
-        killing_the_daemon_never_debits_twice_or_drops_due_work(common::Backend::Sqlite, FULL_PIPELINE)
-            .await;
+    let full = killing_the_daemon_never_debits_twice_or_drops_due_work(
+        common::Backend::Sqlite,
+        FULL_PIPELINE,
+    )
+    .await;
     assert!(full >= 1, "at least one kill hit a full pipeline ({full})");
 }
 
@@ -545,7 +566,11 @@ async fn three_daemons(d: &Path, n: usize, shape: Shape, prefix: &str) -> ThreeD
     let out = repayd(d, &["--database", &db, "loans", "import", "loans.json"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     ThreeDaemons {
         db,
         name,
@@ -652,7 +677,9 @@ async fn three_daemons_share_one_channel_cap_without_a_429() {
     wait_settled(&db, d, Duration::from_secs(180)).await;
     let mut throttled = 0.0;
     for port in ports {
-        let body = http_metrics(port, &token).await.expect("the daemon's /metrics");
+        let body = http_metrics(port, &token)
+            .await
+            .expect("the daemon's /metrics");
         assert!(body.contains("repayd_attempts_total"), "{body}");
         throttled += metric_sum(&body, "repayd_channel_throttled_total").unwrap_or(0.0);
     }
@@ -672,7 +699,10 @@ async fn three_daemons_share_one_channel_cap_without_a_429() {
         log_tail(d, "s1")
     );
     let owners = scalar(&db, "SELECT COUNT(DISTINCT submitted_by) FROM attempts").await;
-    assert!(owners >= 2, "the work was shared ({owners} instances submitted)");
+    assert!(
+        owners >= 2,
+        "the work was shared ({owners} instances submitted)"
+    );
     let journal = sim_journal(sim_port, "bank", SECRET).await;
     check_money(&db, d, &journal).await;
     check_verify(&db, d);

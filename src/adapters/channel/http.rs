@@ -152,7 +152,10 @@ impl HttpChannel {
     ) -> Result<Reply, ChannelError> {
         // With n instances sharing the channel, a request takes n of its slots, so this
         // instance keeps at most 1/n of the channel's concurrency in flight.
-        let take = self.share.load(Ordering::Relaxed).clamp(1, self.concurrency.max(1) as u32);
+        let take = self
+            .share
+            .load(Ordering::Relaxed)
+            .clamp(1, self.concurrency.max(1) as u32);
         let _slot = self
             .slots
             .acquire_many(take)
@@ -386,7 +389,10 @@ mod bucket_tests {
     fn a_bucket_never_fills_a_sliding_second_to_the_cap() {
         for tps in [1, 2, 3, 4, 50, 147, 150, 500, 2000, 10_000] {
             let (rate, burst) = bucket_of(tps);
-            assert!(rate + burst <= tps.max(2) - 1 || tps <= 3, "{tps}: {rate} + {burst}");
+            assert!(
+                rate + burst <= tps.max(2) - 1 || tps <= 3,
+                "{tps}: {rate} + {burst}"
+            );
             assert!(rate >= 1 && burst >= 1);
         }
         assert_eq!(bucket_of(500), (490, 5));
@@ -401,9 +407,11 @@ mod bucket_tests {
             let together = (rate + burst) * n;
             assert!(together < tps, "{tps}/{n}: {together}");
             if tps >= 150 {
-                assert!(f64::from(together) >= 0.95 * f64::from(tps), "{tps}/{n}: {together}");
+                assert!(
+                    f64::from(together) >= 0.95 * f64::from(tps),
+                    "{tps}/{n}: {together}"
+                );
             }
         }
     }
 }
-

@@ -366,7 +366,11 @@ async fn net_engines(
 ) -> Result<Vec<Engine>, AppError> {
     let mut engines = Vec::with_capacity(n);
     for i in 0..n {
-        let db = if i == 0 { first.clone() } else { Db::open(url).await? };
+        let db = if i == 0 {
+            first.clone()
+        } else {
+            Db::open(url).await?
+        };
         let owner = crate::engine::instance::new_instance_id();
         crate::engine::instance::register(&db, &owner).await?;
         let mut engine = net_engine(db, servers, &owner)?;
@@ -456,7 +460,9 @@ mod tests {
             tps: vec![150, 500, 2000],
             daemons: 2,
         };
-        assert!(matches!(channel_caps(&opts), Err(AppError::Config(m)) if m.contains("PostgreSQL")));
+        assert!(
+            matches!(channel_caps(&opts), Err(AppError::Config(m)) if m.contains("PostgreSQL"))
+        );
         let pg = NetBenchOptions {
             database_url: "postgres://postgres@127.0.0.1/x_bench".into(),
             ..opts.clone()
