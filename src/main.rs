@@ -224,7 +224,7 @@ enum BenchCmd {
         /// TPS caps of bank, unionpay and wechat (one to three, comma-separated).
         #[arg(long, value_delimiter = ',', default_value = "150,500,2000")]
         tps: Vec<u32>,
-        /// Daemons sharing the database (only 1 so far).
+        /// Daemons sharing the database and the channels' caps (more than 1 needs PostgreSQL).
         #[arg(long, default_value_t = 1)]
         daemons: usize,
         #[arg(long, default_value = "sqlite://repayd-bench.db")]

@@ -7,7 +7,7 @@ pub use crate::store::agenda::{action_row, insert_actions};
 use crate::store::Rows;
 use sqlx::AnyConnection;
 
-const PLAN_BATCH: i64 = 2000;
+const PLAN_BATCH: i64 = 5000;
 
 /// Refresh PostgreSQL's statistics after planning at least this many actions in one go.
 const ANALYZE_AFTER: u64 = 20_000;
@@ -15,10 +15,10 @@ const ANALYZE_AFTER: u64 = 20_000;
 /// Plan every loan not planned yet (or just `only`), in batches. Returns actions written.
 #[tracing::instrument(skip_all)]
 pub async fn plan_new_loans(engine: &Engine, only: Option<&[String]>) -> Result<u64, EngineError> {
-    let mut written = 0;
+    let (mut written, mut after) = (0, String::new());
     loop {
         let mut tx = engine.db.begin().await?;
-        let loans = agenda::unplanned(&mut tx, only, PLAN_BATCH).await?;
+        let loans = agenda::unplanned(&mut tx, only, &after, PLAN_BATCH).await?;
         if loans.is_empty() {
             tx.commit().await?;
             if written >= ANALYZE_AFTER && engine.db.is_postgres() {
@@ -31,6 +31,7 @@ pub async fn plan_new_loans(engine: &Engine, only: Option<&[String]>) -> Result<
         }
         written += plan_batch(engine, &mut tx, &loans).await?;
         tx.commit().await?;
+        after = loans.last().map(|l| l.id.clone()).unwrap_or_default();
     }
 }
 
@@ -104,6 +105,6 @@ pub async fn change_policy(
         })?;
     agenda::switch_policy(conn, loan_id, policy).await?;
     let ids = [loan_id.to_string()];
-    let loans = agenda::unplanned(conn, Some(&ids), PLAN_BATCH).await?;
+    let loans = agenda::unplanned(conn, Some(&ids), "", PLAN_BATCH).await?;
     plan_batch(engine, conn, &loans).await
 }

@@ -70,10 +70,13 @@ pub struct Unplanned {
     pub allow_early: bool,
 }
 
-/// Loans not planned yet: `only` these, or the next `limit` in id order.
+/// Loans not planned yet: `only` these, or the next `limit` in id order after `after`.
+/// Paging by key (not from the start each time) keeps a bulk plan linear: the planned
+/// loans before `after` are never read again.
 pub async fn unplanned(
     conn: &mut AnyConnection,
     only: Option<&[String]>,
+    after: &str,
     limit: i64,
 ) -> Result<Vec<Unplanned>, sqlx::Error> {
     let rows = match only {
@@ -89,12 +92,16 @@ pub async fn unplanned(
             q.fetch_all(&mut *conn).await?
         }
         Some(_) => vec![],
-        None => sqlx::query(
-            "SELECT id, tz, policy, allow_early FROM loans WHERE planned = 0 ORDER BY id LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(&mut *conn)
-        .await?,
+        None => {
+            sqlx::query(
+                "SELECT id, tz, policy, allow_early FROM loans WHERE planned = 0 AND id > $1 \
+             ORDER BY id LIMIT $2",
+            )
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&mut *conn)
+            .await?
+        }
     };
     Ok(rows
         .into_iter()
