@@ -128,6 +128,9 @@ enum Cmd {
     WriteOff(cmd::recon::WriteOffArgs),
     /// Check every ledger and loan invariant; exits non-zero with a report on any drift.
     Verify(cmd::audit::VerifyArgs),
+    /// Try collection policies on a portfolio in virtual time, side by side, before they
+    /// touch a borrower: recovery, cost, protection and outcome, as CSV and an HTML report.
+    Simulate(cmd::simulate::SimulateArgs),
     /// Reports.
     #[command(subcommand)]
     Report(cmd::audit::ReportCmd),
@@ -372,6 +375,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Refund(a) => return cmd::recon::refund(a, &ctx(g)).await,
         Cmd::WriteOff(a) => return cmd::recon::write_off(a, &ctx(g)).await,
         Cmd::Verify(a) => return cmd::audit::verify(a, &ctx(g)).await,
+        Cmd::Simulate(a) => return cmd::simulate::simulate(a, &ctx(g)).await,
         Cmd::Report(c) => return cmd::audit::report(c, &ctx(g)).await,
         Cmd::ChannelSim {
             listen,

@@ -6,6 +6,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod policies;
+pub mod simulate;
 pub mod templates;
 pub mod wiring;
 

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod recon;
+pub mod simulate;
 pub mod web;
 
 /// What every subcommand here gets from the global flags.

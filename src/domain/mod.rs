@@ -22,6 +22,7 @@ pub mod policy;
 pub mod pursuit;
 pub mod schedule;
 pub mod secret;
+pub mod simulation;
 pub mod statement;
 pub mod status;
 pub mod types;

@@ -23,7 +23,7 @@ pub struct Dispatcher<'a> {
     pub owner: &'a str,
     pub lease_ms: i64,
     pub sink: &'a dyn NoticeSink,
-    pub rules: &'a dyn Fn(&str) -> Option<(Vec<QuietWindow>, u32)>,
+    pub rules: &'a (dyn Fn(&str) -> Option<(Vec<QuietWindow>, u32)> + Sync),
 }
 
 /// Deliver every notice due at `now`, batch by batch.

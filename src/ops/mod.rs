@@ -5,6 +5,7 @@
 pub mod daily;
 pub mod import;
 pub mod money;
+pub mod simulation;
 
 use crate::domain::actor::Actor;
 use crate::domain::pii::mask_account;
@@ -35,6 +36,7 @@ pub mod action {
     pub const RESOLVE_CASE: &str = "resolve_case";
     pub const REFUND: &str = "refund";
     pub const WRITE_OFF: &str = "write_off";
+    pub const PUBLISH_SIMULATION: &str = "publish_simulation";
 }
 
 #[derive(Debug, Error)]

@@ -20,6 +20,7 @@ pub mod notices;
 pub mod owed;
 pub mod recon_report;
 pub mod reports;
+pub mod simulation;
 pub mod verify;
 
 pub use bulk::{bind_val, in_list, is_sqlite, placeholders, Rows, Val};

@@ -116,6 +116,17 @@ pub struct Defaults {
     /// The statement's fee per successful line: this share of its amount, rounded to cents.
     #[serde(default, deserialize_with = "fee_rate")]
     pub fee_rate: Decimal,
+    /// Of the submits that time out, the share that did apply the debit (default all).
+    #[serde(default = "all", deserialize_with = "rate")]
+    pub unknown_applied_share: f64,
+    /// Draw timeouts from the request (agreement, instant, amount) instead of the order
+    /// number: a replay that numbers its attempts in another order still draws the same.
+    #[serde(default)]
+    pub stable_draws: bool,
+}
+
+fn all() -> f64 {
+    1.0
 }
 
 /// A statement line the channel reports without any submit behind it.
@@ -253,6 +264,8 @@ impl Default for Defaults {
             balance: default_balance(),
             unknown_rate: 0.0,
             fee_rate: Decimal::ZERO,
+            unknown_applied_share: 1.0,
+            stable_draws: false,
         }
     }
 }
@@ -642,7 +655,34 @@ impl Simulator {
         let rate = spec
             .and_then(|s| s.unknown_rate)
             .unwrap_or(self.scenario.default.unknown_rate);
-        (draw(self.scenario.seed, &req.order_no) < rate).then_some(true)
+        let d = &self.scenario.default;
+        let key = if d.stable_draws {
+            format!("{}|{}|{}", req.agreement, req.at.timestamp_millis(), req.amount)
+        } else {
+            req.order_no.clone()
+        };
+        (draw(self.scenario.seed, &key) < rate)
+            .then(|| draw(self.scenario.seed, &format!("{key}:applied")) < d.unknown_applied_share)
+    }
+
+    /// Day-to-day spending: on local `date`, after crediting income due by then, take
+    /// `spend(balance)` out of every scripted account (never below zero).
+    pub fn spend_daily(&self, date: NaiveDate, spend: impl Fn(Decimal) -> Decimal) {
+        let mut st = self.lock();
+        for a in &self.scenario.accounts {
+            self.credit_income(&mut st, &a.agreement, date);
+            let balance = self.balance_in(&st, &a.agreement);
+            let out = spend(balance).clamp(Decimal::ZERO, balance.max(Decimal::ZERO));
+            st.balances.insert(a.agreement.clone(), balance - out);
+        }
+    }
+
+    /// Money the account holder puts in on local `date` (a borrower paying on their own).
+    pub fn deposit(&self, agreement: &str, date: NaiveDate, amount: Decimal) {
+        let mut st = self.lock();
+        self.credit_income(&mut st, agreement, date);
+        let balance = self.balance_in(&st, agreement) + amount;
+        st.balances.insert(agreement.to_string(), balance);
     }
 
     /// Apply the debit if the account allows it; the real, final outcome.
@@ -792,14 +832,7 @@ fn failed(code: &str, message: &str) -> DebitOutcome {
 /// A uniform number in [0, 1) from the seed and order number: the same on every run and
 /// platform (FNV-1a then a splitmix64 finish), unlike std's hasher.
 pub(super) fn draw(seed: u64, order_no: &str) -> f64 {
-    let mut h = 0xcbf2_9ce4_8422_2325_u64 ^ seed;
-    for b in order_no.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^= h >> 31;
-    (h >> 11) as f64 / (1u64 << 53) as f64
+    crate::domain::simulation::draw(seed, order_no)
 }
 
 #[async_trait]
@@ -1050,7 +1083,7 @@ daily_limit = "800.00"
             default: Defaults {
                 balance: dec!(1000000.00),
                 unknown_rate: 0.1,
-                fee_rate: Decimal::ZERO,
+                ..Defaults::default()
             },
             ..Scenario::default()
         };
