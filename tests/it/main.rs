@@ -23,4 +23,5 @@ mod notices;
 mod recon;
 mod refunds;
 mod scenarios;
+mod simulate;
 mod verify;

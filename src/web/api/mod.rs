@@ -13,6 +13,7 @@ pub mod error;
 pub mod idempotency;
 pub mod loans;
 pub mod recon;
+pub mod simulations;
 
 use crate::web::auth::{Principal, Role};
 use crate::web::state::ApiState;
@@ -74,6 +75,8 @@ pub fn api() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(recon::resolve))
         .routes(routes!(recon::refund))
         .routes(routes!(recon::write_off))
+        .routes(routes!(simulations::list_simulations))
+        .routes(routes!(simulations::get_simulation))
         .split_for_parts()
 }
 

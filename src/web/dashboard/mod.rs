@@ -10,6 +10,7 @@ mod charts;
 mod pages;
 mod render;
 mod session;
+mod simulation;
 
 use crate::web::state::ApiState;
 use axum::extract::Path;
@@ -26,6 +27,8 @@ pub fn routes() -> Router<ApiState> {
         .route("/loans", get(pages::loans))
         .route("/loans/{id}", get(pages::loan))
         .route("/recon", get(pages::recon))
+        .route("/simulations", get(simulation::list))
+        .route("/simulations/{id}", get(simulation::report))
         .route(
             "/login",
             get(session::login_form).post(session::login_submit),

@@ -14,7 +14,7 @@ macro_rules! templates {
     };
 }
 
-const TEMPLATES: [(&str, &str); 8] = templates![
+const TEMPLATES: [(&str, &str); 9] = templates![
     "base.html",
     "macros.html",
     "login.html",
@@ -22,6 +22,7 @@ const TEMPLATES: [(&str, &str); 8] = templates![
     "loans.html",
     "loan.html",
     "recon.html",
+    "simulations.html",
     "error.html",
 ];
 
