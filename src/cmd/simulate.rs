@@ -21,7 +21,11 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 90, allow_negative_numbers = true)]
     days: i64,
     /// A policy file to try; repeat it to compare policies side by side.
-    #[arg(long = "policy", value_name = "FILE", required_unless_present = "print_model")]
+    #[arg(
+        long = "policy",
+        value_name = "FILE",
+        required_unless_present = "print_model"
+    )]
     policies: Vec<PathBuf>,
     /// Borrower cash-flow model (TOML); `--print-model` shows the default with every field.
     #[arg(long)]
@@ -75,15 +79,20 @@ pub async fn simulate(a: &SimulateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         progress: !ctx.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
     let began = std::time::Instant::now();
-    let plan = simulate::prepare(&opts)?;
-    let figures = simulate::simulate(&opts).await?;
+    let plan = std::sync::Arc::new(simulate::prepare(&opts)?);
+    let figures = simulate::run(&opts, plan.clone()).await?;
     let secs = began.elapsed().as_secs_f64();
     if ctx.json {
         println!("{}", files::figures_json(&figures));
     } else {
         println!("{}\n", files::title(&plan));
         print!("{}", files::terminal_table(&figures));
-        println!("\nwrote {} ({}, figures.json, {}) in {secs:.1} s", a.out.display(), files::CSV_FILES.join(", "), files::REPORT);
+        println!(
+            "\nwrote {} ({}, figures.json, {}) in {secs:.1} s",
+            a.out.display(),
+            files::CSV_FILES.join(", "),
+            files::REPORT
+        );
     }
     if a.publish {
         publish(&plan, &figures, &a.out, ctx).await?;
@@ -111,7 +120,10 @@ async fn publish(
     )
     .await?;
     if !ctx.json {
-        println!("published as simulation {id} in {} (/simulations/{id})", db.display_url);
+        println!(
+            "published as simulation {id} in {} (/simulations/{id})",
+            db.display_url
+        );
     }
     Ok(())
 }

@@ -24,7 +24,16 @@ pub async fn publish(
     let at = now.timestamp_millis();
     let id = store::publish(&mut tx, at, title, figures_json, report_html).await?;
     let detail = json!({ "simulation": id, "title": title });
-    super::audit(&mut tx, who, super::action::PUBLISH_SIMULATION, None, None, &detail, at).await?;
+    super::audit(
+        &mut tx,
+        who,
+        super::action::PUBLISH_SIMULATION,
+        None,
+        None,
+        &detail,
+        at,
+    )
+    .await?;
     tx.commit().await?;
     Ok(id)
 }

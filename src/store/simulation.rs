@@ -19,7 +19,9 @@ fn date_of(column: &'static str, v: &str) -> Result<NaiveDate, sqlx::Error> {
 }
 
 /// Every installment with what fell due (without penalty), its penalty and what it owes.
-pub async fn installment_rows(conn: &mut AnyConnection) -> Result<Vec<InstallmentRow>, sqlx::Error> {
+pub async fn installment_rows(
+    conn: &mut AnyConnection,
+) -> Result<Vec<InstallmentRow>, sqlx::Error> {
     let sql = format!(
         "SELECT i.loan_id, l.currency, i.due_date, {billed} - i.penalty + i.wo_penalty AS scheduled, \
          i.penalty, {owed} AS owed FROM installments i JOIN loans l ON l.id = i.loan_id \
@@ -207,12 +209,11 @@ pub async fn get_published(
     conn: &mut AnyConnection,
     id: i64,
 ) -> Result<Option<Published>, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT id, created_at, title, figures, report FROM simulations WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let row =
+        sqlx::query("SELECT id, created_at, title, figures, report FROM simulations WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
     Ok(row.map(|r| Published {
         id: r.get("id"),
         created_at: r.get("created_at"),

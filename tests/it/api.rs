@@ -108,6 +108,7 @@ async fn roles_per_endpoint(backend: Backend) {
         ("GET", "/api/v1/tokens", None, "admin"),
         ("POST", "/api/v1/tokens/nobody/revoke", None, "admin"),
         ("GET", "/api/v1/recon/report", None, "viewer"),
+        ("GET", "/api/v1/simulations", None, "viewer"),
         ("GET", "/api/v1/recon/cases", None, "viewer"),
         ("POST", "/api/v1/recon/cases/999/resolve", Some(json!({ "resolution": "x", "reason": "r" })), "admin"),
         ("POST", "/api/v1/attempts/999/refund", Some(json!({ "amount": "1", "reason": "r", "kind": "erroneous" })), "admin"),
@@ -1022,6 +1023,8 @@ async fn openapi_lists_every_route(backend: Backend) {
         ("post", "/api/v1/recon/cases/{id}/resolve"),
         ("post", "/api/v1/attempts/{id}/refund"),
         ("post", "/api/v1/loans/{id}/write-off"),
+        ("get", "/api/v1/simulations"),
+        ("get", "/api/v1/simulations/{id}"),
         ("get", "/openapi.json"),
     ];
     for (method, path) in routes {

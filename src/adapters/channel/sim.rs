@@ -657,7 +657,12 @@ impl Simulator {
             .unwrap_or(self.scenario.default.unknown_rate);
         let d = &self.scenario.default;
         let key = if d.stable_draws {
-            format!("{}|{}|{}", req.agreement, req.at.timestamp_millis(), req.amount)
+            format!(
+                "{}|{}|{}",
+                req.agreement,
+                req.at.timestamp_millis(),
+                req.amount
+            )
         } else {
             req.order_no.clone()
         };

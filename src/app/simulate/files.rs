@@ -59,62 +59,172 @@ fn csv_of(header: &[&str], rows: Vec<Vec<String>>) -> String {
     String::from_utf8(w.into_inner().expect("in memory")).expect("utf-8")
 }
 
+fn s(v: &dyn ToString) -> String {
+    v.to_string()
+}
+
 /// The six tables, in `CSV_FILES` order.
 pub fn csv_tables(figs: &[Figures]) -> Vec<String> {
-    let s = |v: &dyn ToString| v.to_string();
-    let mut recovery = Vec::new();
-    let mut attempts = Vec::new();
-    let mut money = Vec::new();
-    let mut overdue = Vec::new();
-    let mut outcome = Vec::new();
-    let mut protection = Vec::new();
+    vec![
+        recovery_csv(figs),
+        attempts_csv(figs),
+        money_csv(figs),
+        overdue_csv(figs),
+        outcome_csv(figs),
+        protection_csv(figs),
+    ]
+}
+
+fn recovery_csv(figs: &[Figures]) -> String {
+    let rows = figs.iter().flat_map(|f| {
+        f.recovery.iter().map(move |c| {
+            let (day, date) = (s(&c.day), s(&c.date));
+            vec![
+                s(&f.policy),
+                s(&c.currency),
+                day,
+                date,
+                s(&c.recovered),
+                s(&c.fell_due),
+                s(&c.share),
+            ]
+        })
+    });
+    let header = [
+        "policy",
+        "currency",
+        "day",
+        "date",
+        "recovered",
+        "fell_due",
+        "share",
+    ];
+    csv_of(&header, rows.collect())
+}
+
+fn attempts_csv(figs: &[Figures]) -> String {
+    let mut rows = Vec::new();
     for f in figs {
-        let p = &f.policy;
-        for c in &f.recovery {
-            recovery.push(vec![s(p), s(&c.currency), s(&c.day), s(&c.date), s(&c.recovered), s(&c.fell_due), s(&c.share)]);
-        }
-        let groups = [("first", std::slice::from_ref(&f.first_attempt)), ("kind", &f.by_kind[..]), ("step", &f.by_step[..])];
-        for (group, rows) in groups {
-            for r in rows {
-                attempts.push(vec![s(p), s(&group), s(&r.key), s(&r.attempts), s(&r.succeeded), s(&r.share)]);
+        let groups = [
+            ("first", std::slice::from_ref(&f.first_attempt)),
+            ("kind", &f.by_kind[..]),
+            ("step", &f.by_step[..]),
+        ];
+        for (group, list) in groups {
+            for r in list {
+                rows.push(vec![
+                    s(&f.policy),
+                    s(&group),
+                    s(&r.key),
+                    s(&r.attempts),
+                    s(&r.succeeded),
+                    s(&r.share),
+                ]);
             }
         }
-        for m in &f.money {
-            money.push(vec![
-                s(p), s(&m.currency), s(&m.fell_due), s(&m.recovered), s(&m.recovered_share), s(&m.penalty_charged),
-                s(&m.overdue_at_end), s(&m.attempts), s(&m.attempt_fees), s(&m.success_fees), s(&m.sms_sent),
-                s(&m.sms_cost), s(&m.emails_sent), s(&m.email_cost), s(&m.total_cost),
-            ]);
-        }
-        for b in &f.overdue {
-            overdue.push(vec![s(p), s(&b.bucket), s(&b.currency), s(&b.loans), s(&b.amount)]);
-        }
+    }
+    csv_of(
+        &["policy", "group", "key", "attempts", "succeeded", "share"],
+        rows,
+    )
+}
+
+fn money_csv(figs: &[Figures]) -> String {
+    let rows = figs.iter().flat_map(|f| {
+        f.money.iter().map(move |m| {
+            vec![
+                s(&f.policy),
+                s(&m.currency),
+                s(&m.fell_due),
+                s(&m.recovered),
+                s(&m.recovered_share),
+                s(&m.penalty_charged),
+                s(&m.overdue_at_end),
+                s(&m.attempts),
+                s(&m.attempt_fees),
+                s(&m.success_fees),
+                s(&m.sms_sent),
+                s(&m.sms_cost),
+                s(&m.emails_sent),
+                s(&m.email_cost),
+                s(&m.total_cost),
+            ]
+        })
+    });
+    let header = [
+        "policy",
+        "currency",
+        "fell_due",
+        "recovered",
+        "recovered_share",
+        "penalty_charged",
+        "overdue_at_end",
+        "attempts",
+        "attempt_fees",
+        "success_fees",
+        "sms_sent",
+        "sms_cost",
+        "emails_sent",
+        "email_cost",
+        "total_cost",
+    ];
+    csv_of(&header, rows.collect())
+}
+
+fn overdue_csv(figs: &[Figures]) -> String {
+    let rows = figs.iter().flat_map(|f| {
+        f.overdue.iter().map(move |b| {
+            vec![
+                s(&f.policy),
+                s(&b.bucket),
+                s(&b.currency),
+                s(&b.loans),
+                s(&b.amount),
+            ]
+        })
+    });
+    csv_of(
+        &["policy", "bucket", "currency", "loans", "amount"],
+        rows.collect(),
+    )
+}
+
+fn outcome_csv(figs: &[Figures]) -> String {
+    let mut rows = Vec::new();
+    for f in figs {
         for (bucket, n) in &f.dpd {
-            outcome.push(vec![s(p), s(bucket), s(n)]);
+            rows.push(vec![s(&f.policy), s(bucket), s(n)]);
         }
-        outcome.push(vec![s(p), "handed_to_collections".into(), s(&f.handed_to_collections)]);
-        let x = &f.protection;
-        protection.push(vec![
-            s(p), s(&x.contacts_in_quiet_hours), s(&x.borrowers_over_daily_cap), s(&x.attempts_after_hard_failure),
-            s(&x.contacts_per_borrower_max), s(&x.contacts_per_borrower_p95),
+        rows.push(vec![
+            s(&f.policy),
+            "handed_to_collections".into(),
+            s(&f.handed_to_collections),
         ]);
     }
-    vec![
-        csv_of(&["policy", "currency", "day", "date", "recovered", "fell_due", "share"], recovery),
-        csv_of(&["policy", "group", "key", "attempts", "succeeded", "share"], attempts),
-        csv_of(
-            &["policy", "currency", "fell_due", "recovered", "recovered_share", "penalty_charged", "overdue_at_end",
-              "attempts", "attempt_fees", "success_fees", "sms_sent", "sms_cost", "emails_sent", "email_cost", "total_cost"],
-            money,
-        ),
-        csv_of(&["policy", "bucket", "currency", "loans", "amount"], overdue),
-        csv_of(&["policy", "bucket", "loans"], outcome),
-        csv_of(
-            &["policy", "contacts_in_quiet_hours", "borrowers_over_daily_cap", "attempts_after_hard_failure",
-              "contacts_per_borrower_max", "contacts_per_borrower_p95"],
-            protection,
-        ),
-    ]
+    csv_of(&["policy", "bucket", "loans"], rows)
+}
+
+fn protection_csv(figs: &[Figures]) -> String {
+    let rows = figs.iter().map(|f| {
+        let x = &f.protection;
+        vec![
+            s(&f.policy),
+            s(&x.contacts_in_quiet_hours),
+            s(&x.borrowers_over_daily_cap),
+            s(&x.attempts_after_hard_failure),
+            s(&x.contacts_per_borrower_max),
+            s(&x.contacts_per_borrower_p95),
+        ]
+    });
+    let header = [
+        "policy",
+        "contacts_in_quiet_hours",
+        "borrowers_over_daily_cap",
+        "attempts_after_hard_failure",
+        "contacts_per_borrower_max",
+        "contacts_per_borrower_p95",
+    ];
+    csv_of(&header, rows.collect())
 }
 
 fn pct(share: Decimal) -> String {
@@ -124,34 +234,72 @@ fn pct(share: Decimal) -> String {
 /// The side-by-side summary: one row per figure, one column per policy.
 pub fn summary_rows(figs: &[Figures]) -> Vec<(String, Vec<String>)> {
     let mut rows: Vec<(String, Vec<String>)> = Vec::new();
-    let mut row = |label: String, f: &dyn Fn(&Figures) -> String| rows.push((label, figs.iter().map(f).collect()));
-    let currencies: std::collections::BTreeSet<String> =
-        figs.iter().flat_map(|f| f.money.iter().map(|m| m.currency.clone())).collect();
+    let mut row = |label: String, f: &dyn Fn(&Figures) -> String| {
+        rows.push((label, figs.iter().map(f).collect()))
+    };
+    let currencies: std::collections::BTreeSet<String> = figs
+        .iter()
+        .flat_map(|f| f.money.iter().map(|m| m.currency.clone()))
+        .collect();
     for c in &currencies {
-        let m = |f: &Figures| f.money.iter().find(|m| &m.currency == c).cloned().unwrap_or_default();
-        row(format!("recovered {c}"), &|f| format!("{} ({})", m(f).recovered, pct(m(f).recovered_share)));
-        row(format!("overdue at end {c}"), &|f| m(f).overdue_at_end.to_string());
-        row(format!("penalty charged {c}"), &|f| m(f).penalty_charged.to_string());
+        let m = |f: &Figures| {
+            f.money
+                .iter()
+                .find(|m| &m.currency == c)
+                .cloned()
+                .unwrap_or_default()
+        };
+        row(format!("recovered {c}"), &|f| {
+            format!("{} ({})", m(f).recovered, pct(m(f).recovered_share))
+        });
+        row(format!("overdue at end {c}"), &|f| {
+            m(f).overdue_at_end.to_string()
+        });
+        row(format!("penalty charged {c}"), &|f| {
+            m(f).penalty_charged.to_string()
+        });
         row(format!("cost {c}"), &|f| m(f).total_cost.to_string());
     }
-    row("first-attempt success".into(), &|f| pct(f.first_attempt.share));
-    row("attempts".into(), &|f| f.money.iter().map(|m| m.attempts).sum::<u64>().to_string());
+    row("first-attempt success".into(), &|f| {
+        pct(f.first_attempt.share)
+    });
+    row("attempts".into(), &|f| {
+        f.money.iter().map(|m| m.attempts).sum::<u64>().to_string()
+    });
     row("sms / emails".into(), &|f| {
-        let (s, e) = f.money.iter().fold((0, 0), |a, m| (a.0 + m.sms_sent, a.1 + m.emails_sent));
+        let (s, e) = f
+            .money
+            .iter()
+            .fold((0, 0), |a, m| (a.0 + m.sms_sent, a.1 + m.emails_sent));
         format!("{s} / {e}")
     });
     row("contacts per borrower max / p95".into(), &|f| {
-        format!("{} / {}", f.protection.contacts_per_borrower_max, f.protection.contacts_per_borrower_p95)
+        format!(
+            "{} / {}",
+            f.protection.contacts_per_borrower_max, f.protection.contacts_per_borrower_p95
+        )
     });
-    row("contacts in quiet hours".into(), &|f| f.protection.contacts_in_quiet_hours.to_string());
-    row("borrowers over the daily cap".into(), &|f| f.protection.borrowers_over_daily_cap.to_string());
-    row("attempts after a hard failure".into(), &|f| f.protection.attempts_after_hard_failure.to_string());
+    row("contacts in quiet hours".into(), &|f| {
+        f.protection.contacts_in_quiet_hours.to_string()
+    });
+    row("borrowers over the daily cap".into(), &|f| {
+        f.protection.borrowers_over_daily_cap.to_string()
+    });
+    row("attempts after a hard failure".into(), &|f| {
+        f.protection.attempts_after_hard_failure.to_string()
+    });
     for b in &DPD_BUCKETS[1..] {
         row(format!("loans {b} days past due"), &|f| {
-            f.dpd.iter().find(|(n, _)| n == b).map_or(0, |(_, n)| *n).to_string()
+            f.dpd
+                .iter()
+                .find(|(n, _)| n == b)
+                .map_or(0, |(_, n)| *n)
+                .to_string()
         });
     }
-    row("handed to collections".into(), &|f| f.handed_to_collections.to_string());
+    row("handed to collections".into(), &|f| {
+        f.handed_to_collections.to_string()
+    });
     rows
 }
 
@@ -160,7 +308,13 @@ pub fn terminal_table(figs: &[Figures]) -> String {
     let rows = summary_rows(figs);
     let label_w = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
     let col_w: Vec<usize> = (0..figs.len())
-        .map(|i| rows.iter().map(|(_, v)| v[i].len()).chain([figs[i].policy.len()]).max().unwrap_or(0))
+        .map(|i| {
+            rows.iter()
+                .map(|(_, v)| v[i].len())
+                .chain([figs[i].policy.len()])
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = format!("{:label_w$}", "");
     for (f, w) in figs.iter().zip(&col_w) {
@@ -178,10 +332,15 @@ pub fn terminal_table(figs: &[Figures]) -> String {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
-const COLOURS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"];
+const COLOURS: [&str; 6] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
+];
 
 /// The report page: summary table, recovery curves, buckets, cost against recovery.
 pub fn report_html(title: &str, figs: &[Figures]) -> String {
@@ -196,8 +355,10 @@ pub fn report_html(title: &str, figs: &[Figures]) -> String {
         esc(title)
     );
     h.push_str(&summary_table(figs));
-    let currencies: std::collections::BTreeSet<&str> =
-        figs.iter().flat_map(|f| f.money.iter().map(|m| m.currency.as_str())).collect();
+    let currencies: std::collections::BTreeSet<&str> = figs
+        .iter()
+        .flat_map(|f| f.money.iter().map(|m| m.currency.as_str()))
+        .collect();
     for c in currencies {
         let _ = write!(h, "<h2>{}</h2>", esc(c));
         h.push_str(&curve_svg(c, figs));
@@ -280,7 +441,10 @@ fn curve_svg(currency: &str, figs: &[Figures]) -> String {
 /// Overdue amount at the end by bucket, one bar per policy in each bucket.
 fn buckets_svg(currency: &str, figs: &[Figures]) -> String {
     let amount = |f: &Figures, b: &str| {
-        f.overdue.iter().find(|r| r.bucket == b && r.currency == currency).map_or(Decimal::ZERO, |r| r.amount)
+        f.overdue
+            .iter()
+            .find(|r| r.bucket == b && r.currency == currency)
+            .map_or(Decimal::ZERO, |r| r.amount)
     };
     let max = figs
         .iter()
@@ -292,7 +456,11 @@ fn buckets_svg(currency: &str, figs: &[Figures]) -> String {
     let mut h = format!("<h3>Overdue at the end, by days past due</h3><svg class=\"buckets\" width=\"640\" height=\"{}\">", hgt + 80.0);
     for (bi, b) in DPD_BUCKETS[1..].iter().enumerate() {
         let x0 = 60.0 + 140.0 * bi as f64;
-        let _ = write!(h, "<text x=\"{x0}\" y=\"{}\" font-size=\"12\">{b}</text>", top + hgt + 16.0);
+        let _ = write!(
+            h,
+            "<text x=\"{x0}\" y=\"{}\" font-size=\"12\">{b}</text>",
+            top + hgt + 16.0
+        );
         for (i, f) in figs.iter().enumerate() {
             let v = amount(f, b);
             let bar = hgt * as_f64(v / max);
@@ -313,9 +481,25 @@ fn buckets_svg(currency: &str, figs: &[Figures]) -> String {
 
 /// Each policy as a point: what it cost against what it recovered.
 fn cost_svg(currency: &str, figs: &[Figures]) -> String {
-    let pick = |f: &Figures| f.money.iter().find(|m| m.currency == currency).cloned().unwrap_or_default();
-    let max_cost = figs.iter().map(|f| pick(f).total_cost).max().unwrap_or_default().max(Decimal::ONE);
-    let max_rec = figs.iter().map(|f| pick(f).recovered).max().unwrap_or_default().max(Decimal::ONE);
+    let pick = |f: &Figures| {
+        f.money
+            .iter()
+            .find(|m| m.currency == currency)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let max_cost = figs
+        .iter()
+        .map(|f| pick(f).total_cost)
+        .max()
+        .unwrap_or_default()
+        .max(Decimal::ONE);
+    let max_rec = figs
+        .iter()
+        .map(|f| pick(f).recovered)
+        .max()
+        .unwrap_or_default()
+        .max(Decimal::ONE);
     let mut h = String::from(
         "<h3>Cost against recovery</h3><svg class=\"cost\" width=\"640\" height=\"340\">\
          <line x1=\"50\" y1=\"240\" x2=\"610\" y2=\"240\" stroke=\"#333\"/><line x1=\"50\" y1=\"20\" x2=\"50\" y2=\"240\" stroke=\"#333\"/>\

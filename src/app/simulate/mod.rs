@@ -82,7 +82,10 @@ pub struct Plan {
 /// Check the options and read every input; nothing runs until all of it is sound.
 pub fn prepare(opts: &SimulateOptions) -> Result<Plan, SimulateError> {
     if opts.days <= 0 || opts.days > MAX_DAYS {
-        return Err(flag("--days", format!("{} is not from 1 to {MAX_DAYS}", opts.days)));
+        return Err(flag(
+            "--days",
+            format!("{} is not from 1 to {MAX_DAYS}", opts.days),
+        ));
     }
     if opts.policies.is_empty() {
         return Err(flag("--policy", "give at least one policy file"));
@@ -96,7 +99,9 @@ pub fn prepare(opts: &SimulateOptions) -> Result<Plan, SimulateError> {
     };
     let policies = read_policies(&opts.policies)?;
     let loans = read_portfolio(opts, &policies)?;
-    let start = opts.start.unwrap_or_else(|| default_start(&opts.portfolio, &loans));
+    let start = opts
+        .start
+        .unwrap_or_else(|| default_start(&opts.portfolio, &loans));
     refuse_existing_report(&opts.out, opts.force)?;
     Ok(Plan {
         model,
@@ -114,7 +119,10 @@ fn read_policies(paths: &[PathBuf]) -> Result<Vec<Policy>, SimulateError> {
     for p in paths {
         match crate::app::policies::load_policy_file(p) {
             Ok(policy) if out.iter().any(|o| o.name == policy.name) => {
-                return Err(flag("--policy", format!("{}: policy `{}` given twice", p.display(), policy.name)))
+                return Err(flag(
+                    "--policy",
+                    format!("{}: policy `{}` given twice", p.display(), policy.name),
+                ))
             }
             Ok(policy) => out.push(policy),
             Err(e) => problems.extend(e.0),
@@ -129,23 +137,31 @@ fn read_policies(paths: &[PathBuf]) -> Result<Vec<Policy>, SimulateError> {
 
 /// The loans, each later put under the policy being tried. A file is read with the import's
 /// located errors; its policy names may be any loaded or tried policy.
-fn read_portfolio(opts: &SimulateOptions, tried: &[Policy]) -> Result<Vec<LoanInput>, SimulateError> {
+fn read_portfolio(
+    opts: &SimulateOptions,
+    tried: &[Policy],
+) -> Result<Vec<LoanInput>, SimulateError> {
     match &opts.portfolio {
-        Portfolio::Generate(n) if *n == 0 || *n > MAX_GENERATED => {
-            Err(flag("--generate", format!("{n} is not from 1 to {MAX_GENERATED}")))
-        }
+        Portfolio::Generate(n) if *n == 0 || *n > MAX_GENERATED => Err(flag(
+            "--generate",
+            format!("{n} is not from 1 to {MAX_GENERATED}"),
+        )),
         Portfolio::Generate(n) => {
             let start = opts.start.unwrap_or_else(sample_start);
             let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed);
-            Ok((0..*n).map(|i| generate::demo_loan(i, &mut rng, start).loan).collect())
+            Ok((0..*n)
+                .map(|i| generate::demo_loan(i, &mut rng, start).loan)
+                .collect())
         }
         Portfolio::File(path) => {
             let mut known = PolicySet::builtin();
             for p in tried {
                 known.insert(p.clone());
             }
-            let channels: Vec<String> =
-                crate::domain::channel::builtin_channels().into_iter().map(|c| c.name).collect();
+            let channels: Vec<String> = crate::domain::channel::builtin_channels()
+                .into_iter()
+                .map(|c| c.name)
+                .collect();
             Ok(crate::ops::import::read_file(path, &known, &channels).map_err(AppError::from)?)
         }
     }
@@ -156,7 +172,10 @@ fn sample_start() -> NaiveDate {
 }
 
 fn default_start(p: &Portfolio, loans: &[LoanInput]) -> NaiveDate {
-    let first_due = loans.iter().flat_map(|l| l.installments.iter().map(|i| i.due_date)).min();
+    let first_due = loans
+        .iter()
+        .flat_map(|l| l.installments.iter().map(|i| i.due_date))
+        .min();
     match (p, first_due) {
         (Portfolio::File(_), Some(d)) => d - Days::new(5),
         _ => sample_start(),
@@ -173,7 +192,11 @@ fn refuse_existing_report(out: &Path, force: bool) -> Result<(), SimulateError> 
 
 /// Run every policy (concurrently, each on its own database) and write the outputs.
 pub async fn simulate(opts: &SimulateOptions) -> Result<Vec<Figures>, SimulateError> {
-    let plan = Arc::new(prepare(opts)?);
+    run(opts, Arc::new(prepare(opts)?)).await
+}
+
+/// Run a prepared plan with the options' output folder and progress.
+pub async fn run(opts: &SimulateOptions, plan: Arc<Plan>) -> Result<Vec<Figures>, SimulateError> {
     std::fs::create_dir_all(&opts.out).map_err(|e| AppError::io(&opts.out, e))?;
     let work = tempfile::Builder::new()
         .prefix("repayd-simulate-")
@@ -197,7 +220,9 @@ pub async fn simulate(opts: &SimulateOptions) -> Result<Vec<Figures>, SimulateEr
     }
     let mut figures = Vec::new();
     for t in tasks {
-        let f = t.await.map_err(|e| AppError::Config(format!("a simulation task failed: {e}")))??;
+        let f = t
+            .await
+            .map_err(|e| AppError::Config(format!("a simulation task failed: {e}")))??;
         figures.push(f);
     }
     files::write_all(&opts.out, &plan, &figures)?;

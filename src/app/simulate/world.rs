@@ -81,7 +81,10 @@ fn scenario_for(plan: &Plan, loans: &[LoanInput]) -> Scenario {
     d.stable_draws = true;
     let mut seen = std::collections::HashSet::new();
     for l in loans {
-        let first = l.installments.first().map(|i| i.principal + i.interest + i.fee);
+        let first = l
+            .installments
+            .first()
+            .map(|i| i.principal + i.interest + i.fee);
         let facts = BorrowerFacts {
             borrower: &l.borrower.id,
             payday: l.borrower.payday,
@@ -117,8 +120,11 @@ fn main_zone(loans: &[LoanInput]) -> Tz {
     for l in loans {
         *counts.entry(l.tz.name()).or_default() += 1;
     }
-    let best = counts.into_iter().max_by_key(|(name, n)| (*n, std::cmp::Reverse(*name)));
-    best.and_then(|(name, _)| name.parse().ok()).unwrap_or(Tz::UTC)
+    let best = counts
+        .into_iter()
+        .max_by_key(|(name, n)| (*n, std::cmp::Reverse(*name)));
+    best.and_then(|(name, _)| name.parse().ok())
+        .unwrap_or(Tz::UTC)
 }
 
 fn local_midnight(date: NaiveDate, tz: Tz) -> DateTime<Utc> {
@@ -224,7 +230,11 @@ impl<'a> World<'a> {
     }
 }
 
-async fn figures_of(engine: &Engine, plan: &Plan, policy: &Policy) -> Result<Figures, SimulateError> {
+async fn figures_of(
+    engine: &Engine,
+    plan: &Plan,
+    policy: &Policy,
+) -> Result<Figures, SimulateError> {
     let mut conn = engine.db.pool.acquire().await.map_err(AppError::from)?;
     let c = &mut *conn;
     let insts = rows::installment_rows(c).await.map_err(AppError::from)?;
@@ -239,5 +249,12 @@ async fn figures_of(engine: &Engine, plan: &Plan, policy: &Policy) -> Result<Fig
         daily_cap: policy.notices.daily_cap,
         costs: plan.model.costs.clone(),
     };
-    Ok(compute(&frame, loans, collections, &insts, &attempts, &notices))
+    Ok(compute(
+        &frame,
+        loans,
+        collections,
+        &insts,
+        &attempts,
+        &notices,
+    ))
 }

@@ -49,7 +49,11 @@ fn between(min: Decimal, max: Decimal, u: f64) -> Decimal {
 pub fn plan_accounts(model: &Model, w: Window, b: &BorrowerFacts) -> Vec<AccountPlan> {
     let salary = salary_dates(model, w, b).into_iter().map(|d| {
         let k = format!("salary:{}", b.borrower);
-        let multiple = between(model.salary.min_multiple, model.salary.max_multiple, draw(w.seed, &k));
+        let multiple = between(
+            model.salary.min_multiple,
+            model.salary.max_multiple,
+            draw(w.seed, &k),
+        );
         (d, round_money(b.installment * multiple))
     });
     let salary: Vec<_> = salary.collect();
@@ -76,25 +80,32 @@ fn salary_dates(model: &Model, w: Window, b: &BorrowerFacts) -> Vec<NaiveDate> {
     }
     let days = &model.salary.paydays;
     let payday = b.payday.unwrap_or_else(|| {
-        days[(draw(w.seed, &format!("payday:{}", b.borrower)) * days.len() as f64) as usize % days.len()]
+        days[(draw(w.seed, &format!("payday:{}", b.borrower)) * days.len() as f64) as usize
+            % days.len()]
     });
     let broke = broke_stretch(model, w, b.borrower);
     let end = w.start + Days::new(u64::from(w.days));
     let mut out = Vec::new();
     let mut month = w.start.with_day(1).expect("day 1 exists");
     while month < end {
-        let date = month.with_day(payday.min(days_in_month(month))).expect("clamped day");
+        let date = month
+            .with_day(payday.min(days_in_month(month)))
+            .expect("clamped day");
         let in_broke = broke.is_some_and(|(from, to)| date >= from && date < to);
         if date >= w.start && date < end && !in_broke {
             out.push(date);
         }
-        month = month.checked_add_months(chrono::Months::new(1)).expect("in range");
+        month = month
+            .checked_add_months(chrono::Months::new(1))
+            .expect("in range");
     }
     out
 }
 
 fn days_in_month(first: NaiveDate) -> u32 {
-    let next = first.checked_add_months(chrono::Months::new(1)).expect("in range");
+    let next = first
+        .checked_add_months(chrono::Months::new(1))
+        .expect("in range");
     (next - first).num_days() as u32
 }
 
@@ -156,7 +167,11 @@ mod tests {
 
     fn window() -> Window {
         let start = NaiveDate::from_ymd_opt(2027, 1, 1).unwrap();
-        Window { seed: 7, start, days: 90 }
+        Window {
+            seed: 7,
+            start,
+            days: 90,
+        }
     }
 
     #[test]
@@ -169,8 +184,15 @@ mod tests {
         assert_eq!(dates, ["2027-01-31", "2027-02-28", "2027-03-31"]);
         assert!(plans[1].income.is_empty());
         let amount = plans[0].income[0].1;
-        assert!(amount >= dec!(1200.00) && amount <= dec!(4000.00), "{amount}");
-        assert_eq!(plans, plan_accounts(&model, window(), &facts("B1")), "deterministic");
+        assert!(
+            amount >= dec!(1200.00) && amount <= dec!(4000.00),
+            "{amount}"
+        );
+        assert_eq!(
+            plans,
+            plan_accounts(&model, window(), &facts("B1")),
+            "deterministic"
+        );
     }
 
     #[test]

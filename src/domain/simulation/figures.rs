@@ -192,7 +192,11 @@ pub fn compute(
 }
 
 /// Cumulative recovered and fallen-due amounts per currency, one point per day.
-pub fn recovery_curve(f: &Frame, insts: &[InstallmentRow], attempts: &[AttemptRow]) -> Vec<CurvePoint> {
+pub fn recovery_curve(
+    f: &Frame,
+    insts: &[InstallmentRow],
+    attempts: &[AttemptRow],
+) -> Vec<CurvePoint> {
     let day_of = |d: NaiveDate| (d - f.start).num_days().clamp(0, i64::from(f.days)) as usize;
     let mut per: BTreeMap<&str, (Vec<Decimal>, Vec<Decimal>)> = BTreeMap::new();
     let slots = f.days as usize + 1;
@@ -200,7 +204,10 @@ pub fn recovery_curve(f: &Frame, insts: &[InstallmentRow], attempts: &[AttemptRo
     for a in attempts.iter().filter(|a| a.succeeded) {
         per.entry(&a.currency).or_insert_with(blank).0[day_of(a.local_date)] += a.amount;
     }
-    for i in insts.iter().filter(|i| i.due_date <= f.start + chrono::Days::new(f.days.into())) {
+    for i in insts
+        .iter()
+        .filter(|i| i.due_date <= f.start + chrono::Days::new(f.days.into()))
+    {
         per.entry(&i.currency).or_insert_with(blank).1[day_of(i.due_date)] += i.scheduled;
     }
     let mut out = Vec::new();
@@ -242,7 +249,10 @@ fn rates_by(attempts: &[AttemptRow], key: impl Fn(&AttemptRow) -> String) -> Vec
         c.0 += 1;
         c.1 += u64::from(a.succeeded);
     }
-    counts.into_iter().map(|(k, (n, ok))| rate_row(k, n, ok)).collect()
+    counts
+        .into_iter()
+        .map(|(k, (n, ok))| rate_row(k, n, ok))
+        .collect()
 }
 
 /// Overdue money by bucket and currency, and every loan's bucket, at the window's end.
@@ -250,7 +260,9 @@ fn overdue_at_end(f: &Frame, insts: &[InstallmentRow]) -> (Vec<BucketRow>, Vec<(
     let end = f.start + chrono::Days::new(f.days.into());
     let mut loans: BTreeMap<&str, (&str, Option<NaiveDate>, Decimal)> = BTreeMap::new();
     for i in insts {
-        let e = loans.entry(&i.loan_id).or_insert((&i.currency, None, Decimal::ZERO));
+        let e = loans
+            .entry(&i.loan_id)
+            .or_insert((&i.currency, None, Decimal::ZERO));
         if i.owed > Decimal::ZERO && i.due_date < end {
             e.1 = Some(e.1.map_or(i.due_date, |d: NaiveDate| d.min(i.due_date)));
             e.2 += i.owed;
@@ -260,7 +272,10 @@ fn overdue_at_end(f: &Frame, insts: &[InstallmentRow]) -> (Vec<BucketRow>, Vec<(
     let mut dpd = vec![0u64; DPD_BUCKETS.len()];
     for (currency, oldest, owed) in loans.values() {
         let days = oldest.map_or(0, |d| (end - d).num_days());
-        let b = DPD_BUCKETS.iter().position(|n| *n == dpd_bucket(days)).expect("listed");
+        let b = DPD_BUCKETS
+            .iter()
+            .position(|n| *n == dpd_bucket(days))
+            .expect("listed");
         dpd[b] += 1;
         if b > 0 {
             let e = buckets.entry((b, currency)).or_default();
@@ -277,7 +292,11 @@ fn overdue_at_end(f: &Frame, insts: &[InstallmentRow]) -> (Vec<BucketRow>, Vec<(
             amount,
         })
         .collect();
-    let dpd = DPD_BUCKETS.iter().zip(dpd).map(|(b, n)| (b.to_string(), n)).collect();
+    let dpd = DPD_BUCKETS
+        .iter()
+        .zip(dpd)
+        .map(|(b, n)| (b.to_string(), n))
+        .collect();
     (rows, dpd)
 }
 
@@ -291,7 +310,10 @@ fn money(
     let end = f.start + chrono::Days::new(f.days.into());
     let mut m: BTreeMap<String, CurrencyMoney> = BTreeMap::new();
     fn entry<'m>(m: &'m mut BTreeMap<String, CurrencyMoney>, c: &str) -> &'m mut CurrencyMoney {
-        m.entry(c.to_string()).or_insert_with(|| CurrencyMoney { currency: c.into(), ..Default::default() })
+        m.entry(c.to_string()).or_insert_with(|| CurrencyMoney {
+            currency: c.into(),
+            ..Default::default()
+        })
     }
     for i in insts {
         let e = entry(&mut m, &i.currency);
@@ -340,7 +362,9 @@ fn protection(f: &Frame, attempts: &[AttemptRow], notices: &[NoticeRow]) -> Prot
     let mut per_day: HashMap<(&str, NaiveDate), u32> = HashMap::new();
     let mut per_borrower: HashMap<&str, u64> = HashMap::new();
     for n in notices {
-        *per_day.entry((&n.borrower_id, n.sent_at.with_timezone(&n.tz).date_naive())).or_default() += 1;
+        *per_day
+            .entry((&n.borrower_id, n.sent_at.with_timezone(&n.tz).date_naive()))
+            .or_default() += 1;
         *per_borrower.entry(&n.borrower_id).or_default() += 1;
     }
     let over: HashSet<&str> = per_day
@@ -409,7 +433,13 @@ mod tests {
         NaiveDate::from_ymd_opt(2027, 1, d).unwrap()
     }
 
-    fn inst(loan: &str, currency: &str, due: u32, scheduled: Decimal, owed: Decimal) -> InstallmentRow {
+    fn inst(
+        loan: &str,
+        currency: &str,
+        due: u32,
+        scheduled: Decimal,
+        owed: Decimal,
+    ) -> InstallmentRow {
         InstallmentRow {
             loan_id: loan.into(),
             currency: currency.into(),
@@ -438,7 +468,10 @@ mod tests {
 
     #[test]
     fn money_is_per_currency_and_the_curve_is_cumulative() {
-        let insts = [inst("A", "CNY", 3, dec!(100), dec!(50)), inst("B", "USD", 5, dec!(80), dec!(0))];
+        let insts = [
+            inst("A", "CNY", 3, dec!(100), dec!(50)),
+            inst("B", "USD", 5, dec!(80), dec!(0)),
+        ];
         let atts = [
             attempt(1, "A", "CNY", false, false, 3),
             attempt(2, "A", "CNY", true, false, 4),
@@ -446,13 +479,23 @@ mod tests {
         ];
         let f = compute(&frame(), 2, 0, &insts, &atts, &[]);
         let cny = &f.money[0];
-        assert_eq!((cny.currency.as_str(), cny.fell_due, cny.recovered), ("CNY", dec!(100), dec!(50.00)));
+        assert_eq!(
+            (cny.currency.as_str(), cny.fell_due, cny.recovered),
+            ("CNY", dec!(100), dec!(50.00))
+        );
         assert_eq!(cny.recovered_share, dec!(0.5));
         assert_eq!(cny.attempt_fees, dec!(0.20));
         assert_eq!(cny.success_fees, dec!(0.30));
         assert_eq!(f.money[1].currency, "USD");
-        let cny_day4 = f.recovery.iter().find(|p| p.currency == "CNY" && p.day == 3).unwrap();
-        assert_eq!((cny_day4.recovered, cny_day4.fell_due), (dec!(50.00), dec!(100)));
+        let cny_day4 = f
+            .recovery
+            .iter()
+            .find(|p| p.currency == "CNY" && p.day == 3)
+            .unwrap();
+        assert_eq!(
+            (cny_day4.recovered, cny_day4.fell_due),
+            (dec!(50.00), dec!(100))
+        );
         let last = f.recovery.iter().rfind(|p| p.currency == "CNY").unwrap();
         assert_eq!(last.day, 10);
         assert_eq!(f.first_attempt.share, dec!(0.5));
@@ -462,7 +505,12 @@ mod tests {
 
     #[test]
     fn protection_counts_quiet_hours_caps_and_attempts_after_a_hard_failure() {
-        let at = |h| chrono_tz::Asia::Shanghai.with_ymd_and_hms(2027, 1, 2, h, 0, 0).unwrap().with_timezone(&Utc);
+        let at = |h| {
+            chrono_tz::Asia::Shanghai
+                .with_ymd_and_hms(2027, 1, 2, h, 0, 0)
+                .unwrap()
+                .with_timezone(&Utc)
+        };
         let n = |h| NoticeRow {
             borrower_id: "B".into(),
             currency: "CNY".into(),
@@ -470,12 +518,18 @@ mod tests {
             sent_at: at(h),
             tz: chrono_tz::Asia::Shanghai,
         };
-        let atts = [attempt(2, "A", "CNY", false, false, 3), attempt(1, "A", "CNY", false, true, 2)];
+        let atts = [
+            attempt(2, "A", "CNY", false, false, 3),
+            attempt(1, "A", "CNY", false, true, 2),
+        ];
         let p = protection(&frame(), &atts, &[n(8), n(23), n(10)]);
         assert_eq!(p.contacts_in_quiet_hours, 1);
         assert_eq!(p.borrowers_over_daily_cap, 1);
         assert_eq!(p.attempts_after_hard_failure, 1);
-        assert_eq!((p.contacts_per_borrower_max, p.contacts_per_borrower_p95), (3, 3));
+        assert_eq!(
+            (p.contacts_per_borrower_max, p.contacts_per_borrower_p95),
+            (3, 3)
+        );
         assert_eq!(percentile(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 95), 10);
         assert_eq!(percentile(&[], 95), 0);
     }

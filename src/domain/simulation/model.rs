@@ -162,7 +162,10 @@ impl Model {
         let rates = [
             ("salary.share", self.salary.share),
             ("broke.share", self.broke.share),
-            ("hard_failures.monthly_rate", self.hard_failures.monthly_rate),
+            (
+                "hard_failures.monthly_rate",
+                self.hard_failures.monthly_rate,
+            ),
             ("timeouts.unknown_rate", self.timeouts.unknown_rate),
             ("timeouts.applied_share", self.timeouts.applied_share),
             ("self_cure.first_contact", self.self_cure.first_contact),
@@ -209,16 +212,31 @@ impl Model {
                 ));
             }
         }
-        if self.salary.paydays.is_empty() || self.salary.paydays.iter().any(|d| !(1..=31).contains(d)) {
-            out.push(("salary.paydays", "days of the month from 1 to 31, at least one".into()));
+        if self.salary.paydays.is_empty()
+            || self.salary.paydays.iter().any(|d| !(1..=31).contains(d))
+        {
+            out.push((
+                "salary.paydays",
+                "days of the month from 1 to 31, at least one".into(),
+            ));
         }
         if self.hard_failures.codes.is_empty() && self.hard_failures.monthly_rate > 0.0 {
-            out.push(("hard_failures.codes", "at least one code when monthly_rate > 0".into()));
+            out.push((
+                "hard_failures.codes",
+                "at least one code when monthly_rate > 0".into(),
+            ));
         }
         let c = &self.costs;
-        for (field, v) in [("costs.attempt_fee", c.attempt_fee), ("costs.sms", c.sms), ("costs.email", c.email)] {
+        for (field, v) in [
+            ("costs.attempt_fee", c.attempt_fee),
+            ("costs.sms", c.sms),
+            ("costs.email", c.email),
+        ] {
             if v < Decimal::ZERO || v > MAX_AMOUNT {
-                out.push((field, format!("{v} is not an amount from 0 to {MAX_AMOUNT}")));
+                out.push((
+                    field,
+                    format!("{v} is not an amount from 0 to {MAX_AMOUNT}"),
+                ));
             }
         }
     }
@@ -272,9 +290,15 @@ mod tests {
         let src = DEFAULT_MODEL.replace("monthly_rate = 0.01", "monthly_rate = 1.5");
         let e = Model::parse(&src, "m.toml").unwrap_err();
         assert_eq!(e.field, "hard_failures.monthly_rate");
-        let line = src.lines().position(|l| l.starts_with("monthly_rate")).unwrap() + 1;
+        let line = src
+            .lines()
+            .position(|l| l.starts_with("monthly_rate"))
+            .unwrap()
+            + 1;
         assert_eq!(e.line, line);
-        assert!(e.to_string().starts_with(&format!("m.toml:{line}: hard_failures.monthly_rate: 1.5")));
+        assert!(e
+            .to_string()
+            .starts_with(&format!("m.toml:{line}: hard_failures.monthly_rate: 1.5")));
     }
 
     #[test]
@@ -287,6 +311,9 @@ mod tests {
         assert_eq!(e.field, "spending.daily_share");
         assert!(e.message.contains("string"), "{e}");
         let src = DEFAULT_MODEL.replace("max_multiple = \"4.0\"", "max_multiple = \"0.5\"");
-        assert_eq!(Model::parse(&src, "m").unwrap_err().field, "salary.max_multiple");
+        assert_eq!(
+            Model::parse(&src, "m").unwrap_err().field,
+            "salary.max_multiple"
+        );
     }
 }

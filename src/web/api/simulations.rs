@@ -49,7 +49,11 @@ pub async fn list_simulations(
     let items = crate::ops::simulation::list(&s.engine.db)
         .await?
         .into_iter()
-        .map(|(id, ms, title)| SimulationSummary { id, published_at: at(ms), title })
+        .map(|(id, ms, title)| SimulationSummary {
+            id,
+            published_at: at(ms),
+            title,
+        })
         .collect();
     Ok(Json(SimulationList { items }))
 }
@@ -62,7 +66,10 @@ pub async fn get_simulation(
     State(s): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<Simulation>, ApiError> {
-    let id: i64 = id.trim().parse().map_err(|_| ApiError::bad("id", "a simulation id (a number)"))?;
+    let id: i64 = id
+        .trim()
+        .parse()
+        .map_err(|_| ApiError::bad("id", "a simulation id (a number)"))?;
     let sim = crate::ops::simulation::get(&s.engine.db, id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("simulation {id}")))?;

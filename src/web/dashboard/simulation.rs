@@ -19,7 +19,11 @@ pub async fn list(session: Session, State(s): State<ApiState>) -> Result<Respons
     let sims: Vec<Item> = crate::ops::simulation::list(&s.engine.db)
         .await?
         .into_iter()
-        .map(|(id, created_at, title)| Item { id, created_at, title })
+        .map(|(id, created_at, title)| Item {
+            id,
+            created_at,
+            title,
+        })
         .collect();
     page(
         "simulations.html",
