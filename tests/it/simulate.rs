@@ -9,14 +9,7 @@ use common::Backend;
 use std::collections::HashMap;
 use std::path::Path;
 
-const FILES: [&str; 6] = [
-    "recovery.csv",
-    "attempts.csv",
-    "money.csv",
-    "overdue.csv",
-    "outcome.csv",
-    "protection.csv",
-];
+use repayd::app::simulate::files::CSV_FILES as FILES;
 
 fn policy(name: &str) -> String {
     format!("{}/policies/{name}", env!("CARGO_MANIFEST_DIR"))
