@@ -2,7 +2,7 @@
 //! computed from, the borrowers a contact reached), and the published simulations a lender
 //! shares through the dashboard and the API.
 
-use super::decode::{stored_date, stored_tz};
+use super::decode::stored_date;
 use super::owed::{billed, owed};
 use crate::domain::money::from_minor;
 use crate::domain::simulation::figures::{AttemptRow, InstallmentRow, NoticeRow};
@@ -87,7 +87,7 @@ pub async fn notice_rows(conn: &mut AnyConnection) -> Result<Vec<NoticeRow>, sql
                 currency: r.get("currency"),
                 channel: r.get("channel"),
                 sent_at: DateTime::from_timestamp_millis(r.get("sent_at")).unwrap_or_default(),
-                tz: stored_tz("tz", &r.get::<String, _>("tz")).map_err(decode)?,
+                tz: super::decode::zone(&r.get::<String, _>("tz"))?,
             })
         })
         .collect()

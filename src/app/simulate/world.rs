@@ -211,8 +211,9 @@ impl<'a> World<'a> {
             let (owed, agreement) = rows::owed_by(&mut conn, &c.loan_id, date + Days::new(3))
                 .await
                 .map_err(AppError::from)?;
-            if let Some(sim) = agreement.as_ref().and_then(|a| self.sim_of.get(a)) {
-                self.sims.sims[*sim].deposit(agreement.as_deref().expect("some"), date, owed);
+            let target = agreement.and_then(|a| Some((*self.sim_of.get(&a)?, a)));
+            if let Some((sim, agreement)) = target {
+                self.sims.sims[sim].deposit(&agreement, date, owed);
                 self.cured.insert(c.borrower_id.clone(), date);
             }
         }
