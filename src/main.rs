@@ -295,7 +295,9 @@ fn init_logs(cli: &Cli) {
         .unwrap_or_else(|_| default.into());
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal: a log file or a pipe gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if cli.global.log_json {
         fmt.json().init();
     } else {

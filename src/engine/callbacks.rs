@@ -5,8 +5,8 @@
 use super::{Engine, EngineError};
 use crate::domain::channel::Callback;
 use crate::domain::status::AttemptStatus;
-use crate::store::{agenda, attempts};
-use chrono::{DateTime, Utc};
+use crate::store::attempts;
+use chrono::Utc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Effect {
@@ -54,11 +54,4 @@ pub async fn record_callback(
     attempts::insert_callback(&mut tx, &row).await?;
     tx.commit().await?;
     Ok(effect)
-}
-
-/// How late the oldest pending due action is, in seconds (0 when nothing is late).
-pub async fn due_lag_seconds(engine: &Engine, now: DateTime<Utc>) -> Result<f64, EngineError> {
-    let mut conn = engine.db.pool.acquire().await?;
-    let oldest = agenda::oldest_pending_due(&mut conn, now.timestamp_millis()).await?;
-    Ok(oldest.map_or(0.0, |o| (now.timestamp_millis() - o) as f64 / 1000.0))
 }

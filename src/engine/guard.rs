@@ -44,12 +44,6 @@ pub async fn park_loan(
     Ok(loans::park(conn, loan, &reason, now.timestamp_millis()).await?)
 }
 
-/// How many loans wait for a person (for `/metrics` and the dashboard).
-pub async fn parked_count(engine: &Engine) -> Result<i64, EngineError> {
-    let mut conn = engine.db.pool.acquire().await?;
-    Ok(loans::parked_count(&mut conn).await?)
-}
-
 /// After a panic: this instance's `submitted` attempts of `loans` whose answers were not
 /// written become `unknown`, queried on the next run (the channel may have debited).
 pub async fn settle_in_flight(

@@ -10,6 +10,7 @@ pub mod apply;
 pub mod callbacks;
 pub mod clock;
 pub mod dispatch;
+pub mod gauges;
 pub mod guard;
 pub mod instance;
 pub mod manual;
@@ -146,14 +147,40 @@ pub struct RunSummary {
     pub collected_minor: i64,
 }
 
+/// Export one answer to an attempt. A final answer is counted in `repayd_attempts_total`
+/// once, by whichever of the submit (`via = "submit"`) or a later query (`"query"`) gave it;
+/// an unknown submit is counted only as unknown, so an attempt settled by query is not
+/// counted twice.
+pub(crate) fn export_answer(
+    kind: &str,
+    via: &'static str,
+    v: &apply::Verdict,
+    currency: &str,
+    channel: &str,
+) {
+    if let apply::Verdict::Unknown { .. } = v {
+        metrics::counter!("repayd_attempts_unknown_total", "kind" => kind.to_string()).increment(1);
+        return;
+    }
+    metrics::counter!("repayd_attempts_total", "kind" => kind.to_string(),
+        "outcome" => v.outcome_name(), "via" => via)
+    .increment(1);
+    if let apply::Verdict::Succeeded { amount, .. } = v {
+        let minor = crate::domain::to_minor(*amount)
+            .ok()
+            .and_then(|m| u64::try_from(m).ok());
+        metrics::counter!("repayd_collected_minor_units_total",
+            "currency" => currency.to_string(), "channel" => channel.to_string())
+        .increment(minor.unwrap_or(0));
+    }
+}
+
 impl RunSummary {
     pub fn count_attempt(&mut self, kind: &str, outcome: &str) {
         *self
             .attempts
             .entry(format!("{kind}/{outcome}"))
             .or_default() += 1;
-        metrics::counter!("repayd_attempts_total", "kind" => kind.to_string(), "outcome" => outcome.to_string())
-            .increment(1);
     }
 
     /// Add what another batch of the same run did.
@@ -239,6 +266,10 @@ impl Engine {
         let r = dispatch::dispatch(&mut conn, &d, now).await?;
         summary.notices_sent += r.sent;
         summary.notices_held += r.held_quiet + r.held_cap;
+        metrics::counter!("repayd_notices_held_total", "reason" => "quiet_hours")
+            .increment(r.held_quiet);
+        metrics::counter!("repayd_notices_held_total", "reason" => "daily_cap")
+            .increment(r.held_cap);
         Ok(())
     }
 

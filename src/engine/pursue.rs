@@ -580,6 +580,7 @@ pub(super) async fn apply_round(
         let Some(loan) = loans.get_mut(&n.rec.loan_id) else {
             continue;
         };
+        super::export_answer(&n.rec.kind, "submit", &v, &loan.currency, &n.rec.channel);
         match stage_verdict(engine, loan, &mut pursuits[n.pursuit], &n.rec, &v, now) {
             Ok(one) => {
                 w.merge(one);

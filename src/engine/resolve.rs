@@ -132,6 +132,7 @@ async fn resolve_batch(
                     v => {
                         summary.resolved += 1;
                         summary.count_attempt(&format!("{}(query)", a.kind), v.outcome_name());
+                        super::export_answer(&a.kind, "query", &v, &loan.currency, &a.channel);
                         if late {
                             settled_late.push(a.id);
                         }

@@ -41,6 +41,16 @@ pub async fn oldest_pending_due(
     Ok(row.get("oldest"))
 }
 
+/// Pending agenda rows by kind (`notice`, `attempt`), for the `/metrics` gauge.
+pub async fn pending_by_kind(conn: &mut AnyConnection) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    let sql = format!(
+        "SELECT kind, COUNT(*) AS n FROM actions WHERE status = '{}' GROUP BY kind",
+        ActionStatus::Pending.as_str()
+    );
+    let rows = sqlx::query(&sql).fetch_all(&mut *conn).await?;
+    Ok(rows.iter().map(|r| (r.get("kind"), r.get("n"))).collect())
+}
+
 /// The earliest instant after `after_ms` at which an action, a notice or an attempt query
 /// is due.
 pub async fn next_due_after(

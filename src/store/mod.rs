@@ -219,6 +219,13 @@ async fn open_postgres(url: &str) -> Result<AnyPool, sqlx::Error> {
     let opts = AnyConnectOptions::from_str(url)?
         .log_statements(log::LevelFilter::Off)
         .log_slow_statements(log::LevelFilter::Off, Duration::from_secs(1));
+    // One plain connection first: a server that refuses connections fails here at once
+    // (the URL names its host and port), where the pool would retry until its timeout.
+    let first = tokio::time::timeout(Duration::from_secs(10), AnyConnection::connect_with(&opts));
+    match first.await {
+        Ok(conn) => conn?.close().await?,
+        Err(_) => return Err(sqlx::Error::PoolTimedOut),
+    }
     let pool = AnyPoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(30))

@@ -110,3 +110,12 @@ impl ReconReport {
         out
     }
 }
+
+/// Reconciliation cases still waiting for a person, over every day.
+pub async fn open_case_count(conn: &mut AnyConnection) -> Result<i64, sqlx::Error> {
+    let sql = format!(
+        "SELECT COUNT(*) FROM recon_items WHERE case_status = '{}'",
+        crate::domain::status::CaseStatus::Open.as_str()
+    );
+    sqlx::query_scalar(&sql).fetch_one(&mut *conn).await
+}

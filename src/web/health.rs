@@ -1,8 +1,5 @@
-//! `/healthz` (no token: the database and the last tick) and `/metrics` (Prometheus, viewer
-//! token).
+//! `/healthz`: no token; the database and the last tick.
 
-use crate::engine::{callbacks, guard};
-use crate::web::auth::{AuthError, Principal, Role};
 use crate::web::state::ApiState;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -29,19 +26,4 @@ pub async fn healthz(State(s): State<ApiState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body)).into_response()
-}
-
-/// Prometheus metrics; needs a viewer token like the rest of the API.
-pub async fn metrics(p: Result<Principal, AuthError>, State(s): State<ApiState>) -> Response {
-    if let Err(e) = p.and_then(|p| p.require(Role::Viewer)) {
-        return e.into_response();
-    }
-    let lag = callbacks::due_lag_seconds(&s.engine, chrono::Utc::now())
-        .await
-        .unwrap_or(0.0);
-    metrics::gauge!("repayd_due_lag_seconds").set(lag);
-    if let Ok(parked) = guard::parked_count(&s.engine).await {
-        metrics::gauge!("repayd_loans_parked").set(parked as f64);
-    }
-    s.metrics.render().into_response()
 }

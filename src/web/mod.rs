@@ -6,6 +6,7 @@ pub mod api;
 pub mod auth;
 pub mod dashboard;
 pub mod health;
+pub mod metrics;
 pub mod state;
 pub mod throttle;
 pub mod webhooks;
@@ -20,7 +21,7 @@ use axum::Router;
 /// limited per client address rather than for all clients together.
 pub fn app(state: ApiState) -> Router {
     Router::new()
-        .route("/metrics", get(health::metrics))
+        .route("/metrics", get(metrics::page))
         .route(
             "/webhooks/channels/{name}",
             post(webhooks::channel_callback),
@@ -34,6 +35,8 @@ pub fn app(state: ApiState) -> Router {
         ))
         // Added after the layer, so outside it: health takes no credential to fail.
         .route("/healthz", get(health::healthz))
+        // Outermost of all, so refused and unmatched requests are counted too.
+        .layer(axum::middleware::from_fn(metrics::count_requests))
         .with_state(state)
 }
 

@@ -4,10 +4,10 @@
 use crate::domain::secret::Secret;
 use crate::engine::Engine;
 use crate::web::throttle::{AuthLimits, AuthThrottle};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 /// What the daemon exposes about itself (health, metrics).
 #[derive(Debug, Default)]
@@ -48,7 +48,7 @@ impl ApiState {
             engine,
             daemon,
             channel_secrets: Arc::new(channel_secrets),
-            metrics: metrics_handle(),
+            metrics: crate::web::metrics::handle(),
             auth_throttle: Arc::new(AuthThrottle::new(limits)),
         }
     }
@@ -56,7 +56,7 @@ impl ApiState {
     /// State for an engine without a daemon around it (tests, tools): no webhook secrets.
     /// The default limits on failed authentication apply.
     pub fn for_engine(engine: Arc<Engine>) -> Self {
-        let metrics = metrics_handle();
+        let metrics = crate::web::metrics::handle();
         ApiState {
             engine,
             sms_secret: None,
@@ -72,16 +72,4 @@ impl ApiState {
         self.auth_throttle = Arc::new(AuthThrottle::new(limits));
         self
     }
-}
-
-/// The process-wide Prometheus recorder (installed once).
-pub fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            PrometheusBuilder::new()
-                .install_recorder()
-                .expect("one metrics recorder per process")
-        })
-        .clone()
 }

@@ -70,14 +70,6 @@ impl AuthThrottle {
         let one = NonZeroU32::MIN;
         let burst = NonZeroU32::new(limits.burst).unwrap_or(one);
         let rate = NonZeroU32::new(limits.per_second).unwrap_or(one);
-        metrics::describe_counter!(
-            FAILURES,
-            "Requests refused for a missing or bad token or cookie, or a failed login."
-        );
-        metrics::describe_counter!(
-            LIMITED,
-            "Requests answered 429 because their address failed authentication too often."
-        );
         AuthThrottle {
             limiter: DefaultKeyedRateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
             blocked: Mutex::new(HashMap::new()),

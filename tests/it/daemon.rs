@@ -341,11 +341,19 @@ async fn daemon_collects_over_http_and_sends_email_and_sms() {
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("repayd_attempts_total"), "{metrics}");
-    assert!(
-        metrics.contains("repayd_channel_latency_seconds"),
-        "{metrics}"
-    );
+    assert!(metrics.contains("repayd_attempts_total{"), "{metrics}");
+    for series in [
+        "repayd_channel_latency_seconds_bucket{",
+        "repayd_build_info{version=",
+        "repayd_http_requests_total{",
+        "repayd_pending_actions{kind=\"attempt\"}",
+        "repayd_recon_cases_open ",
+        "repayd_collected_minor_units_total{",
+        "process_resident_memory_bytes ",
+    ] {
+        assert!(metrics.contains(series), "no `{series}` in\n{metrics}");
+    }
+    promtool_check(&metrics);
 
     // SIGTERM: a clean stop.
     let mut daemon = daemon;
@@ -445,4 +453,31 @@ fn channels_without_a_secret_are_named_at_start() {
     };
     assert!(warned("unionpay") && warned("bank"), "{log}");
     assert!(!warned("wechat"), "wechat has a secret: {log}");
+}
+
+/// `promtool check metrics` (Debian's `prometheus`, which `.ci/run` installs) passes on the
+/// daemon's page: every metric has HELP and TYPE, and names follow Prometheus' rules.
+fn promtool_check(page: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package `prometheus`; .ci/run installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(page.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {:?}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
