@@ -328,6 +328,20 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     }
 }
 
+/// The error and its causes, each said once: a cause whose text its wrapper already
+/// quotes (`cannot open database …: {source}`) is not repeated after it.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+    }
+    text
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -335,7 +349,7 @@ async fn main() -> ExitCode {
     match dispatch(cli).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_text(&e));
             ExitCode::FAILURE
         }
     }
@@ -867,4 +881,24 @@ async fn channel_sim(
         println!("{}", serde_json::to_string_pretty(&sim.journal())?);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot open database x: {source}")]
+    struct Quoting {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_quoted_cause_is_said_once_and_an_unquoted_one_is_added() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e = anyhow::Error::new(Quoting { source: io });
+        assert_eq!(error_text(&e), "cannot open database x: refused");
+        let e = anyhow::anyhow!("refused").context("importing loans.json");
+        assert_eq!(error_text(&e), "importing loans.json: refused");
+    }
 }

@@ -153,6 +153,41 @@ fn run_needs_once_and_a_valid_clock() {
     assert!(out.contains("RFC 3339"), "{out}");
 }
 
+/// A PostgreSQL server that refuses connections is named at once (host and port), instead
+/// of after the pool's 30 s wait. Nothing listens on port 1 of loopback.
+#[test]
+fn refused_postgres_is_named_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let out = repayd(
+        dir.path(),
+        &["--database", "postgres://postgres@127.0.0.1:1/none", "init"],
+    );
+    let waited = started.elapsed();
+    assert!(!out.status.success());
+    let msg = text(&out);
+    assert!(msg.contains("127.0.0.1:1"), "{msg}");
+    assert_eq!(msg.matches("refused").count(), 1, "the cause once: {msg}");
+    // Far below the pool's 30 s: the refusal itself is the answer.
+    assert!(waited < std::time::Duration::from_secs(20), "{waited:?}: {msg}");
+}
+
+/// Logs and errors written to a pipe carry no ANSI colour codes.
+#[test]
+fn output_to_a_pipe_has_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("c.db").display());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_repayd"))
+        .current_dir(dir.path())
+        .args(["--database", &db, "run", "--once", "--now", "2027-01-15T08:00:00Z"])
+        .env("REPAYD_LOG", "debug")
+        .output()
+        .expect("run repayd");
+    let all = text(&out);
+    assert!(all.contains("DEBUG") || all.contains("INFO"), "{all}");
+    assert!(!all.contains('\u{1b}'), "colour codes in piped output:\n{all}");
+}
+
 /// The tester's poison loan, left in the database by an earlier version: `run --once`
 /// succeeds again and again, parks it, collects the other loan, and `loans show` says why;
 /// `loans unpark` gives it back.
