@@ -750,40 +750,68 @@ async fn trial_balance(g: &Global) -> anyhow::Result<ExitCode> {
     let mut conn = db.pool.acquire().await?;
     let tb = repayd::store::ledger::trial_balance(&mut conn).await?;
     if g.json {
+        let books: Vec<_> = tb.currencies.iter().map(trial_balance_json).collect();
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
-                "rows": tb.rows.iter().map(|r| serde_json::json!({"code": r.code, "name": r.name, "depth": r.depth,
-                    "debit": r.debit, "credit": r.credit, "balance": r.balance()})).collect::<Vec<_>>(),
-                "total_debit": tb.total_debit, "total_credit": tb.total_credit, "difference": tb.difference(),
+                "currencies": books, "balanced": tb.difference().is_zero(),
             }))?
         );
-    } else {
-        println!(
-            "{:<36} {:>16} {:>16} {:>16}",
-            "account", "debit", "credit", "balance"
-        );
-        for r in &tb.rows {
-            let label = format!("{}{} {}", "  ".repeat(r.depth), r.code, r.name);
-            println!(
-                "{label:<36} {:>16} {:>16} {:>16}",
-                r.debit,
-                r.credit,
-                r.balance()
-            );
-        }
-        println!(
-            "\ntotal debits {}  total credits {}  debits - credits = {}",
-            tb.total_debit,
-            tb.total_credit,
-            tb.difference()
-        );
+    } else if tb.currencies.is_empty() {
+        println!("the journal has no entries");
+    }
+    for book in tb.currencies.iter().filter(|_| !g.json) {
+        print_trial_balance(book);
     }
     Ok(if tb.difference().is_zero() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn trial_balance_json(c: &repayd::store::ledger::CurrencyBalance) -> serde_json::Value {
+    let rows: Vec<_> = c
+        .rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({"code": r.code, "name": r.name, "depth": r.depth,
+                "debit": r.debit, "credit": r.credit, "balance": r.balance()})
+        })
+        .collect();
+    serde_json::json!({
+        "currency": c.currency, "rows": rows, "total_debit": c.total_debit,
+        "total_credit": c.total_credit, "difference": c.difference(),
+    })
+}
+
+/// One currency's table; amounts of different currencies are never in one column.
+fn print_trial_balance(c: &repayd::store::ledger::CurrencyBalance) {
+    let cur = if c.currency.is_empty() {
+        "(no currency)"
+    } else {
+        &c.currency
+    };
+    println!("== {cur} ==");
+    println!(
+        "{:<36} {:>16} {:>16} {:>16}",
+        "account", "debit", "credit", "balance"
+    );
+    for r in &c.rows {
+        let label = format!("{}{} {}", "  ".repeat(r.depth), r.code, r.name);
+        println!(
+            "{label:<36} {:>16} {:>16} {:>16}",
+            r.debit,
+            r.credit,
+            r.balance()
+        );
+    }
+    println!(
+        "{cur} total debits {}  total credits {}  debits - credits = {}\n",
+        c.total_debit,
+        c.total_credit,
+        c.difference()
+    );
 }
 
 fn print_bench(r: &bench::BenchReport) {

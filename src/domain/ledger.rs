@@ -57,6 +57,8 @@ pub struct Entry {
     pub id: i64,
     pub kind: &'static str,
     pub loan_id: Option<String>,
+    /// Every line of an entry is in this currency: balances are kept per currency.
+    pub currency: String,
     pub attempt_id: Option<i64>,
     pub posted_at: i64,
     pub memo: String,
@@ -207,7 +209,7 @@ mod tests {
             }).collect();
             let (alloc, over) = crate::domain::allocate(
                 paid, &outstanding, &Component::DEFAULT_ORDER, crate::domain::InstallmentOrder::OldestFirst);
-            let e = Entry { id: 1, kind: "repayment", loan_id: None, attempt_id: None, posted_at: 0,
+            let e = Entry { id: 1, kind: "repayment", loan_id: None, currency: "CNY".into(), attempt_id: None, posted_at: 0,
                 memo: "t".into(), lines: repayment_lines("sim", paid, &alloc, over) };
             prop_assert!(e.check_balanced().is_ok());
         }
@@ -221,6 +223,7 @@ mod tests {
                 id: 1,
                 kind: "x",
                 loan_id: None,
+                currency: "CNY".into(),
                 attempt_id: None,
                 posted_at: 0,
                 memo: "m".into(),
@@ -254,6 +257,7 @@ mod tests {
             id: 1,
             kind: "opening",
             loan_id: None,
+            currency: "CNY".into(),
             attempt_id: None,
             posted_at: 0,
             memo: "x".into(),

@@ -72,6 +72,8 @@ pub struct RefundDone {
 
 struct Original {
     loan_id: String,
+    /// The repayment entry's currency; its corrections are in the same one.
+    currency: String,
     amount: Decimal,
     entry_id: i64,
     /// Credit lines in posting order: (account, seq, component, amount).
@@ -150,6 +152,7 @@ pub async fn refund_in(
         id: entry_id,
         kind: req.kind.entry_kind(),
         loan_id: Some(orig.loan_id.clone()),
+        currency: orig.currency.clone(),
         attempt_id: None,
         posted_at: now.timestamp_millis(),
         memo: format!(
@@ -207,13 +210,14 @@ async fn original(conn: &mut AnyConnection, attempt: i64) -> Result<Original, Re
         .await?
         .ok_or(ReconError::AttemptNotFound(attempt))?;
     let status: String = a.get("status");
-    let entry: Option<i64> = sqlx::query_scalar(
-        "SELECT id FROM journal_entries WHERE attempt_id = $1 AND kind = 'repayment'",
+    let entry: Option<(i64, Option<String>)> = sqlx::query_as(
+        "SELECT id, currency FROM journal_entries WHERE attempt_id = $1 AND kind = 'repayment'",
     )
     .bind(attempt)
     .fetch_optional(&mut *conn)
     .await?;
-    let (true, Some(entry_id)) = (status == AttemptStatus::Succeeded.as_str(), entry) else {
+    let (true, Some((entry_id, currency))) = (status == AttemptStatus::Succeeded.as_str(), entry)
+    else {
         return Err(ReconError::NotSucceeded {
             id: attempt,
             status,
@@ -244,6 +248,8 @@ async fn original(conn: &mut AnyConnection, attempt: i64) -> Result<Original, Re
     }
     Ok(Original {
         loan_id: a.get("loan_id"),
+        // Every repayment entry has its currency (migration 0011 filled the older ones).
+        currency: currency.unwrap_or_default(),
         amount: amount.min(from_minor(a.get("amount"))),
         entry_id,
         credits,
@@ -414,6 +420,7 @@ mod tests {
             let lines = ledger::repayment_lines("sim", paid, &allocs, over);
             let orig = Original {
                 loan_id: "L".into(),
+                currency: "CNY".into(),
                 amount: paid,
                 entry_id: 1,
                 credits: lines.iter().filter(|l| l.credit > Decimal::ZERO)
@@ -433,7 +440,7 @@ mod tests {
                 prop_assert_eq!(sum + from_over, ask);
                 prop_assert!(from_over == ask || from_over == held, "overpayment first");
                 let e = ledger::reversal_lines(from_over, &parts, ledger::BANK);
-                let entry = Entry { id: 2, kind: "reversal", loan_id: None, attempt_id: None,
+                let entry = Entry { id: 2, kind: "reversal", loan_id: None, currency: "CNY".into(), attempt_id: None,
                     posted_at: 0, memo: "r".into(), lines: e };
                 prop_assert!(entry.check_balanced().is_ok());
                 *done.entry((ledger::OVERPAYMENTS.to_string(), None, None)).or_default() += from_over;

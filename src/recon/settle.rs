@@ -11,11 +11,13 @@ use chrono::{DateTime, Days, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use sqlx::Row;
+use std::collections::BTreeMap;
 
 /// One settlement posted.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Settled {
     pub channel: String,
+    pub currency: String,
     pub stmt_date: String,
     pub settle_date: String,
     pub gross: Decimal,
@@ -26,8 +28,8 @@ pub struct Settled {
 }
 
 /// Settle every reconciled statement day whose settle date (in the channel's zone) has come
-/// by `now`. Idempotent: one settlement per (channel, statement day), kept unique by the
-/// schema, so several daemons can call this freely.
+/// by `now`. Idempotent: one settlement per (channel, statement day, currency), kept unique
+/// by the schema, so several daemons can call this freely.
 pub async fn settle_due(engine: &Engine, now: DateTime<Utc>) -> Result<Vec<Settled>, ReconError> {
     let mut names: Vec<&String> = engine.channel_configs.keys().collect();
     names.sort();
@@ -49,86 +51,135 @@ pub async fn settle_due(engine: &Engine, now: DateTime<Utc>) -> Result<Vec<Settl
         .await?;
         for day in days {
             let day = NaiveDate::parse_from_str(&day, "%Y-%m-%d").expect("stored date");
-            if let Some(s) = settle_day(engine, cfg, day, now).await? {
-                out.push(s);
-            }
+            out.extend(settle_day(engine, cfg, day, now).await?);
         }
     }
     Ok(out)
 }
 
+/// One statement day of one channel, settled per currency in one transaction. Another
+/// daemon that settled the day first makes every insert here a no-op: nothing is posted.
 async fn settle_day(
     engine: &Engine,
     cfg: &ChannelConfig,
     day: NaiveDate,
     now: DateTime<Utc>,
-) -> Result<Option<Settled>, ReconError> {
+) -> Result<Vec<Settled>, ReconError> {
     let mut tx = engine.db.begin().await?;
     let rows = sqlx::query(
-        "SELECT r.their_amount, COALESCE(l.fee, 0) AS fee FROM recon_items r \
+        "SELECT lo.currency, r.their_amount, COALESCE(l.fee, 0) AS fee FROM recon_items r \
          LEFT JOIN statement_lines l ON l.statement_id = r.statement_id AND l.line_no = r.line_no \
+         JOIN attempts a ON a.id = r.attempt_id JOIN loans lo ON lo.id = a.loan_id \
          WHERE r.channel = $1 AND r.recon_date = $2 AND r.outcome = 'matched' AND r.their_status = 'success'",
     )
     .bind(&cfg.name)
     .bind(day.to_string())
     .fetch_all(&mut *tx)
     .await?;
-    let (mut gross, mut fees) = (Decimal::ZERO, Decimal::ZERO);
-    for r in &rows {
-        let amount = from_minor(r.get("their_amount"));
-        gross += amount;
-        fees += cfg.settlement.fee_of(amount, from_minor(r.get("fee")));
-    }
-    let fees = fees.min(gross);
+    let lines = rows.iter().map(|r| {
+        (
+            r.get("currency"),
+            from_minor(r.get("their_amount")),
+            from_minor(r.get("fee")),
+        )
+    });
     let settle_date = day + Days::new(cfg.settlement.days.into());
-    // A day with nothing to settle still gets its row, so it is not looked at again, but no
-    // entry: the journal holds no entry without lines.
-    let entry_id = match gross > Decimal::ZERO {
-        true => Some(alloc_on(&mut tx, "entry", 1).await?),
-        false => None,
-    };
-    let id = alloc_on(&mut tx, "settlement", 1).await?;
+    let mut out = Vec::new();
+    for (currency, (gross, fees)) in day_totals(cfg, lines) {
+        let s = Settled {
+            channel: cfg.name.clone(),
+            currency,
+            stmt_date: day.to_string(),
+            settle_date: settle_date.to_string(),
+            gross,
+            fees,
+            net: gross - fees,
+            entry_id: None,
+        };
+        match record(&mut tx, cfg, s, now).await? {
+            Some(s) => out.push(s),
+            None => {
+                tx.rollback().await?;
+                return Ok(Vec::new());
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// Gross and fees per currency of a day's matched successes `(currency, amount, line fee)`.
+/// A day without any still gets one total (currency `""`, zero), whose row marks it done.
+fn day_totals(
+    cfg: &ChannelConfig,
+    lines: impl Iterator<Item = (String, Decimal, Decimal)>,
+) -> BTreeMap<String, (Decimal, Decimal)> {
+    let mut out: BTreeMap<String, (Decimal, Decimal)> = BTreeMap::new();
+    for (currency, amount, fee) in lines {
+        let t = out.entry(currency).or_default();
+        t.0 += amount;
+        t.1 += cfg.settlement.fee_of(amount, fee);
+    }
+    for t in out.values_mut() {
+        t.1 = t.1.min(t.0);
+    }
+    if out.is_empty() {
+        out.insert(String::new(), (Decimal::ZERO, Decimal::ZERO));
+    }
+    out
+}
+
+/// Insert one settlement row and, when it moves money, its entry. `None` when the row was
+/// already there (another daemon settled the day).
+async fn record(
+    tx: &mut sqlx::AnyConnection,
+    cfg: &ChannelConfig,
+    mut s: Settled,
+    now: DateTime<Utc>,
+) -> Result<Option<Settled>, ReconError> {
+    // A day with nothing to settle gets its row, so it is not looked at again, but no entry:
+    // the journal holds no entry without lines.
+    if s.gross > Decimal::ZERO {
+        s.entry_id = Some(alloc_on(&mut *tx, "entry", 1).await?);
+    }
+    let id = alloc_on(&mut *tx, "settlement", 1).await?;
     let inserted = sqlx::query(
-        "INSERT INTO settlements (id, channel, stmt_date, settle_date, gross, fees, net, entry_id, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (channel, stmt_date) DO NOTHING",
+        "INSERT INTO settlements (id, channel, currency, stmt_date, settle_date, gross, fees, net, entry_id, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (channel, stmt_date, currency) DO NOTHING",
     )
     .bind(id)
-    .bind(&cfg.name)
-    .bind(day.to_string())
-    .bind(settle_date.to_string())
-    .bind(to_minor(gross)?)
-    .bind(to_minor(fees)?)
-    .bind(to_minor(gross - fees)?)
-    .bind(entry_id)
+    .bind(&s.channel)
+    .bind(&s.currency)
+    .bind(&s.stmt_date)
+    .bind(&s.settle_date)
+    .bind(to_minor(s.gross)?)
+    .bind(to_minor(s.fees)?)
+    .bind(to_minor(s.net)?)
+    .bind(s.entry_id)
     .bind(now.timestamp_millis())
     .execute(&mut *tx)
     .await?
     .rows_affected();
     if inserted == 0 {
-        tx.rollback().await?;
         return Ok(None);
     }
-    if let Some(id) = entry_id {
+    if let Some(id) = s.entry_id {
         let entry = Entry {
             id,
             kind: "settlement",
             loan_id: None,
+            currency: s.currency.clone(),
             attempt_id: None,
             posted_at: now.timestamp_millis(),
-            memo: format!("settlement {} {day} (T+{})", cfg.name, cfg.settlement.days),
-            lines: ledger::settlement_lines(&cfg.name, gross, fees),
+            memo: format!(
+                "settlement {} {} {} (T+{})",
+                cfg.name, s.currency, s.stmt_date, cfg.settlement.days
+            ),
+            lines: ledger::settlement_lines(&cfg.name, s.gross, s.fees),
         };
-        crate::store::ledger::post_entries(&mut tx, &[entry]).await?;
+        crate::store::ledger::post_entries(&mut *tx, &[entry]).await?;
+        tracing::info!(channel = %cfg.name, currency = %s.currency, day = %s.stmt_date,
+            gross = %s.gross, fees = %s.fees, "settled");
     }
-    tx.commit().await?;
-    tracing::info!(channel = %cfg.name, %day, %gross, %fees, "settled");
-    Ok(Some(Settled {
-        channel: cfg.name.clone(),
-        stmt_date: day.to_string(),
-        settle_date: settle_date.to_string(),
-        gross,
-        fees,
-        net: gross - fees,
-        entry_id,
-    }))
+    Ok(Some(s))
 }

@@ -275,6 +275,7 @@ async fn insert_new(
             id: next_entry,
             kind: "opening",
             loan_id: Some(l.id.clone()),
+            currency: l.currency.clone(),
             attempt_id: None,
             posted_at: now_ms,
             memo: format!("opening balance of loan {}", l.id),

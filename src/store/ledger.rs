@@ -1,12 +1,13 @@
 //! The journal and the chart of accounts in the database: entries written in a few
 //! multi-row statements (each checked balanced first), channel clearing accounts, and the
-//! trial balance rolled up the account tree.
+//! trial balance rolled up the account tree, per currency.
 
 use crate::domain::ledger::{clearing_account, Entry, Unbalanced, CLEARING};
 use crate::domain::{from_minor, to_minor, MoneyError};
 use crate::store::{Rows, Val};
 use rust_decimal::Decimal;
 use sqlx::{AnyConnection, Row};
+use std::collections::{BTreeMap, HashMap};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -42,7 +43,7 @@ async fn post_linked(
     if entries.is_empty() {
         return Ok(());
     }
-    let mut heads = Rows::new(7);
+    let mut heads = Rows::new(8);
     let mut lines = Rows::new(8);
     for (e, c) in entries.iter().zip(corrects) {
         e.check_balanced()?;
@@ -54,6 +55,7 @@ async fn post_linked(
             e.posted_at.into(),
             e.memo.clone().into(),
             (*c).into(),
+            e.currency.clone().into(),
         ]);
         for (i, l) in e.lines.iter().enumerate() {
             lines.push(vec![
@@ -71,7 +73,7 @@ async fn post_linked(
     heads
         .insert(
             conn,
-            "INSERT INTO journal_entries (id, kind, loan_id, attempt_id, posted_at, memo, corrects_entry)",
+            "INSERT INTO journal_entries (id, kind, loan_id, attempt_id, posted_at, memo, corrects_entry, currency)",
             "",
         )
         .await?;
@@ -127,61 +129,97 @@ impl BalanceRow {
     }
 }
 
+/// The trial balance of one currency.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct TrialBalance {
+pub struct CurrencyBalance {
+    /// `""` for entries made before entries had a currency that could not be given one
+    /// (a settlement that summed several currencies); `repayd verify` names them.
+    pub currency: String,
     /// The account tree in depth-first order; parents include their children's totals.
     pub rows: Vec<BalanceRow>,
     pub total_debit: Decimal,
     pub total_credit: Decimal,
 }
 
-impl TrialBalance {
+impl CurrencyBalance {
     pub fn difference(&self) -> Decimal {
         self.total_debit - self.total_credit
     }
 }
 
-/// Sum the journal per account (in the database) and roll the totals up the tree.
+/// The trial balance, one per currency: amounts in different currencies are never added.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Default)]
+pub struct TrialBalance {
+    pub currencies: Vec<CurrencyBalance>,
+}
+
+impl TrialBalance {
+    /// The sum of each currency's |debits − credits|: zero exactly when every currency
+    /// balances on its own.
+    pub fn difference(&self) -> Decimal {
+        self.currencies.iter().map(|c| c.difference().abs()).sum()
+    }
+}
+
+/// Sum the journal per currency and account (in the database) and roll the totals up the
+/// tree, once per currency.
 pub async fn trial_balance(conn: &mut AnyConnection) -> Result<TrialBalance, sqlx::Error> {
     let accounts = sqlx::query("SELECT code, parent, name FROM accounts ORDER BY code")
         .fetch_all(&mut *conn)
         .await?;
     let sums = sqlx::query(
-        "SELECT account, CAST(COALESCE(SUM(debit),0) AS BIGINT) AS d, \
-         CAST(COALESCE(SUM(credit),0) AS BIGINT) AS c FROM journal_lines GROUP BY account",
+        "SELECT COALESCE(e.currency, '') AS currency, l.account, \
+         CAST(COALESCE(SUM(l.debit),0) AS BIGINT) AS d, CAST(COALESCE(SUM(l.credit),0) AS BIGINT) AS c \
+         FROM journal_lines l JOIN journal_entries e ON e.id = l.entry_id \
+         GROUP BY COALESCE(e.currency, ''), l.account",
     )
     .fetch_all(&mut *conn)
     .await?;
-    let mut own = std::collections::HashMap::new();
+    let mut own: BTreeMap<String, HashMap<String, (i64, i64)>> = BTreeMap::new();
     for r in &sums {
-        let acct: String = r.get("account");
-        own.insert(acct, (r.get::<i64, _>("d"), r.get::<i64, _>("c")));
+        own.entry(r.get("currency")).or_default().insert(
+            r.get("account"),
+            (r.get::<i64, _>("d"), r.get::<i64, _>("c")),
+        );
     }
     let accts: Vec<(String, Option<String>, String)> = accounts
         .iter()
         .map(|r| (r.get("code"), r.get("parent"), r.get("name")))
         .collect();
+    let currencies = own
+        .into_iter()
+        .map(|(currency, own)| one_currency(currency, &accts, &own))
+        .collect();
+    Ok(TrialBalance { currencies })
+}
+
+fn one_currency(
+    currency: String,
+    accts: &[(String, Option<String>, String)],
+    own: &HashMap<String, (i64, i64)>,
+) -> CurrencyBalance {
     let mut rows = Vec::new();
-    for (code, parent, _) in accts.iter() {
+    for (code, parent, _) in accts {
         if parent.is_none() {
-            push_subtree(code, 0, &accts, &own, &mut rows);
+            push_subtree(code, 0, accts, own, &mut rows);
         }
     }
     let (td, tc) = own
         .values()
         .fold((0i64, 0i64), |(d, c), (a, b)| (d + a, c + b));
-    Ok(TrialBalance {
+    CurrencyBalance {
+        currency,
         rows,
         total_debit: from_minor(td),
         total_credit: from_minor(tc),
-    })
+    }
 }
 
 fn push_subtree(
     code: &str,
     depth: usize,
     accts: &[(String, Option<String>, String)],
-    own: &std::collections::HashMap<String, (i64, i64)>,
+    own: &HashMap<String, (i64, i64)>,
     out: &mut Vec<BalanceRow>,
 ) -> (i64, i64) {
     let idx = out.len();

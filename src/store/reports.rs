@@ -840,11 +840,13 @@ pub struct PortfolioSummary {
     pub installments_due: i64,
     pub collected_in_full: i64,
     pub collected_in_steps: i64,
-    pub overdue_by_bucket: BTreeMap<String, (i64, Decimal)>,
+    /// bucket → currency → (loans, amount overdue).
+    pub overdue_by_bucket: BTreeMap<String, BTreeMap<String, (i64, Decimal)>>,
     pub loans_in_collections: i64,
     pub attempts: BTreeMap<String, i64>,
     pub notices: BTreeMap<String, i64>,
-    pub collected: Decimal,
+    /// Money collected by succeeded attempts, per currency.
+    pub collected: BTreeMap<String, Decimal>,
     pub trial_balance: Option<TrialBalance>,
 }
 
@@ -873,12 +875,16 @@ pub async fn portfolio_summary(
     s.overdue_by_bucket = overdue_buckets(conn, policies, now).await?;
     s.attempts = counts_by_kind_status(conn, "attempts").await?;
     s.notices = counts_by_kind_status(conn, "notices").await?;
-    let collected: i64 = sqlx::query_scalar(
-        "SELECT CAST(COALESCE(SUM(amount),0) AS BIGINT) FROM attempts WHERE status = 'succeeded'",
+    let collected = sqlx::query(
+        "SELECT l.currency, CAST(COALESCE(SUM(a.amount),0) AS BIGINT) AS amt FROM attempts a \
+         JOIN loans l ON l.id = a.loan_id WHERE a.status = 'succeeded' GROUP BY l.currency",
     )
-    .fetch_one(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
-    s.collected = from_minor(collected);
+    s.collected = collected
+        .iter()
+        .map(|r| (r.get("currency"), from_minor(r.get("amt"))))
+        .collect();
     s.trial_balance = Some(trial_balance(conn).await?);
     Ok(s)
 }
@@ -915,12 +921,12 @@ async fn overdue_buckets(
     conn: &mut AnyConnection,
     policies: &PolicySet,
     now: DateTime<Utc>,
-) -> Result<BTreeMap<String, (i64, Decimal)>, sqlx::Error> {
+) -> Result<BTreeMap<String, BTreeMap<String, (i64, Decimal)>>, sqlx::Error> {
     let sql = format!(
-        "SELECT i.loan_id, l.policy, l.tz, MIN(i.due_date) AS oldest, \
+        "SELECT i.loan_id, l.policy, l.tz, l.currency, MIN(i.due_date) AS oldest, \
          CAST(SUM({owed}) AS BIGINT) AS owed \
          FROM installments i JOIN loans l ON l.id = i.loan_id \
-         WHERE {open} AND i.due_date < $1 GROUP BY i.loan_id, l.policy, l.tz",
+         WHERE {open} AND i.due_date < $1 GROUP BY i.loan_id, l.policy, l.tz, l.currency",
         owed = crate::store::owed::owed("i"),
         open = crate::store::owed::open("i"),
     );
@@ -928,7 +934,7 @@ async fn overdue_buckets(
         .bind((now.date_naive() + chrono::Days::new(1)).to_string())
         .fetch_all(&mut *conn)
         .await?;
-    let mut out: BTreeMap<String, (i64, Decimal)> = BTreeMap::new();
+    let mut out: BTreeMap<String, BTreeMap<String, (i64, Decimal)>> = BTreeMap::new();
     for r in rows {
         let tz = crate::store::decode::zone(&r.get::<String, _>("tz"))?;
         let oldest = NaiveDate::parse_from_str(&r.get::<String, _>("oldest"), "%Y-%m-%d").ok();
@@ -942,7 +948,11 @@ async fn overdue_buckets(
         )
         .unwrap_or("unbucketed")
         .to_string();
-        let e = out.entry(name).or_default();
+        let e = out
+            .entry(name)
+            .or_default()
+            .entry(r.get("currency"))
+            .or_default();
         e.0 += 1;
         e.1 += from_minor(r.get("owed"));
     }

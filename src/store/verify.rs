@@ -287,13 +287,25 @@ pub async fn verify(db: &Db, opts: &VerifyOptions) -> Result<VerifyReport, Verif
 /// Every entry has lines and balances on its own.
 async fn entries(conn: &mut AnyConnection, out: &mut Findings) -> Result<(), sqlx::Error> {
     out.start(ENTRIES);
-    let sql = "SELECT e.id, e.kind, COUNT(l.entry_id) AS n, \
+    let sql = "SELECT e.id, e.kind, e.currency, COUNT(l.entry_id) AS n, \
          CAST(COALESCE(SUM(l.debit),0) AS BIGINT) AS d, CAST(COALESCE(SUM(l.credit),0) AS BIGINT) AS c \
          FROM journal_entries e LEFT JOIN journal_lines l ON l.entry_id = e.id \
-         GROUP BY e.id, e.kind";
+         GROUP BY e.id, e.kind, e.currency";
     each_row(conn, sql, out, |r, out| {
         let (id, n, d, c) = (int(r, "id")?, int(r, "n")?, int(r, "d")?, int(r, "c")?);
         let kind = text(r, "kind")?;
+        if text(r, "currency")?.is_none_or(|c| c.is_empty()) {
+            out.add(
+                "journal_entries",
+                format!("id={id}"),
+                format!(
+                    "{} entry has no currency, so no currency's trial balance holds it \
+                     (a settlement made before entries had a currency has none when it \
+                     summed several)",
+                    show(&kind)
+                ),
+            );
+        }
         if n == 0 {
             out.add(
                 "journal_entries",
@@ -371,44 +383,81 @@ async fn lines(conn: &mut AnyConnection, out: &mut Findings) -> Result<(), sqlx:
     Ok(())
 }
 
-/// The trial balance is zero, and its rolled-up balances (computed in Rust by
-/// `crate::store::ledger::trial_balance`) equal direct sums over each account's subtree in SQL.
+/// The trial balance is zero in every currency, and its rolled-up balances (computed in
+/// Rust by `crate::store::ledger::trial_balance`) equal direct sums over each account's
+/// subtree in SQL, currency by currency.
 async fn trial_balance_rollup(
     conn: &mut AnyConnection,
     out: &mut Findings,
 ) -> Result<(), sqlx::Error> {
     out.start(TRIAL_BALANCE);
     let tb = trial_balance(conn).await?;
-    if tb.difference() != rust_decimal::Decimal::ZERO {
-        out.add(
-            "journal_lines",
-            "(all)",
-            format!(
-                "trial balance is off: debits {} != credits {}",
-                tb.total_debit, tb.total_credit
-            ),
-        );
-    }
     let sql = "WITH RECURSIVE tree(root, code) AS ( \
            SELECT code, code FROM accounts \
            UNION SELECT t.root, a.code FROM tree t JOIN accounts a ON a.parent = t.code) \
-         SELECT t.root AS code, CAST(COALESCE(SUM(s.d),0) AS BIGINT) AS d, CAST(COALESCE(SUM(s.c),0) AS BIGINT) AS c \
-         FROM tree t LEFT JOIN (SELECT account, SUM(debit) AS d, SUM(credit) AS c FROM journal_lines GROUP BY account) s \
-         ON s.account = t.code GROUP BY t.root";
+         SELECT s.currency, t.root AS code, CAST(COALESCE(SUM(s.d),0) AS BIGINT) AS d, \
+         CAST(COALESCE(SUM(s.c),0) AS BIGINT) AS c \
+         FROM tree t JOIN (SELECT COALESCE(e.currency, '') AS currency, l.account, \
+           SUM(l.debit) AS d, SUM(l.credit) AS c FROM journal_lines l \
+           JOIN journal_entries e ON e.id = l.entry_id GROUP BY COALESCE(e.currency, ''), l.account) s \
+         ON s.account = t.code GROUP BY s.currency, t.root";
     // The chart of accounts is small (one clearing account per channel), so held in memory.
-    let mut direct: HashMap<String, (i64, i64)> = HashMap::new();
+    let mut direct: HashMap<(String, String), (i64, i64)> = HashMap::new();
     each_row(conn, sql, out, |r, _| {
-        let code = text(r, "code")?.unwrap_or_default();
-        direct.insert(code, (int(r, "d")?, int(r, "c")?));
+        let key = (
+            text(r, "currency")?.unwrap_or_default(),
+            text(r, "code")?.unwrap_or_default(),
+        );
+        direct.insert(key, (int(r, "d")?, int(r, "c")?));
         Ok(())
     })
     .await?;
-    for row in &tb.rows {
-        let (d, c) = direct.remove(&row.code).unwrap_or((0, 0));
+    for book in &tb.currencies {
+        balance_of(book, &mut direct, out);
+    }
+    // Sums of accounts the tree walk in Rust never reached.
+    let mut orphans: Vec<_> = direct.into_iter().filter(|(_, v)| *v != (0, 0)).collect();
+    orphans.sort();
+    for ((currency, code), (d, c)) in orphans {
+        out.add(
+            "accounts",
+            format!("code={code}"),
+            format!(
+                "not under any root account (its parent is missing or a cycle), so {currency} Dr {} Cr {} are left out of the trial balance",
+                money(d),
+                money(c)
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// One currency's trial balance: zero, and each row equal to its subtree's direct sums
+/// (which are taken out of `direct`).
+fn balance_of(
+    book: &crate::store::ledger::CurrencyBalance,
+    direct: &mut HashMap<(String, String), (i64, i64)>,
+    out: &mut Findings,
+) {
+    let cur = &book.currency;
+    if book.difference() != rust_decimal::Decimal::ZERO {
+        out.add(
+            "journal_lines",
+            format!("currency={cur}"),
+            format!(
+                "trial balance is off: debits {} != credits {}",
+                book.total_debit, book.total_credit
+            ),
+        );
+    }
+    for row in &book.rows {
+        let (d, c) = direct
+            .remove(&(cur.clone(), row.code.clone()))
+            .unwrap_or((0, 0));
         if to_minor(row.debit).ok() != Some(d) || to_minor(row.credit).ok() != Some(c) {
             out.add(
                 "accounts",
-                format!("code={}", row.code),
+                format!("code={} currency={cur}", row.code),
                 format!(
                     "rolled-up balance Dr {} Cr {} but its subtree's lines sum to Dr {} Cr {}",
                     row.debit,
@@ -419,20 +468,6 @@ async fn trial_balance_rollup(
             );
         }
     }
-    let mut orphans: Vec<_> = direct.into_iter().collect();
-    orphans.sort();
-    for (code, (d, c)) in orphans {
-        out.add(
-            "accounts",
-            format!("code={code}"),
-            format!(
-                "not under any root account (its parent is missing or a cycle), so Dr {} Cr {} are left out of the trial balance",
-                money(d),
-                money(c)
-            ),
-        );
-    }
-    Ok(())
 }
 
 /// Component lines of repayments and reversals sit on the component's own account.
@@ -1100,7 +1135,8 @@ async fn settlements(conn: &mut AnyConnection, out: &mut Findings) -> Result<(),
         )
     };
     let sql = format!(
-        "SELECT s.id, s.channel, s.stmt_date, s.gross, s.fees, s.net, s.entry_id AS seid, e.id AS eid, e.kind, \
+        "SELECT s.id, s.channel, s.stmt_date, s.currency, s.gross, s.fees, s.net, s.entry_id AS seid, \
+           e.id AS eid, e.kind, e.currency AS entry_currency, \
            {} AS bank, {} AS fee_d, {} AS cleared \
          FROM settlements s LEFT JOIN journal_entries e ON e.id = s.entry_id ORDER BY s.id",
         sum("debit", "'1200'"),
@@ -1145,6 +1181,18 @@ async fn settlements(conn: &mut AnyConnection, out: &mut Findings) -> Result<(),
                 "its settlement journal entry does not exist",
             );
             return Ok(());
+        }
+        let (ours, theirs) = (text(r, "currency")?, text(r, "entry_currency")?);
+        if ours != theirs {
+            out.add(
+                "settlements",
+                key.clone(),
+                format!(
+                    "the row is in {} but its entry in {}",
+                    show(&ours),
+                    show(&theirs)
+                ),
+            );
         }
         let (bank, fee_d, cleared) = (int(r, "bank")?, int(r, "fee_d")?, int(r, "cleared")?);
         if bank != net || fee_d != fees || cleared != gross {

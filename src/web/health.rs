@@ -1,5 +1,7 @@
-//! `/healthz`: no token; the database and the last tick.
+//! `/healthz` (no token: the database and the last tick) and `/metrics` (Prometheus, viewer
+//! token).
 
+use crate::web::auth::{AuthError, Principal, Role};
 use crate::web::state::ApiState;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -26,4 +28,18 @@ pub async fn healthz(State(s): State<ApiState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body)).into_response()
+}
+
+/// The metrics page; needs a viewer token like the rest of the API.
+pub async fn metrics(p: Result<Principal, AuthError>, State(s): State<ApiState>) -> Response {
+    if let Err(e) = p.and_then(|p| p.require(Role::Viewer)) {
+        return e.into_response();
+    }
+    // A database that cannot answer leaves the last values; the page itself still serves.
+    if let Ok(g) = crate::engine::gauges::read_gauges(&s.engine, crate::engine::clock::now()).await
+    {
+        crate::web::metrics::set_gauges(&g);
+    }
+    crate::web::metrics::process_collector().collect();
+    s.metrics.render().into_response()
 }

@@ -1,15 +1,14 @@
-//! `/metrics` (Prometheus, viewer token): the recorder, every metric's help text in one
-//! place, the gauges read from the database at each scrape, and the count of HTTP requests.
+//! The Prometheus recorder behind `/metrics` (served by `health`): every metric's help text
+//! in one place, the gauges read from the database at each scrape, and the count of HTTP
+//! requests.
 //!
 //! Why one catalogue: `promtool check metrics` refuses a metric without HELP, and the
 //! emitters sit in several layers (engine, recon, adapters) that must not depend on the web.
 
-use crate::engine::{clock, gauges};
-use crate::web::auth::{AuthError, Principal, Role};
-use crate::web::state::ApiState;
-use axum::extract::{MatchedPath, Request, State};
+use crate::engine::gauges;
+use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
@@ -99,25 +98,13 @@ fn describe() {
     metrics::gauge!("repayd_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
-fn process_collector() -> &'static metrics_process::Collector {
+pub fn process_collector() -> &'static metrics_process::Collector {
     static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
     COLLECTOR.get_or_init(metrics_process::Collector::default)
 }
 
-/// The metrics page; needs a viewer token like the rest of the API.
-pub async fn page(p: Result<Principal, AuthError>, State(s): State<ApiState>) -> Response {
-    if let Err(e) = p.and_then(|p| p.require(Role::Viewer)) {
-        return e.into_response();
-    }
-    // A database that cannot answer leaves the last values; the page itself still serves.
-    if let Ok(g) = gauges::read_gauges(&s.engine, clock::now()).await {
-        set_gauges(&g);
-    }
-    process_collector().collect();
-    s.metrics.render().into_response()
-}
-
-fn set_gauges(g: &gauges::Gauges) {
+/// Set the gauges read from the database at a scrape.
+pub fn set_gauges(g: &gauges::Gauges) {
     metrics::gauge!("repayd_due_lag_seconds").set(g.due_lag_seconds);
     for (kind, n) in &g.pending_actions {
         metrics::gauge!("repayd_pending_actions", "kind" => kind.clone()).set(*n as f64);

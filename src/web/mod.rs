@@ -21,7 +21,7 @@ use axum::Router;
 /// limited per client address rather than for all clients together.
 pub fn app(state: ApiState) -> Router {
     Router::new()
-        .route("/metrics", get(metrics::page))
+        .route("/metrics", get(health::metrics))
         .route(
             "/webhooks/channels/{name}",
             post(webhooks::channel_callback),

@@ -169,7 +169,10 @@ fn refused_postgres_is_named_at_once() {
     assert!(msg.contains("127.0.0.1:1"), "{msg}");
     assert_eq!(msg.matches("refused").count(), 1, "the cause once: {msg}");
     // Far below the pool's 30 s: the refusal itself is the answer.
-    assert!(waited < std::time::Duration::from_secs(20), "{waited:?}: {msg}");
+    assert!(
+        waited < std::time::Duration::from_secs(20),
+        "{waited:?}: {msg}"
+    );
 }
 
 /// Logs and errors written to a pipe carry no ANSI colour codes.
@@ -179,13 +182,23 @@ fn output_to_a_pipe_has_no_colour_codes() {
     let db = format!("sqlite://{}", dir.path().join("c.db").display());
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_repayd"))
         .current_dir(dir.path())
-        .args(["--database", &db, "run", "--once", "--now", "2027-01-15T08:00:00Z"])
+        .args([
+            "--database",
+            &db,
+            "run",
+            "--once",
+            "--now",
+            "2027-01-15T08:00:00Z",
+        ])
         .env("REPAYD_LOG", "debug")
         .output()
         .expect("run repayd");
     let all = text(&out);
     assert!(all.contains("DEBUG") || all.contains("INFO"), "{all}");
-    assert!(!all.contains('\u{1b}'), "colour codes in piped output:\n{all}");
+    assert!(
+        !all.contains('\u{1b}'),
+        "colour codes in piped output:\n{all}"
+    );
 }
 
 /// The tester's poison loan, left in the database by an earlier version: `run --once`

@@ -39,9 +39,16 @@ async fn demo_collects_the_sample_portfolio_with_a_zero_trial_balance() {
         "hard failures asked to re-bind"
     );
     assert!(!s.overdue_by_bucket.is_empty());
+    // The sample holds three currencies; each has its own trial balance, and each is zero.
     let tb = s.trial_balance.unwrap();
-    assert!(tb.total_debit > rust_decimal::Decimal::ZERO);
-    assert_eq!(tb.difference(), rust_decimal::Decimal::ZERO);
+    let books: Vec<&str> = tb.currencies.iter().map(|c| c.currency.as_str()).collect();
+    assert_eq!(books, ["CNY", "GBP", "USD"]);
+    for c in &tb.currencies {
+        assert!(c.total_debit > rust_decimal::Decimal::ZERO, "{c:?}");
+        assert_eq!(c.difference(), rust_decimal::Decimal::ZERO, "{c:?}");
+    }
+    let collected: Vec<&String> = s.collected.keys().collect();
+    assert_eq!(collected, ["CNY", "GBP", "USD"], "collected per currency");
     // Run again in the same folder: a fresh database, the same figures.
     let again = run_demo(&opts).await.unwrap();
     assert_eq!(again.collected, s.collected);

@@ -839,3 +839,76 @@ async fn settlement_by_rate_waits_for_its_day(backend: Backend) {
     app.cleanup().await;
 }
 both_backends!(settlement_by_rate_waits_for_its_day);
+
+/// One channel collects in two currencies: the day settles once per currency, each with its
+/// own entry, and each currency's trial balance is zero on its own (none adds CNY to GBP).
+async fn settlement_is_per_currency(backend: Backend) {
+    let app = common::spawn_app(backend, "").await;
+    let mut pound = one_loan("X-GBP", "test", "AGR-2", &[("2026-12-19", "100.00")]);
+    pound["currency"] = "GBP".into();
+    import_loans(
+        &app,
+        vec![
+            one_loan("X-CNY", "test", "AGR-1", &[("2026-12-19", "300.00")]),
+            pound,
+        ],
+    )
+    .await;
+    app.run(at("2026-12-19T08:00:00Z")).await;
+    let file = app.statement_file("unionpay", date("2026-12-19")).await;
+    let out = recon::import_file(
+        &app.engine,
+        "unionpay",
+        &file,
+        None,
+        at("2026-12-20T09:00:00Z"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.outcomes["matched"], 2);
+    let mut settled: Vec<(String, Decimal)> = out
+        .settled
+        .iter()
+        .map(|s| (s.currency.clone(), s.gross))
+        .collect();
+    settled.sort();
+    assert_eq!(
+        settled,
+        [
+            ("CNY".to_string(), dec!(300)),
+            ("GBP".to_string(), dec!(100))
+        ]
+    );
+    let mut conn = app.engine.db.pool.acquire().await.unwrap();
+    let tb = repayd::store::ledger::trial_balance(&mut conn)
+        .await
+        .unwrap();
+    drop(conn);
+    let books: Vec<&str> = tb.currencies.iter().map(|c| c.currency.as_str()).collect();
+    assert_eq!(books, ["CNY", "GBP"]);
+    for book in &tb.currencies {
+        assert_eq!(book.difference(), Decimal::ZERO, "{book:?}");
+        let clearing = book
+            .rows
+            .iter()
+            .find(|r| r.code == "1100.unionpay")
+            .unwrap();
+        assert_eq!(
+            clearing.balance(),
+            Decimal::ZERO,
+            "{}: cleared",
+            book.currency
+        );
+    }
+    // Settling again finds nothing new.
+    assert!(recon::settle_due(&app.engine, at("2026-12-22T00:00:00Z"))
+        .await
+        .unwrap()
+        .is_empty());
+    let report = repayd::store::verify::verify(&app.engine.db, &Default::default())
+        .await
+        .unwrap();
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    app.cleanup().await;
+}
+both_backends!(settlement_is_per_currency);

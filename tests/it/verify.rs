@@ -201,13 +201,15 @@ async fn unbalanced_entry(backend: Backend) {
     let app = realistic(backend).await;
     exec(
         &app,
-        "INSERT INTO journal_entries (id, kind, loan_id, posted_at, memo) VALUES (990003, 'adjustment', 'L2', 0, 'by hand')",
+        "INSERT INTO journal_entries (id, kind, loan_id, posted_at, memo, currency) VALUES \
+         (990003, 'adjustment', 'L2', 0, 'by hand', 'CNY'), (990004, 'adjustment', NULL, 0, 'no currency', NULL)",
     )
     .await;
     exec(
         &app,
         "INSERT INTO journal_lines (entry_id, line_no, account, loan_id, debit, credit) VALUES \
-         (990003, 1, '1200', 'L2', 10000, 0), (990003, 2, '3100', 'L2', 0, 9999)",
+         (990003, 1, '1200', 'L2', 10000, 0), (990003, 2, '3100', 'L2', 0, 9999), \
+         (990004, 1, '1200', NULL, 500, 0), (990004, 2, '3100', NULL, 0, 500)",
     )
     .await;
     let r = check(&app).await;
@@ -217,7 +219,8 @@ async fn unbalanced_entry(backend: Backend) {
         "id=990003",
         "unbalanced: debits 100.00 != credits 99.99",
     );
-    assert_names(&r, "journal_lines", "(all)", "trial balance is off");
+    assert_names(&r, "journal_lines", "currency=CNY", "trial balance is off");
+    assert_names(&r, "journal_entries", "id=990004", "has no currency");
     // The command exits non-zero and prints the row.
     let out = cli(&app, &["verify"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -231,7 +234,7 @@ async fn unbalanced_entry(backend: Backend) {
             .lines()
             .last()
             .unwrap()
-            .starts_with("verify: 2 finding(s)"),
+            .starts_with("verify: 3 finding(s)"),
         "{stdout}"
     );
     app.cleanup().await;

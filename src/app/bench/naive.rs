@@ -298,6 +298,7 @@ async fn post_repayment(
         id: alloc_on(conn, "entry", 1).await?,
         kind: "repayment",
         loan_id: Some(r.rec.loan_id.clone()),
+        currency: r.loan.currency.clone(),
         attempt_id: Some(r.rec.id),
         posted_at: now.timestamp_millis(),
         memo: format!("repayment {} via {}", r.rec.order_no, r.rec.channel),

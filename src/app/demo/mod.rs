@@ -64,7 +64,7 @@ pub async fn run_demo(opts: &DemoOptions) -> Result<PortfolioSummary, AppError> 
         notice_log: notices,
         ..Settings::default()
     };
-    let (engine, sims) = engine_with_sims(&settings, EngineConfig::default()).await?;
+    let (engine, _sims) = engine_with_sims(&settings, EngineConfig::default()).await?;
     let channels: Vec<String> = engine.channel_configs.keys().cloned().collect();
     let loans = crate::ops::import::read_file(&portfolio, &engine.policies, &channels)?;
     let start: DateTime<Utc> = opts.start.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
@@ -112,10 +112,6 @@ pub async fn run_demo(opts: &DemoOptions) -> Result<PortfolioSummary, AppError> 
         start.date_naive(),
         end.date_naive()
     );
-    println!(
-        "the channel simulator debited {} in total",
-        sims.total_debited()
-    );
     Ok(summary)
 }
 
@@ -140,13 +136,22 @@ pub fn print_summary(s: &PortfolioSummary) {
     println!("  collected in full        {}", s.collected_in_full);
     println!("  of which in steps        {}", s.collected_in_steps);
     println!("loans handed to collections {}", s.loans_in_collections);
-    println!("collected                  {}", s.collected);
-    println!("\n== overdue by bucket (loans, amount) ==");
+    for (currency, amount) in &s.collected {
+        println!("collected                  {currency} {amount}");
+    }
+    println!("\n== overdue by bucket ==");
     if s.overdue_by_bucket.is_empty() {
         println!("none");
+    } else {
+        println!(
+            "{:<12} {:<8} {:>5} {:>14}",
+            "bucket", "currency", "loans", "amount"
+        );
     }
-    for (b, (n, amt)) in &s.overdue_by_bucket {
-        println!("{b:<8} {n:>5}  {amt}");
+    for (b, per) in &s.overdue_by_bucket {
+        for (currency, (n, amt)) in per {
+            println!("{b:<12} {currency:<8} {n:>5} {amt:>14}");
+        }
     }
     println!("\n== attempts by kind/outcome ==");
     for (k, n) in &s.attempts {
@@ -157,12 +162,15 @@ pub fn print_summary(s: &PortfolioSummary) {
         println!("{k:<26} {n}");
     }
     if let Some(tb) = &s.trial_balance {
-        println!("\n== trial balance ==");
-        println!(
-            "debits {}  credits {}  debits - credits = {}",
-            tb.total_debit,
-            tb.total_credit,
-            tb.difference()
-        );
+        println!("\n== trial balance (per currency) ==");
+        for c in &tb.currencies {
+            println!(
+                "{:<4} debits {}  credits {}  debits - credits = {}",
+                c.currency,
+                c.total_debit,
+                c.total_credit,
+                c.difference()
+            );
+        }
     }
 }
