@@ -342,9 +342,23 @@ fn error_text(e: &anyhow::Error) -> String {
     text
 }
 
+/// A command piped into `head` ends quietly when the reader goes away, as `cat` does,
+/// instead of panicking on the next print. Rust ignores SIGPIPE by default; the daemons keep
+/// that (a closed socket is an error to handle, not a reason to exit).
+fn quiet_on_closed_pipe() {
+    // SAFETY: `signal` only sets the process's disposition of SIGPIPE back to the default;
+    // no handler of ours runs, and nothing has written to a pipe yet.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.cmd, Cmd::Serve { .. } | Cmd::ChannelSim { .. }) {
+        quiet_on_closed_pipe();
+    }
     init_logs(&cli);
     match dispatch(cli).await {
         Ok(code) => code,
@@ -794,13 +808,13 @@ fn print_trial_balance(c: &repayd::store::ledger::CurrencyBalance) {
     };
     println!("== {cur} ==");
     println!(
-        "{:<36} {:>16} {:>16} {:>16}",
+        "{:<44} {:>16} {:>16} {:>16}",
         "account", "debit", "credit", "balance"
     );
     for r in &c.rows {
         let label = format!("{}{} {}", "  ".repeat(r.depth), r.code, r.name);
         println!(
-            "{label:<36} {:>16} {:>16} {:>16}",
+            "{label:<44} {:>16} {:>16} {:>16}",
             r.debit,
             r.credit,
             r.balance()

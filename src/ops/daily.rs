@@ -1,7 +1,8 @@
 //! `repayd report daily`: the day's collections, success rates, buckets and recon cases, as
 //! CSV and as a chart.
 //!
-//! Every figure is per channel and overall (`channel = all`). Collections and success rates
+//! Every figure is per channel and overall (`channel = all`), and per currency: amounts of
+//! different currencies are never added. Collections and success rates
 //! count the attempts whose local date is the day; the delinquency buckets are as of the end
 //! of the day (payments posted after it do not count, so a past day's report stays the same;
 //! penalties and write-offs are taken as stored now); recon figures are the items of that
@@ -41,6 +42,9 @@ pub enum DailyError {
 pub struct DailyRow {
     pub section: &'static str,
     pub channel: String,
+    /// The currency of `amount` (and of the attempts or loans counted). `""` for recon items
+    /// of orders we do not know, whose currency the statement does not say.
+    pub currency: String,
     pub key: String,
     pub count: i64,
     pub succeeded: Option<i64>,
@@ -127,16 +131,17 @@ impl Tally {
     }
 }
 
-type Tallies = BTreeMap<(String, String), Tally>;
+/// (channel, currency, key): every figure is kept per currency.
+type Key = (String, String, String);
+type Tallies = BTreeMap<Key, Tally>;
 
-/// Per (channel, key) and per (all, key).
-fn tally(t: &mut Tallies, channel: &str, key: &str, x: &Tally) {
-    t.entry((channel.to_string(), key.to_string()))
-        .or_default()
-        .add(x);
-    t.entry((ALL.to_string(), key.to_string()))
-        .or_default()
-        .add(x);
+/// Per (channel, currency, key) and per (all, currency, key).
+fn tally(t: &mut Tallies, channel: &str, currency: &str, key: &str, x: &Tally) {
+    for c in [channel, ALL] {
+        t.entry((c.to_string(), currency.to_string(), key.to_string()))
+            .or_default()
+            .add(x);
+    }
 }
 
 async fn attempt_rows(
@@ -144,8 +149,9 @@ async fn attempt_rows(
     date: NaiveDate,
 ) -> Result<Vec<DailyRow>, DailyError> {
     let groups = sqlx::query(
-        "SELECT channel, kind, ladder_step, status, COUNT(*) AS n, CAST(SUM(amount) AS BIGINT) AS amount \
-         FROM attempts WHERE local_date = $1 GROUP BY channel, kind, ladder_step, status",
+        "SELECT a.channel, l.currency, a.kind, a.ladder_step, a.status, COUNT(*) AS n, \
+         CAST(SUM(a.amount) AS BIGINT) AS amount FROM attempts a JOIN loans l ON l.id = a.loan_id \
+         WHERE a.local_date = $1 GROUP BY a.channel, l.currency, a.kind, a.ladder_step, a.status",
     )
     .bind(date.to_string())
     .fetch_all(&mut *conn)
@@ -165,16 +171,17 @@ async fn attempt_rows(
             succeeded: if ok { n } else { 0 },
             collected: if ok { g.get("amount") } else { 0 },
         };
-        let channel: String = g.get("channel");
-        tally(&mut total, &channel, "succeeded", &t);
-        tally(&mut kinds, &channel, &g.get::<String, _>("kind"), &t);
+        let (channel, cur): (String, String) = (g.get("channel"), g.get("currency"));
+        tally(&mut total, &channel, &cur, "succeeded", &t);
+        tally(&mut kinds, &channel, &cur, &g.get::<String, _>("kind"), &t);
         let step = format!("step {}", g.get::<i64, _>("ladder_step") + 1);
-        tally(&mut steps, &channel, &step, &t);
+        tally(&mut steps, &channel, &cur, &step, &t);
     }
     let mut rows: Vec<DailyRow> = ordered(total)
-        .map(|((channel, key), t)| DailyRow {
+        .map(|((channel, currency, key), t)| DailyRow {
             section: COLLECTIONS,
             channel,
+            currency,
             key,
             count: t.succeeded,
             succeeded: Some(t.succeeded),
@@ -183,9 +190,10 @@ async fn attempt_rows(
         })
         .collect();
     for (section, t) in [(BY_KIND, kinds), (BY_STEP, steps)] {
-        rows.extend(ordered(t).map(|((channel, key), t)| DailyRow {
+        rows.extend(ordered(t).map(|((channel, currency, key), t)| DailyRow {
             section,
             channel,
+            currency,
             key,
             count: t.attempts,
             succeeded: Some(t.succeeded),
@@ -197,8 +205,8 @@ async fn attempt_rows(
 }
 
 /// Channels in name order with `all` last.
-fn ordered<T>(m: BTreeMap<(String, String), T>) -> impl Iterator<Item = ((String, String), T)> {
-    let (all, mut each): (Vec<_>, Vec<_>) = m.into_iter().partition(|((c, _), _)| c == ALL);
+fn ordered<T>(m: BTreeMap<Key, T>) -> impl Iterator<Item = (Key, T)> {
+    let (all, mut each): (Vec<_>, Vec<_>) = m.into_iter().partition(|((c, _, _), _)| c == ALL);
     each.extend(all);
     each.into_iter()
 }
@@ -208,6 +216,7 @@ struct LoanAcc {
     id: String,
     policy: String,
     channel: String,
+    currency: String,
     oldest_unpaid: Option<NaiveDate>,
     owed: i64,
 }
@@ -221,13 +230,13 @@ async fn bucket_rows(
     let zones: Vec<String> = sqlx::query_scalar("SELECT DISTINCT tz FROM loans")
         .fetch_all(&mut *conn)
         .await?;
-    let mut out: BTreeMap<(String, String), (i64, i64)> = BTreeMap::new();
+    let mut out: BTreeMap<Key, (i64, i64)> = BTreeMap::new();
     let next_day = date.succ_opt().unwrap_or(date);
     for zone in zones {
         let tz = crate::store::decode::zone(&zone)?;
         let end = local_to_utc(next_day, chrono::NaiveTime::MIN, tz).timestamp_millis();
         let mut stream = sqlx::query(
-            "SELECT i.loan_id, l.policy, \
+            "SELECT i.loan_id, l.policy, l.currency, \
                (SELECT m.channel FROM mandates m WHERE m.loan_id = l.id ORDER BY m.priority LIMIT 1) AS channel, \
                i.due_date, CAST(i.principal + i.interest + i.fee + i.penalty - i.wo_principal - i.wo_interest \
                  - i.wo_fee - i.wo_penalty AS BIGINT) AS due, \
@@ -237,7 +246,7 @@ async fn bucket_rows(
              LEFT JOIN journal_lines jl ON jl.loan_id = i.loan_id AND jl.seq = i.seq \
              LEFT JOIN journal_entries e ON e.id = jl.entry_id \
              WHERE l.tz = $1 AND i.due_date <= $3 \
-             GROUP BY i.loan_id, i.seq, l.id, l.policy, i.due_date, i.principal, i.interest, i.fee, i.penalty, \
+             GROUP BY i.loan_id, i.seq, l.id, l.policy, l.currency, i.due_date, i.principal, i.interest, i.fee, i.penalty, \
                i.wo_principal, i.wo_interest, i.wo_fee, i.wo_penalty \
              ORDER BY i.loan_id",
         )
@@ -257,6 +266,7 @@ async fn bucket_rows(
                     channel: r
                         .get::<Option<String>, _>("channel")
                         .unwrap_or_else(|| "none".into()),
+                    currency: r.get("currency"),
                     oldest_unpaid: None,
                     owed: 0,
                 });
@@ -273,9 +283,10 @@ async fn bucket_rows(
         close_loan(acc, policies, date, &mut out);
     }
     Ok(ordered(out)
-        .map(|((channel, key), (loans, owed))| DailyRow {
+        .map(|((channel, currency, key), (loans, owed))| DailyRow {
             section: BUCKETS,
             channel,
+            currency,
             key,
             count: loans,
             succeeded: None,
@@ -289,7 +300,7 @@ fn close_loan(
     acc: Option<LoanAcc>,
     policies: &PolicySet,
     date: NaiveDate,
-    out: &mut BTreeMap<(String, String), (i64, i64)>,
+    out: &mut BTreeMap<Key, (i64, i64)>,
 ) {
     let Some(a) = acc else { return };
     let dpd = days_past_due(a.oldest_unpaid, date);
@@ -303,7 +314,9 @@ fn close_loan(
     .unwrap_or("unbucketed")
     .to_string();
     for channel in [a.channel, ALL.to_string()] {
-        let e = out.entry((channel, bucket.clone())).or_default();
+        let e = out
+            .entry((channel, a.currency.clone(), bucket.clone()))
+            .or_default();
         e.0 += 1;
         e.1 += a.owed;
     }
@@ -315,30 +328,35 @@ async fn recon_rows(
     date: NaiveDate,
 ) -> Result<Vec<DailyRow>, DailyError> {
     let groups = sqlx::query(
-        "SELECT channel, outcome, COUNT(*) AS n, \
-           CAST(SUM(CASE WHEN case_status = 'open' THEN 1 ELSE 0 END) AS BIGINT) AS open, \
-           CAST(COALESCE(SUM(COALESCE(their_amount, our_amount, 0)),0) AS BIGINT) AS amount \
-         FROM recon_items WHERE recon_date = $1 GROUP BY channel, outcome",
+        "SELECT r.channel, COALESCE(l.currency, '') AS currency, r.outcome, COUNT(*) AS n, \
+           CAST(SUM(CASE WHEN r.case_status = 'open' THEN 1 ELSE 0 END) AS BIGINT) AS open, \
+           CAST(COALESCE(SUM(COALESCE(r.their_amount, r.our_amount, 0)),0) AS BIGINT) AS amount \
+         FROM recon_items r LEFT JOIN attempts a ON a.id = r.attempt_id \
+         LEFT JOIN loans l ON l.id = a.loan_id \
+         WHERE r.recon_date = $1 GROUP BY r.channel, COALESCE(l.currency, ''), r.outcome",
     )
     .bind(date.to_string())
     .fetch_all(&mut *conn)
     .await?;
-    let mut t: BTreeMap<(String, String), (i64, i64)> = BTreeMap::new();
+    let mut t: BTreeMap<Key, (i64, i64)> = BTreeMap::new();
     for g in groups {
-        let channel: String = g.get("channel");
+        let (channel, cur): (String, String) = (g.get("channel"), g.get("currency"));
         let (n, open, amount): (i64, i64, i64) = (g.get("n"), g.get("open"), g.get("amount"));
         for c in [channel.clone(), ALL.to_string()] {
-            let e = t.entry((c.clone(), g.get("outcome"))).or_default();
+            let e = t
+                .entry((c.clone(), cur.clone(), g.get("outcome")))
+                .or_default();
             e.0 += n;
             e.1 += amount;
-            let o = t.entry((c, "open cases".into())).or_default();
+            let o = t.entry((c, cur.clone(), "open cases".into())).or_default();
             o.0 += open;
         }
     }
     Ok(ordered(t)
-        .map(|((channel, key), (n, amount))| DailyRow {
+        .map(|((channel, currency, key), (n, amount))| DailyRow {
             section: RECON,
             channel,
+            currency,
             amount: (key != "open cases").then(|| from_minor(amount)),
             key,
             count: n,
@@ -358,6 +376,7 @@ fn write_csv(path: &Path, date: NaiveDate, rows: &[DailyRow]) -> Result<(), Dail
         "date",
         "section",
         "channel",
+        "currency",
         "key",
         "count",
         "succeeded",
@@ -371,6 +390,7 @@ fn write_csv(path: &Path, date: NaiveDate, rows: &[DailyRow]) -> Result<(), Dail
             date.to_string(),
             r.section.to_string(),
             r.channel.clone(),
+            r.currency.clone(),
             r.key.clone(),
             r.count.to_string(),
             opt(r.succeeded.map(|s| s.to_string())),
@@ -406,12 +426,18 @@ const BAR_W: f64 = 420.0;
 const ROW_H: f64 = 22.0;
 const COLORS: [&str; 5] = ["#2f6db5", "#3a9a5b", "#c98a1b", "#b5412f", "#7a4fb0"];
 
-/// Bars sized by `value` relative to the panel's largest.
-fn scaled(items: Vec<(String, Decimal, String)>) -> Vec<Bar> {
-    let max = items.iter().map(|i| i.1).max().unwrap_or(Decimal::ZERO);
+/// Bars sized by `value` relative to the largest of their group (`(group, label, value,
+/// text)`): amounts are grouped by currency, so a CNY bar is never measured against GBP.
+fn scaled(items: Vec<(String, String, Decimal, String)>) -> Vec<Bar> {
+    let mut max: BTreeMap<String, Decimal> = BTreeMap::new();
+    for (group, _, v, _) in &items {
+        let m = max.entry(group.clone()).or_default();
+        *m = (*m).max(*v);
+    }
     items
         .into_iter()
-        .map(|(label, v, value)| Bar {
+        .map(|(group, label, v, value)| (max[&group], label, v, value))
+        .map(|(max, label, v, value)| Bar {
             label,
             share: if max > Decimal::ZERO {
                 (v / max).round_dp(4).to_string().parse().unwrap_or(0.0)
@@ -432,25 +458,34 @@ fn pct(rate: Option<Decimal>) -> String {
 /// The panels of the chart, built from the rows.
 fn panels(rows: &[DailyRow]) -> Vec<(String, Vec<Bar>)> {
     let of = |s: &'static str| rows.iter().filter(move |r| r.section == s);
+    let cur = |r: &DailyRow| {
+        if r.currency.is_empty() {
+            "?".to_string()
+        } else {
+            r.currency.clone()
+        }
+    };
     let label = |r: &DailyRow| {
         if r.channel == ALL {
-            format!("{} (all)", r.key)
+            format!("{} (all) {}", r.key, cur(r))
         } else {
-            format!("{} · {}", r.key, r.channel)
+            format!("{} · {} {}", r.key, r.channel, cur(r))
         }
     };
     let collections = scaled(
         of(COLLECTIONS)
             .map(|r| {
                 let amount = r.amount.unwrap_or_default();
+                let channel = if r.channel == ALL {
+                    "all channels"
+                } else {
+                    &r.channel
+                };
                 (
-                    if r.channel == ALL {
-                        "all channels".into()
-                    } else {
-                        r.channel.clone()
-                    },
+                    cur(r),
+                    format!("{channel} {}", cur(r)),
                     amount,
-                    format!("{amount} ({} debits)", r.count),
+                    format!("{} {amount} ({} debits)", cur(r), r.count),
                 )
             })
             .collect(),
@@ -473,13 +508,21 @@ fn panels(rows: &[DailyRow]) -> Vec<(String, Vec<Bar>)> {
         of(BUCKETS)
             .map(|r| {
                 let a = r.amount.unwrap_or_default();
-                (label(r), a, format!("{a} ({} loans)", r.count))
+                (
+                    cur(r),
+                    label(r),
+                    a,
+                    format!("{} {a} ({} loans)", cur(r), r.count),
+                )
             })
             .collect(),
     );
     let recon = scaled(
         of(RECON)
-            .map(|r| (label(r), Decimal::from(r.count), r.count.to_string()))
+            .map(|r| {
+                let n = Decimal::from(r.count);
+                (String::new(), label(r), n, r.count.to_string())
+            })
             .collect(),
     );
     vec![

@@ -53,6 +53,58 @@ async fn demo_collects_the_sample_portfolio_with_a_zero_trial_balance() {
     let again = run_demo(&opts).await.unwrap();
     assert_eq!(again.collected, s.collected);
     verify_demo_database(&opts.dir);
+    daily_report_is_per_currency(&opts.dir).await;
+}
+
+/// `report daily` on the demo's busiest day: every amount row names its currency, and the
+/// overall collections are one row per currency, never one CNY + GBP number.
+async fn daily_report_is_per_currency(dir: &std::path::Path) {
+    let url = format!("sqlite://{}", dir.join("repayd.db").display());
+    let db = repayd::store::Db::open(&url).await.unwrap();
+    let policies = repayd::app::policies::load_policies(std::path::Path::new("policies")).unwrap();
+    let mut conn = db.pool.acquire().await.unwrap();
+    let day = chrono::NaiveDate::from_ymd_opt(2027, 1, 15).unwrap();
+    let rows = repayd::ops::daily::daily_rows(&mut conn, &policies, day)
+        .await
+        .unwrap();
+    let overall: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.section == repayd::ops::daily::COLLECTIONS && r.channel == "all")
+        .map(|r| r.currency.as_str())
+        .collect();
+    assert!(
+        overall.len() >= 2 && overall.contains(&"CNY"),
+        "{overall:?}"
+    );
+    let unnamed = rows
+        .iter()
+        .filter(|r| r.section != repayd::ops::daily::RECON)
+        .find(|r| r.amount.is_some() && r.currency.is_empty());
+    assert!(
+        unnamed.is_none(),
+        "an amount without its currency: {unnamed:?}"
+    );
+    // Each (channel, currency) collection row sums that currency only.
+    for r in rows
+        .iter()
+        .filter(|r| r.section == repayd::ops::daily::COLLECTIONS)
+    {
+        let sql = "SELECT CAST(COALESCE(SUM(a.amount),0) AS BIGINT) FROM attempts a \
+                   JOIN loans l ON l.id = a.loan_id WHERE a.local_date = $1 AND a.status = 'succeeded' \
+                   AND l.currency = $2 AND ($3 = 'all' OR a.channel = $3)";
+        let minor: i64 = sqlx::query_scalar(sql)
+            .bind(day.to_string())
+            .bind(&r.currency)
+            .bind(&r.channel)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(
+            r.amount,
+            Some(rust_decimal::Decimal::new(minor, 2)),
+            "{r:?}"
+        );
+    }
 }
 
 /// `repayd verify` (the real binary) finds the demo's database consistent.
