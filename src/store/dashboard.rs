@@ -54,15 +54,18 @@ async fn zone_dates(
 pub struct Tile {
     pub key: &'static str,
     pub label: &'static str,
+    /// What the tile counts, in a sentence (the tile's tooltip).
+    pub help: &'static str,
     pub count: i64,
     pub amounts: Amounts,
 }
 
 impl Tile {
-    fn new(key: &'static str, label: &'static str) -> Self {
+    fn new(key: &'static str, label: &'static str, help: &'static str) -> Self {
         Tile {
             key,
             label,
+            help,
             ..Default::default()
         }
     }
@@ -100,21 +103,53 @@ const COLLECTED_SQL: &str = "SELECT l.currency, MAX(a.ladder_step) AS step, \
      WHERE a.status = 'succeeded' AND l.tz = $1 AND a.local_date = $2 \
      GROUP BY l.currency, a.loan_id, a.seq, i.status";
 
-const FAILED_SQL: &str = "SELECT l.currency, a.status, a.class, COUNT(*) AS n, \
-     CAST(SUM(a.amount) AS BIGINT) AS amt \
+/// Per installment that failed that day and was not collected that day, its worst outcome
+/// (2 unknown, 1 hard, 0 soft) and the most that was asked of it. One shortfall stepped down
+/// the ladder is one installment, not the sum of its steps.
+const FAILED_SQL: &str = "SELECT l.currency, \
+     MAX(CASE WHEN a.status = 'unknown' THEN 2 WHEN a.class = 'hard' THEN 1 ELSE 0 END) AS worst, \
+     CAST(MAX(a.amount) AS BIGINT) AS amt \
      FROM attempts a JOIN loans l ON l.id = a.loan_id \
      WHERE a.status IN ('failed', 'unknown') AND l.tz = $1 AND a.local_date = $2 \
-     GROUP BY l.currency, a.status, a.class";
+     AND NOT EXISTS (SELECT 1 FROM attempts s WHERE s.loan_id = a.loan_id AND s.seq = a.seq \
+       AND s.status = 'succeeded' AND s.local_date = a.local_date) \
+     GROUP BY l.currency, a.loan_id, a.seq";
 
-/// Today's work: installments due, collected in full or in steps, and attempts that failed
-/// soft, failed hard or are unknown. Attempts count on their loan's local date.
+/// Today's work, every tile counting installments: due, collected in full or in steps, and
+/// failed soft, failed hard or unknown (and not collected that day). Attempts count on their
+/// loan's local date. Collected tiles include installments collected early or late, so they
+/// can exceed "due"; each tile's `help` says what it counts.
 pub async fn today_tiles(conn: &mut AnyConnection, today: Today) -> Result<Vec<Tile>, sqlx::Error> {
-    let mut due = Tile::new("due", "Due");
-    let mut full = Tile::new("full", "Collected in full");
-    let mut steps = Tile::new("steps", "Collected in steps");
-    let mut soft = Tile::new("soft", "Failed soft");
-    let mut hard = Tile::new("hard", "Failed hard");
-    let mut unknown = Tile::new("unknown", "Unknown");
+    let mut due = Tile::new(
+        "due",
+        "Due",
+        "Installments falling due; their full amounts.",
+    );
+    let mut full = Tile::new(
+        "full",
+        "Collected in full",
+        "Installments paid by one full-amount debit, whatever their due date; what was collected.",
+    );
+    let mut steps = Tile::new(
+        "steps",
+        "Collected in steps",
+        "Installments collected by smaller ladder steps or in part; what was collected.",
+    );
+    let mut soft = Tile::new(
+        "soft",
+        "Failed soft",
+        "Installments whose debits failed softly and were not collected; the most asked of each.",
+    );
+    let mut hard = Tile::new(
+        "hard",
+        "Failed hard",
+        "Installments with a hard failure (the mandate needs re-binding); the most asked of each.",
+    );
+    let mut unknown = Tile::new(
+        "unknown",
+        "Unknown",
+        "Installments with a debit awaiting its answer (queried, never resent).",
+    );
     let currency = |r: &AnyRow| r.get::<String, _>("currency");
     for (tz, date) in zone_dates(conn, today).await? {
         for r in zone_rows(conn, DUE_SQL, &tz, &date).await? {
@@ -131,13 +166,12 @@ pub async fn today_tiles(conn: &mut AnyConnection, today: Today) -> Result<Vec<T
             tile.add(&currency(&r), 1, r.get("amt"));
         }
         for r in zone_rows(conn, FAILED_SQL, &tz, &date).await? {
-            let class: Option<String> = r.get("class");
-            let tile = match (r.get::<String, _>("status").as_str(), class.as_deref()) {
-                ("unknown", _) => &mut unknown,
-                (_, Some("hard")) => &mut hard,
+            let tile = match r.get::<i64, _>("worst") {
+                2 => &mut unknown,
+                1 => &mut hard,
                 _ => &mut soft,
             };
-            tile.add(&currency(&r), r.get("n"), r.get("amt"));
+            tile.add(&currency(&r), 1, r.get("amt"));
         }
     }
     Ok(vec![due, full, steps, soft, hard, unknown])
@@ -222,23 +256,41 @@ pub enum RateBy {
     LadderStep,
 }
 
+/// The day's success rates (the chosen date, or today in each loan's zone), like the tiles.
 pub async fn success_rates(
     conn: &mut AnyConnection,
     by: RateBy,
+    today: Today,
 ) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
-    let (key, order) = match by {
-        RateBy::Channel => ("channel", "channel"),
-        RateBy::Kind => ("kind", "kind"),
-        RateBy::LadderStep => ("CAST(ladder_step AS TEXT)", "ladder_step"),
+    let key = match by {
+        RateBy::Channel => "a.channel",
+        RateBy::Kind => "a.kind",
+        RateBy::LadderStep => "a.ladder_step",
     };
     let sql = format!(
-        "SELECT {key} AS k, SUM(CASE WHEN status = 'succeeded' THEN 1 ELSE 0 END) AS ok, COUNT(*) AS n \
-         FROM attempts WHERE status IN ('succeeded', 'failed') GROUP BY {order} ORDER BY {order}"
+        "SELECT {key} AS k, CAST(SUM(CASE WHEN a.status = 'succeeded' THEN 1 ELSE 0 END) AS BIGINT) AS ok, \
+         COUNT(*) AS n FROM attempts a JOIN loans l ON l.id = a.loan_id \
+         WHERE a.status IN ('succeeded', 'failed') AND l.tz = $1 AND a.local_date = $2 GROUP BY {key}"
     );
-    let rows = sqlx::query(&sql).fetch_all(&mut *conn).await?;
-    Ok(rows
+    // Ladder steps sort as numbers (step 10 after step 2), the rest by name.
+    let mut out: BTreeMap<(i64, String), (i64, i64)> = BTreeMap::new();
+    for (tz, date) in zone_dates(conn, today).await? {
+        for r in zone_rows(conn, &sql, &tz, &date).await? {
+            let k = match by {
+                RateBy::LadderStep => {
+                    let step: i64 = r.get("k");
+                    (step, step.to_string())
+                }
+                _ => (0, r.get::<String, _>("k")),
+            };
+            let e = out.entry(k).or_default();
+            e.0 += r.get::<i64, _>("ok");
+            e.1 += r.get::<i64, _>("n");
+        }
+    }
+    Ok(out
         .into_iter()
-        .map(|r| (r.get("k"), r.get("ok"), r.get("n")))
+        .map(|((_, k), (ok, n))| (k, ok, n))
         .collect())
 }
 

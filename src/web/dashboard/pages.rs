@@ -71,7 +71,7 @@ pub async fn home(
         (RateBy::Kind, "Success rate by attempt kind", ""),
         (RateBy::LadderStep, "Success rate by ladder step", "step "),
     ] {
-        let rows = queries::success_rates(&mut conn, by)
+        let rows = queries::success_rates(&mut conn, by, today)
             .await?
             .into_iter()
             .map(|(k, ok, n)| rate_row(format!("{prefix}{k}"), ok, n))
