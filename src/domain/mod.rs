@@ -9,6 +9,7 @@ pub mod allocation;
 pub mod channel;
 pub mod delinquency;
 pub mod import;
+pub mod json_field;
 pub mod ladder;
 pub mod ledger;
 pub mod loan;

@@ -111,6 +111,50 @@ fn bad_import_names_file_line_and_field_and_writes_nothing() {
     assert!(!o.status.success());
 }
 
+/// A JSON loans file with a missing, unknown or mistyped field gets the record, the loan id
+/// and the field's path, like JSONL and CSV; every bad record is named, not only the first.
+#[test]
+fn json_import_names_the_record_and_field_of_each_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let unknown = LOANS.replace(
+        "\"policy\": \"standard\",",
+        "\"policy\": \"standard\", \"colour\": 1,",
+    );
+    let missing = LOANS
+        .replace("\"C1\"", "\"C2\"")
+        .replace("\"phone\": \"13812345678\", ", "");
+    let mistyped = LOANS
+        .replace("\"C1\"", "\"C3\"")
+        .replace("\"3000.00\"", "true");
+    let strip = |s: &str| {
+        s.trim()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string()
+    };
+    let file = format!(
+        "[{}, {}, {}]",
+        strip(&unknown),
+        strip(&missing),
+        strip(&mistyped)
+    );
+    std::fs::write(dir.path().join("three.json"), file).unwrap();
+    let o = repayd(dir.path(), &["loans", "import", "three.json"]);
+    assert!(!o.status.success());
+    let out = text(&o);
+    for want in [
+        "three.json: record 1 (loan C1): colour: unknown field `colour`",
+        "three.json: record 2 (loan C2): borrower.phone: missing field `phone`",
+        "three.json: record 3 (loan C3): terms.principal: an amount",
+    ] {
+        assert!(out.contains(want), "no `{want}` in:\n{out}");
+    }
+    assert!(!out.contains("untagged enum"), "{out}");
+    std::fs::write(dir.path().join("cut.json"), "[{\"id\": ").unwrap();
+    let out = text(&repayd(dir.path(), &["loans", "import", "cut.json"]));
+    assert!(out.contains("cut.json: line 1 column"), "{out}");
+}
+
 #[test]
 fn policy_check_reports_line_and_field() {
     let dir = tempfile::tempdir().unwrap();

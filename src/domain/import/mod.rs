@@ -4,6 +4,7 @@
 
 pub mod csv;
 
+use crate::domain::json_field;
 use crate::domain::pii::mask_account;
 use crate::domain::policy::PolicySet;
 use crate::domain::{
@@ -223,7 +224,10 @@ pub struct TermsRecord {
 
 /// An amount as written: a string ("12.50") or a JSON number (12.5), read exactly.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "an amount: a decimal string like \"12.50\" or a number like 12.5"
+)]
 pub enum Amount {
     Text(String),
     Number(serde_json::Number),
@@ -333,32 +337,67 @@ fn problem(origin: &Origin, field: &str, message: impl Into<String>) -> ImportPr
     }
 }
 
+/// A JSON loans file: an array of loans, or `{"loans": [...]}`. A syntax error names its line
+/// and column; a record with a missing, unknown or mistyped field names the record, its loan
+/// id and the field's path (`terms.principal`), as JSONL and CSV do. Every record's problem is
+/// reported, not only the first.
 pub fn parse_json(text: &str, file: &str) -> Result<Vec<(LoanRecord, Origin)>, ImportError> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Top {
-        List(Vec<LoanRecord>),
-        Wrapped { loans: Vec<LoanRecord> },
-    }
-    let top: Top = serde_json::from_str(text).map_err(|e| json_problem(e, file, 0))?;
-    let list = match top {
-        Top::List(l) => l,
-        Top::Wrapped { loans } => loans,
+    let doc: serde_json::Value = serde_json::from_str(text).map_err(|e| json_problem(e, file))?;
+    let list = match doc {
+        serde_json::Value::Array(list) => list,
+        serde_json::Value::Object(mut top) if top.contains_key("loans") => {
+            match top.remove("loans") {
+                Some(serde_json::Value::Array(list)) => list,
+                _ => return Err(top_problem(file, "loans", "must be an array of loans")),
+            }
+        }
+        _ => {
+            let msg = "must be an array of loans, or an object {\"loans\": [...]}";
+            return Err(top_problem(file, "-", msg));
+        }
     };
-    Ok(list
-        .into_iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let location = format!("record {} (loan {})", i + 1, r.id);
-            (
-                r,
-                Origin {
-                    file: file.to_string(),
-                    location,
-                },
-            )
-        })
-        .collect())
+    let (mut out, mut problems) = (Vec::with_capacity(list.len()), Vec::new());
+    for (i, v) in list.into_iter().enumerate() {
+        let id = v
+            .get("id")
+            .and_then(|id| id.as_str())
+            .unwrap_or("?")
+            .to_string();
+        let origin = Origin {
+            file: file.to_string(),
+            location: format!("record {} (loan {id})", i + 1),
+        };
+        match serde_path_to_error::deserialize::<_, LoanRecord>(v) {
+            Ok(r) => out.push((r, origin)),
+            Err(e) => problems.push(record_problem(&origin, &e)),
+        }
+    }
+    match problems.is_empty() {
+        true => Ok(out),
+        false => Err(ImportError::Invalid(problems)),
+    }
+}
+
+fn top_problem(file: &str, field: &str, message: &str) -> ImportError {
+    ImportError::Invalid(vec![ImportProblem {
+        file: file.to_string(),
+        location: "the document".into(),
+        field: field.into(),
+        message: message.into(),
+    }])
+}
+
+fn record_problem(
+    origin: &Origin,
+    e: &serde_path_to_error::Error<serde_json::Error>,
+) -> ImportProblem {
+    let msg = e.inner().to_string();
+    ImportProblem {
+        file: origin.file.clone(),
+        location: origin.location.clone(),
+        field: json_field::field_of(&e.path().to_string(), &msg, "-"),
+        message: json_field::strip_position(&msg),
+    }
 }
 
 pub fn parse_jsonl(text: &str, file: &str) -> Result<Vec<(LoanRecord, Origin)>, ImportError> {
@@ -367,7 +406,18 @@ pub fn parse_jsonl(text: &str, file: &str) -> Result<Vec<(LoanRecord, Origin)>, 
         if line.trim().is_empty() {
             continue;
         }
-        let rec: LoanRecord = serde_json::from_str(line).map_err(|e| json_problem(e, file, i))?;
+        let de = &mut serde_json::Deserializer::from_str(line);
+        let rec: LoanRecord = serde_path_to_error::deserialize(de).map_err(|e| {
+            let mut p = record_problem(
+                &Origin {
+                    file: file.to_string(),
+                    location: String::new(),
+                },
+                &e,
+            );
+            p.location = format!("line {} column {}", i + 1, e.inner().column());
+            ImportError::Invalid(vec![p])
+        })?;
         out.push((
             rec,
             Origin {
@@ -379,20 +429,14 @@ pub fn parse_jsonl(text: &str, file: &str) -> Result<Vec<(LoanRecord, Origin)>, 
     Ok(out)
 }
 
-fn json_problem(e: serde_json::Error, file: &str, line_offset: usize) -> ImportError {
-    // serde_json names the missing/unknown field in its message; keep it whole.
+/// A document that is not JSON at all: where the syntax breaks.
+fn json_problem(e: serde_json::Error, file: &str) -> ImportError {
     let msg = e.to_string();
-    let field = msg
-        .split('`')
-        .nth(1)
-        .filter(|_| msg.contains("field"))
-        .unwrap_or("-")
-        .to_string();
     ImportError::Invalid(vec![ImportProblem {
         file: file.to_string(),
-        location: format!("line {} column {}", e.line() + line_offset, e.column()),
-        field,
-        message: msg.split(" at line ").next().unwrap_or(&msg).to_string(),
+        location: format!("line {} column {}", e.line(), e.column()),
+        field: "-".into(),
+        message: json_field::strip_position(&msg),
     }])
 }
 

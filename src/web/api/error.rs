@@ -1,6 +1,7 @@
 //! The API's one error shape, `{"error": code, "message": text, "field": optional}`, and the
 //! JSON body extractor whose rejections use it (naming the field at fault).
 
+use crate::domain::json_field;
 use crate::engine::EngineError;
 use crate::ops::CollectionsError;
 use crate::web::auth::AuthError;
@@ -185,32 +186,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 format!("the body is not valid JSON: {inner}"),
             );
         }
-        let field = field_of(&e.path().to_string(), &inner.to_string());
-        ApiError::invalid(&field, strip_position(&inner.to_string()))
+        let field = json_field::field_of(&e.path().to_string(), &inner.to_string(), "(body)");
+        ApiError::invalid(&field, json_field::strip_position(&inner.to_string()))
     })
-}
-
-/// The path of the field at fault; for a missing field, serde names it in the message only.
-fn field_of(path: &str, message: &str) -> String {
-    let named = message
-        .strip_prefix("missing field `")
-        .or_else(|| message.strip_prefix("unknown field `"))
-        .and_then(|rest| rest.split('`').next());
-    let base = if path == "." { "" } else { path };
-    match (named, message.starts_with("unknown field")) {
-        (Some(n), _) if base.is_empty() => n.to_string(),
-        (Some(n), false) => format!("{base}.{n}"),
-        (Some(_), true) => base.to_string(),
-        (None, _) if base.is_empty() => "(body)".to_string(),
-        (None, _) => base.to_string(),
-    }
-}
-
-fn strip_position(m: &str) -> String {
-    match m.rfind(" at line ") {
-        Some(i) => m[..i].to_string(),
-        None => m.to_string(),
-    }
 }
 
 #[cfg(test)]
