@@ -27,7 +27,7 @@ struct Cli {
 
 #[derive(Args)]
 struct Global {
-    /// Database URL: sqlite://FILE (default, created on first use) or postgres://…
+    /// Database URL: sqlite://FILE (default; `init` or `demo` creates it) or postgres://…
     #[arg(long = "database", env = "REPAYD_DATABASE_URL", global = true, default_value = repayd::store::DEFAULT_DATABASE_URL)]
     database: String,
     /// Folder of policy files (the shipped policies are always available).
@@ -369,8 +369,30 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Commands that work on `--database` as it is (and `run --once`, which checks after its
+/// arguments). Only `init` and `demo` create a SQLite database; for these a mistyped path is
+/// an error, never a new, empty book.
+fn opens_existing_database(cmd: &Cmd) -> bool {
+    matches!(
+        cmd,
+        Cmd::Loans(_)
+            | Cmd::Plan(_)
+            | Cmd::Attempts(AttemptsCmd::List { .. })
+            | Cmd::Ledger(_)
+            | Cmd::Token(_)
+            | Cmd::Recon(_)
+            | Cmd::Refund(_)
+            | Cmd::WriteOff(_)
+            | Cmd::Verify(_)
+            | Cmd::Report(_)
+    )
+}
+
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let g = &cli.global;
+    if opens_existing_database(&cli.cmd) {
+        repayd::store::require_existing(&g.database)?;
+    }
     match &cli.cmd {
         Cmd::Init => {
             let db = repayd::store::Db::open(&g.database).await?;
@@ -533,6 +555,8 @@ async fn run_once(g: &Global, once: bool, now: Option<&str>) -> anyhow::Result<(
         bail!("`repayd run` needs --once (the long-running daemon is `repayd serve`)");
     }
     let now = parse_now(now)?;
+    // After the arguments, so a missing `--once` is said first.
+    repayd::store::require_existing(&g.database)?;
     let cfg = EngineConfig {
         owner: repayd::engine::instance::new_instance_id(),
         ..EngineConfig::default()

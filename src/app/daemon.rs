@@ -100,14 +100,6 @@ impl SqliteLock {
     }
 }
 
-/// The SQLite file behind a `sqlite://` URL.
-pub fn sqlite_file(url: &str) -> PathBuf {
-    let rest = url
-        .trim_start_matches("sqlite://")
-        .trim_start_matches("sqlite:");
-    PathBuf::from(rest.split('?').next().unwrap_or(rest))
-}
-
 async fn heartbeat_loop(
     engine: Arc<Engine>,
     state: Arc<DaemonState>,
@@ -137,7 +129,10 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
     let _lock = match engine.db.backend {
-        Backend::Sqlite => Some(SqliteLock::acquire(&sqlite_file(&cfg.database.url))?),
+        Backend::Sqlite => {
+            let file = crate::store::sqlite_file(&cfg.database.url).unwrap_or_default();
+            Some(SqliteLock::acquire(&file)?)
+        }
         Backend::Postgres => None,
     };
     let state = Arc::new(DaemonState {

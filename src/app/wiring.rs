@@ -186,6 +186,8 @@ pub fn simulated_engine(
 pub async fn engine_from_config(
     cfg: &crate::app::config::Config,
 ) -> Result<(Engine, Option<Sims>), AppError> {
+    // The daemon works on a book that exists: a mistyped SQLite path is not a new one.
+    crate::store::require_existing(&cfg.database.url)?;
     let db = Db::open(&cfg.database.url).await?;
     let policies = load_policies(&cfg.daemon.policies)?;
     let scenario = match &cfg.daemon.scenario {

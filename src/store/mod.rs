@@ -48,6 +48,8 @@ pub enum Backend {
 pub enum StoreError {
     #[error("unsupported database URL `{0}`: use sqlite://FILE or postgres://…")]
     BadUrl(String),
+    #[error("no database at {path}: `repayd init` creates one (`repayd demo` makes a sample)")]
+    NoDatabase { path: String },
     #[error("cannot open database {url}: {source}")]
     Connect { url: String, source: sqlx::Error },
     #[error("migrating {url}: {source}")]
@@ -158,6 +160,26 @@ pub async fn alloc_on(conn: &mut AnyConnection, name: &str, n: i64) -> Result<i6
     .fetch_one(&mut *conn)
     .await?;
     Ok(end - n)
+}
+
+/// The file behind a `sqlite:` URL; `None` for PostgreSQL and in-memory databases.
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && !path.starts_with(":memory:")).then(|| path.into())
+}
+
+/// For every command but `init` and `demo`: a SQLite database must already be there, so a
+/// mistyped path is refused instead of silently becoming a new, empty book.
+pub fn require_existing(url: &str) -> Result<(), StoreError> {
+    match sqlite_file(url) {
+        Some(path) if !path.exists() => Err(StoreError::NoDatabase {
+            path: path.display().to_string(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 pub fn backend_of(url: &str) -> Result<Backend, StoreError> {

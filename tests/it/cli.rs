@@ -13,6 +13,12 @@ fn repayd(dir: &Path, args: &[&str]) -> Output {
         .expect("run repayd")
 }
 
+/// A fresh database in `dir` (only `init` and `demo` create one).
+fn init(dir: &Path) {
+    let o = repayd(dir, &["init"]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -33,6 +39,7 @@ const LOANS: &str = r#"[{
 fn import_plan_run_show_and_trial_balance() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("loans.json"), LOANS).unwrap();
+    init(dir.path());
     let o = repayd(dir.path(), &["loans", "import", "loans.json"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(
@@ -99,6 +106,7 @@ fn bad_import_names_file_line_and_field_and_writes_nothing() {
         LOANS.replace("\"0.12\"", "\"twelve\""),
     )
     .unwrap();
+    init(dir.path());
     let o = repayd(dir.path(), &["loans", "import", "bad.json"]);
     assert!(!o.status.success());
     let out = text(&o);
@@ -139,6 +147,7 @@ fn json_import_names_the_record_and_field_of_each_problem() {
         strip(&mistyped)
     );
     std::fs::write(dir.path().join("three.json"), file).unwrap();
+    init(dir.path());
     let o = repayd(dir.path(), &["loans", "import", "three.json"]);
     assert!(!o.status.success());
     let out = text(&o);
@@ -219,11 +228,49 @@ fn refused_postgres_is_named_at_once() {
     );
 }
 
+/// A mistyped SQLite path is an error naming it; nothing is created there. Only `init` (and
+/// `demo`) create a database.
+#[test]
+fn a_mistyped_sqlite_path_is_refused_not_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("repayd.bd");
+    let db = format!("sqlite://{}", typo.display());
+    for args in [
+        vec!["loans", "show", "C1"],
+        vec!["ledger", "trial-balance"],
+        vec!["run", "--once"],
+        vec!["verify"],
+    ] {
+        let o = repayd(
+            dir.path(),
+            &[&["--database", db.as_str()], args.as_slice()].concat(),
+        );
+        assert!(!o.status.success(), "{args:?}");
+        let msg = text(&o);
+        assert!(
+            msg.contains("no database at")
+                && msg.contains("repayd.bd")
+                && msg.contains("repayd init"),
+            "{args:?}: {msg}"
+        );
+        assert!(!typo.exists(), "{args:?} created {}", typo.display());
+    }
+    assert!(repayd(dir.path(), &["--database", &db, "init"])
+        .status
+        .success());
+    assert!(typo.exists());
+    let o = repayd(dir.path(), &["--database", &db, "ledger", "trial-balance"]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
 /// Logs and errors written to a pipe carry no ANSI colour codes.
 #[test]
 fn output_to_a_pipe_has_no_colour_codes() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("c.db").display());
+    assert!(repayd(dir.path(), &["--database", &db, "init"])
+        .status
+        .success());
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_repayd"))
         .current_dir(dir.path())
         .args([
@@ -257,6 +304,7 @@ fn run_once_parks_a_poison_loan_and_goes_on() {
       "installments": [{"due_date": "2027-01-15", "principal": "100.00"}]}"#;
     let two = format!("{}, {second}]", LOANS.trim_end().trim_end_matches(']'));
     std::fs::write(dir.path().join("loans.json"), two).unwrap();
+    init(dir.path());
     let o = repayd(dir.path(), &["loans", "import", "loans.json"]);
     assert!(o.status.success(), "{}", text(&o));
     let db = dir.path().join("repayd.db");

@@ -413,6 +413,12 @@ async fn killing_the_daemon_never_debits_twice_or_drops_due_work(
     let _pg = common::PgGuard::new(pg.clone());
     write_config(d, "d1", &db, listen, sim_port, run.shape);
     let _sim = start_sim(d, sim_port, &[listen]);
+    let init = repayd(d, &["--database", &db, "init"]).output().unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
     let out = repayd(d, &["--database", &db, "loans", "import", "loans.json"])
         .output()
         .unwrap();
@@ -563,6 +569,12 @@ async fn three_daemons(d: &Path, n: usize, shape: Shape, prefix: &str) -> ThreeD
         write_config(d, &format!("{prefix}{i}"), &db, *port, sim_port, shape);
     }
     let sim = start_sim(d, sim_port, &ports);
+    let init = repayd(d, &["--database", &db, "init"]).output().unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
     let out = repayd(d, &["--database", &db, "loans", "import", "loans.json"])
         .output()
         .unwrap();

@@ -183,6 +183,12 @@ async fn daemon_collects_over_http_and_sends_email_and_sms() {
         .unwrap(),
     );
     wait_for_port(sim_port, "channel-sim");
+    let init = repayd(d, &["--database", &db, "init"]).output().unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
     let out = repayd(d, &["--database", &db, "loans", "import", "loans.json"])
         .output()
         .unwrap();
@@ -395,6 +401,22 @@ fn a_second_daemon_on_the_same_sqlite_file_is_refused() {
     };
     std::fs::write(d.join("a.toml"), cfg(free_port())).unwrap();
     std::fs::write(d.join("b.toml"), cfg(free_port())).unwrap();
+    // No database there yet: the daemon refuses a path nothing created (a typo, say).
+    let missing = repayd(d, &["serve", "--config", "a.toml"])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        err.contains("no database at") && err.contains("one.db"),
+        "{err}"
+    );
+    assert!(!d.join("one.db").exists());
+    let db = format!("sqlite://{}", d.join("one.db").display());
+    assert!(repayd(d, &["--database", &db, "init"])
+        .status()
+        .unwrap()
+        .success());
     let first = Proc(
         repayd(d, &["serve", "--config", "a.toml"])
             .stderr(Stdio::null())
@@ -437,6 +459,11 @@ fn channels_without_a_secret_are_named_at_start() {
         d.join("w.db").display()
     );
     std::fs::write(d.join("w.toml"), cfg).unwrap();
+    let db = format!("sqlite://{}", d.join("w.db").display());
+    assert!(repayd(d, &["--database", &db, "init"])
+        .status()
+        .unwrap()
+        .success());
     let _daemon = Proc(
         repayd(d, &["serve", "--config", "w.toml"])
             .env("REPAYD_CHANNEL_WECHAT_SECRET", "wx-secret")

@@ -660,6 +660,7 @@ fn cli_recon_refund_and_write_off() {
       "mandates": [{"channel": "unionpay", "agreement": "AGR-C1", "account": "6222021234561234"}],
       "terms": {"principal": "3000.00", "annual_rate": "0.12", "months": 3, "first_due": "2027-01-15", "method": "annuity"}}]"#;
     std::fs::write(dir.path().join("loans.json"), loans).unwrap();
+    assert!(run(&["init"]).0);
     assert!(run(&["loans", "import", "loans.json"]).0);
     let (ok, out) = run(&["run", "--once", "--now", "2027-01-15T09:00:00+08:00"]);
     assert!(ok, "{out}");

@@ -502,9 +502,10 @@ proptest! {
 }
 
 /// The CSV's rows as (section, channel, key) → (count, amount).
+/// (section, channel, currency, key) → (count, amount).
 fn read_daily(
     path: &std::path::Path,
-) -> std::collections::HashMap<(String, String, String), (i64, String)> {
+) -> std::collections::HashMap<(String, String, String, String), (i64, String)> {
     let mut r = csv::Reader::from_path(path).unwrap();
     assert_eq!(
         r.headers().unwrap().iter().collect::<Vec<_>>(),
@@ -512,6 +513,7 @@ fn read_daily(
             "date",
             "section",
             "channel",
+            "currency",
             "key",
             "count",
             "succeeded",
@@ -523,8 +525,13 @@ fn read_daily(
         .map(|rec| {
             let rec = rec.unwrap();
             (
-                (rec[1].to_string(), rec[2].to_string(), rec[3].to_string()),
-                (rec[4].parse().unwrap(), rec[6].to_string()),
+                (
+                    rec[1].to_string(),
+                    rec[2].to_string(),
+                    rec[3].to_string(),
+                    rec[4].to_string(),
+                ),
+                (rec[5].parse().unwrap(), rec[7].to_string()),
             )
         })
         .collect()
@@ -550,7 +557,10 @@ async fn daily_report_of_a_realistic_run(backend: Backend) {
     .unwrap();
     assert_eq!(files.csv, out.join("daily-2027-01-15.csv"));
     let rows = read_daily(&files.csv);
-    let key = |s: &str, c: &str, k: &str| (s.to_string(), c.to_string(), k.to_string());
+    // The realistic book is in CNY; recon items planted without an attempt have no currency.
+    let key = |s: &str, c: &str, cur: &str, k: &str| {
+        (s.to_string(), c.to_string(), cur.to_string(), k.to_string())
+    };
     let n = app
         .scalar_i64("SELECT COUNT(*) FROM attempts WHERE status = 'succeeded' AND local_date = '2027-01-15'")
         .await;
@@ -558,7 +568,7 @@ async fn daily_report_of_a_realistic_run(backend: Backend) {
         .scalar_i64("SELECT CAST(SUM(amount) AS BIGINT) FROM attempts WHERE status = 'succeeded' AND local_date = '2027-01-15'")
         .await;
     assert_eq!(
-        rows[&key("collections", "all", "succeeded")],
+        rows[&key("collections", "all", "CNY", "succeeded")],
         (n, rust_decimal::Decimal::new(amount, 2).to_string())
     );
     let tried_bank = app
@@ -566,11 +576,11 @@ async fn daily_report_of_a_realistic_run(backend: Backend) {
         .await;
     assert!(tried_bank > 0, "the short borrower stepped down the ladder");
     assert_eq!(
-        rows[&key("success_by_ladder_step", "bank", "step 2")].0,
+        rows[&key("success_by_ladder_step", "bank", "CNY", "step 2")].0,
         tried_bank
     );
-    assert_eq!(rows[&key("recon", "all", "matched")].0, 1);
-    assert_eq!(rows[&key("recon", "bank", "open cases")].0, 1);
+    assert_eq!(rows[&key("recon", "all", "", "matched")].0, 1);
+    assert_eq!(rows[&key("recon", "bank", "", "open cases")].0, 1);
     let run = cli(
         &app,
         &[
@@ -619,7 +629,7 @@ async fn daily_report_of_a_realistic_run(backend: Backend) {
         .scalar_i64("SELECT CAST(COALESCE(SUM(amount),0) AS BIGINT) FROM attempts WHERE loan_id = 'L2' AND status = 'succeeded' AND local_date <= '2027-01-16'")
         .await;
     assert_eq!(
-        rows[&key("delinquency_bucket", "bank", "M1")],
+        rows[&key("delinquency_bucket", "bank", "CNY", "M1")],
         (
             1,
             rust_decimal::Decimal::new(due - paid_by_then, 2).to_string()
