@@ -2,6 +2,7 @@
 //! audit log itself.
 
 use super::error::{ApiError, ApiJson, ErrorBody};
+use super::param;
 use super::{cursor_in, cursor_out, limit_of, now};
 use super::{Collections, Viewer};
 use crate::ops::{self, AuditItem, MandateOut, NewMandate, ParkState, PauseState};
@@ -167,9 +168,12 @@ pub async fn add_mandate(
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
+    #[param(schema_with = param::text)]
     pub loan_id: Option<String>,
+    #[param(schema_with = param::text)]
     pub cursor: Option<String>,
-    /// 1 to 500 (default 50).
+    /// Default 50.
+    #[param(schema_with = param::limit)]
     pub limit: Option<String>,
 }
 

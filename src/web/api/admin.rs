@@ -3,6 +3,7 @@
 use super::error::{ApiError, ApiJson, ErrorBody};
 use super::idempotency::ShownOnce;
 use super::now;
+use super::param;
 use super::{Admin, Viewer};
 use crate::ops::{self, action};
 use crate::store::reports::{self, DelinquencyReport};
@@ -281,7 +282,8 @@ pub async fn validate_policy(Admin(_p): Admin, body: Bytes) -> Result<Json<Polic
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct DelinquencyQuery {
-    /// YYYY-MM-DD; today (each loan's local date) when absent.
+    /// Today (each loan's local date) when absent.
+    #[param(schema_with = param::date)]
     pub as_of: Option<String>,
 }
 

@@ -1,6 +1,7 @@
 //! Attempts: a filtered, paged list and the live feed (Server-Sent Events).
 
 use super::error::{ApiError, ErrorBody};
+use super::param;
 use super::Viewer;
 use super::{cursor_in, cursor_out, limit_of};
 use crate::store::reports::{self, AttemptFilter, AttemptView};
@@ -27,25 +28,36 @@ const POLL: Duration = Duration::from_millis(500);
 #[into_params(parameter_in = Query)]
 pub struct AttemptQuery {
     /// Made at or after: RFC 3339 instant or YYYY-MM-DD (UTC midnight).
+    #[param(schema_with = param::date_time)]
     pub from: Option<String>,
     /// Made before: RFC 3339 instant or YYYY-MM-DD (UTC midnight).
+    #[param(schema_with = param::date_time)]
     pub to: Option<String>,
+    #[param(schema_with = param::text)]
     pub channel: Option<String>,
-    /// early, due, overdue, payday, manual
+    #[param(schema_with = param::attempt_kind)]
     pub kind: Option<String>,
-    /// submitted, succeeded, failed, unknown (`outcome` is the same filter)
+    /// `outcome` is the same filter.
+    #[param(schema_with = param::attempt_status)]
     pub status: Option<String>,
+    #[param(schema_with = param::attempt_status)]
     pub outcome: Option<String>,
     /// The channel's failure code.
+    #[param(schema_with = param::text)]
     pub code: Option<String>,
+    #[param(schema_with = param::text)]
     pub loan_id: Option<String>,
     /// Same as `loan_id`.
+    #[param(schema_with = param::text)]
     pub loan: Option<String>,
     /// `next_cursor` of the previous page (lists only).
+    #[param(schema_with = param::text)]
     pub cursor: Option<String>,
-    /// 1 to 500 (default 50; lists only).
+    /// Default 50; lists only.
+    #[param(schema_with = param::limit)]
     pub limit: Option<String>,
     /// Feed only: start after this event id (like `Last-Event-ID`).
+    #[param(schema_with = param::text)]
     pub after: Option<String>,
 }
 
@@ -76,8 +88,11 @@ impl AttemptQuery {
         Ok(AttemptFilter {
             loan_id: pick(&self.loan_id, &self.loan),
             channel: pick(&self.channel, &None),
-            kind: pick(&self.kind, &None),
-            status: pick(&self.status, &self.outcome),
+            kind: param::one_of("kind", &self.kind, &param::attempt_kinds())?,
+            status: match pick(&self.status, &None) {
+                Some(_) => param::one_of("status", &self.status, &param::attempt_statuses())?,
+                None => param::one_of("outcome", &self.outcome, &param::attempt_statuses())?,
+            },
             code: pick(&self.code, &None),
             from_ms: instant("from", &self.from)?,
             to_ms: instant("to", &self.to)?,

@@ -1,6 +1,7 @@
 //! Loans: list (filters, cursor pages), detail, import, contact (admin, audited), policy.
 
 use super::error::{ApiError, ApiJson, ErrorBody};
+use super::param;
 use super::{cursor_in, cursor_out, limit_of, now};
 use super::{Admin, Viewer};
 use crate::domain::import::{self, ImportError};
@@ -21,22 +22,31 @@ use utoipa::{IntoParams, ToSchema};
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct LoanQuery {
-    /// active, collections, paid
+    #[param(schema_with = param::loan_status)]
     pub status: Option<String>,
     /// A delinquency bucket name of the loan's policy, e.g. M1.
+    #[param(schema_with = param::text)]
     pub bucket: Option<String>,
+    #[param(schema_with = param::text)]
     pub policy: Option<String>,
     /// Loans with a mandate on this channel.
+    #[param(schema_with = param::text)]
     pub channel: Option<String>,
+    #[param(schema_with = param::days)]
     pub dpd_min: Option<String>,
+    #[param(schema_with = param::days)]
     pub dpd_max: Option<String>,
     /// Text found in the loan id or the borrower id.
+    #[param(schema_with = param::text)]
     pub q: Option<String>,
     /// `true`: only loans parked for a person; `false`: only the others.
+    #[param(schema_with = param::boolean)]
     pub parked: Option<String>,
     /// `next_cursor` of the previous page.
+    #[param(schema_with = param::text)]
     pub cursor: Option<String>,
-    /// 1 to 500 (default 50).
+    /// Default 50.
+    #[param(schema_with = param::limit)]
     pub limit: Option<String>,
 }
 
@@ -68,7 +78,7 @@ pub async fn list_loans(
     Query(q): Query<LoanQuery>,
 ) -> Result<Json<LoanPage>, ApiError> {
     let filter = reports::LoanFilter {
-        status: nonempty(&q.status),
+        status: param::one_of("status", &q.status, &param::loan_statuses())?,
         bucket: nonempty(&q.bucket),
         policy: nonempty(&q.policy),
         channel: nonempty(&q.channel),

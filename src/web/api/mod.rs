@@ -12,6 +12,7 @@ pub mod attempts;
 pub mod error;
 pub mod idempotency;
 pub mod loans;
+pub mod param;
 pub mod recon;
 pub mod simulations;
 

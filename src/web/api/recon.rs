@@ -2,6 +2,7 @@
 //! resolving a case, refunding an attempt and writing a loan off (admin), each audited.
 
 use super::error::{ApiError, ApiJson, ErrorBody};
+use super::param;
 use super::{cursor_in, cursor_out, limit_of, now};
 use super::{Admin, Viewer};
 use crate::ops::{self, money::MoneyError};
@@ -77,8 +78,10 @@ impl From<CaseRow> for CaseView {
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ReportQuery {
-    /// YYYY-MM-DD (default: today, UTC).
+    /// Default: today, UTC.
+    #[param(schema_with = param::date)]
     pub date: Option<String>,
+    #[param(schema_with = param::text)]
     pub channel: Option<String>,
 }
 
@@ -145,13 +148,18 @@ pub async fn report(
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct CasesQuery {
-    /// open (default) or resolved.
+    /// Default open.
+    #[param(schema_with = param::case_status)]
     pub status: Option<String>,
-    /// Only cases of this statement day, YYYY-MM-DD.
+    /// Only cases of this statement day.
+    #[param(schema_with = param::date)]
     pub date: Option<String>,
+    #[param(schema_with = param::text)]
     pub channel: Option<String>,
+    #[param(schema_with = param::text)]
     pub cursor: Option<String>,
-    /// 1 to 500 (default 50).
+    /// Default 50.
+    #[param(schema_with = param::limit)]
     pub limit: Option<String>,
 }
 
@@ -169,10 +177,8 @@ pub async fn cases(
     State(s): State<ApiState>,
     Query(q): Query<CasesQuery>,
 ) -> Result<Json<CasePage>, ApiError> {
-    let status = nonempty(&q.status).unwrap_or("open");
-    if !matches!(status, "open" | "resolved") {
-        return Err(ApiError::bad("status", "open or resolved"));
-    }
+    let status = param::one_of("status", &q.status, &param::case_statuses())?;
+    let status = status.as_deref().unwrap_or("open");
     let date = match nonempty(&q.date) {
         Some(_) => Some(date_of(&q.date)?.to_string()),
         None => None,
