@@ -171,7 +171,15 @@ enum LoansCmd {
     /// Import loans from a .json, .jsonl or .csv file (all or nothing).
     Import { file: PathBuf },
     /// A loan's plan, balances, days past due and ledger lines.
-    Show { id: String },
+    Show {
+        id: String,
+        /// Days past due and the bucket as of this date (YYYY-MM-DD) or instant (RFC 3339).
+        #[arg(long)]
+        as_of: Option<String>,
+    },
+    /// Loans with days past due, bucket, next due date and what is overdue, filtered like
+    /// the worklist.
+    List(cmd::loans::ListArgs),
     /// Give a loan parked for a person (its pursuit failed) back to the engine.
     Unpark {
         id: String,
@@ -404,7 +412,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             regenerate_sample,
         } => run_demo(g, dir, *days, regenerate_sample.as_deref()).await?,
         Cmd::Loans(LoansCmd::Import { file }) => import_file(g, file).await?,
-        Cmd::Loans(LoansCmd::Show { id }) => show_loan(g, id).await?,
+        Cmd::Loans(LoansCmd::Show { id, as_of }) => show_loan(g, id, as_of.as_deref()).await?,
+        Cmd::Loans(LoansCmd::List(a)) => cmd::loans::list(a, &ctx(g)).await?,
         Cmd::Loans(LoansCmd::Unpark { id, reason }) => unpark_loan(g, id, reason).await?,
         Cmd::Policy(PolicyCmd::Check { files }) => return policy_check(files),
         Cmd::Policy(PolicyCmd::List) => list_policies(g)?,
@@ -659,11 +668,12 @@ async fn unpark_loan(g: &Global, id: &str, reason: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn show_loan(g: &Global, id: &str) -> anyhow::Result<()> {
+async fn show_loan(g: &Global, id: &str, as_of: Option<&str>) -> anyhow::Result<()> {
+    let now = cmd::loans::as_of(as_of)?;
     let db = repayd::store::Db::open(&g.database).await?;
     let policies = load_policies(&g.policies)?;
     let mut conn = db.pool.acquire().await?;
-    let Some(v) = reports::loan_view(&mut conn, &policies, id, Utc::now()).await? else {
+    let Some(v) = reports::loan_view(&mut conn, &policies, id, now).await? else {
         bail!("no loan `{id}` in {}", db.display_url);
     };
     if g.json {

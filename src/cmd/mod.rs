@@ -1,6 +1,7 @@
 //! Subcommands kept in their own files; `main.rs` parses and dispatches.
 
 pub mod audit;
+pub mod loans;
 pub mod recon;
 pub mod simulate;
 pub mod web;

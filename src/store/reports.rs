@@ -10,7 +10,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct InstallmentView {
@@ -614,9 +614,18 @@ pub struct LoanSummary {
     pub borrower_id: String,
     pub policy: String,
     pub status: String,
+    /// How the loan stands today: its status, except that an active loan past due is
+    /// `overdue` (so an overdue loan never reads as plain "active").
+    pub standing: String,
     pub currency: String,
     pub days_past_due: u32,
     pub bucket: Option<String>,
+    /// The earliest unpaid installment due today or later, in the loan's zone.
+    pub next_due: Option<NaiveDate>,
+    /// What is owed on installments due before today (in `currency`).
+    #[schema(value_type = String)]
+    pub overdue: Decimal,
+    /// What is owed on every unpaid installment (in `currency`).
     #[schema(value_type = String)]
     pub outstanding: Decimal,
     pub paused_until: Option<DateTime<Utc>>,
@@ -658,14 +667,67 @@ pub async fn loans_page(
             let s = loan_summary(r, policies, now)?;
             if keep(&s, f) {
                 if out.len() == limit {
+                    due_dates(conn, &mut out, now).await?;
                     return Ok((out, true));
                 }
                 out.push(s);
             }
         }
         if exhausted {
+            due_dates(conn, &mut out, now).await?;
             return Ok((out, false));
         }
+    }
+}
+
+/// The page's next due dates and overdue amounts, from its loans' unpaid installments (one
+/// query for the page; "today" is each loan's own local date).
+async fn due_dates(
+    conn: &mut AnyConnection,
+    page: &mut [LoanSummary],
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    if page.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "SELECT i.loan_id, l.tz, i.due_date, CAST({owed} AS BIGINT) AS owed \
+         FROM installments i JOIN loans l ON l.id = i.loan_id \
+         WHERE {open} AND i.loan_id IN ({})",
+        crate::store::in_list(conn, 1, page.len()),
+        owed = crate::store::owed::owed("i"),
+        open = crate::store::owed::open("i"),
+    );
+    let mut q = sqlx::query(&sql).persistent(false);
+    for l in page.iter() {
+        q = q.bind(l.id.clone());
+    }
+    let rows = q.fetch_all(&mut *conn).await?;
+    let mut by_id: HashMap<String, &mut LoanSummary> =
+        page.iter_mut().map(|l| (l.id.clone(), l)).collect();
+    for r in rows {
+        let Some(l) = by_id.get_mut(&r.get::<String, _>("loan_id")) else {
+            continue;
+        };
+        let today =
+            crate::domain::local_date(now, crate::store::decode::zone(&r.get::<String, _>("tz"))?);
+        let due = crate::store::decode::stored_date("due_date", &r.get::<String, _>("due_date"))
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        if due < today {
+            l.overdue += from_minor(r.get("owed"));
+        } else if l.next_due.is_none_or(|d| due < d) {
+            l.next_due = Some(due);
+        }
+    }
+    Ok(())
+}
+
+/// An active loan past due stands `overdue`; any other keeps its status.
+pub fn standing(status: &str, days_past_due: u32) -> &str {
+    if status == crate::domain::status::LoanStatus::Active.as_str() && days_past_due > 0 {
+        "overdue"
+    } else {
+        status
     }
 }
 
@@ -729,14 +791,18 @@ fn loan_summary(
         .and_then(|d| NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok());
     let dpd = days_past_due(oldest, crate::domain::local_date(now, tz));
     let policy: String = r.get("policy");
+    let status: String = r.get("status");
     Ok(LoanSummary {
         id: r.get("id"),
         borrower_id: r.get("borrower_id"),
         bucket: bucket_for(dpd, &policy_buckets(policies, &policy)).map(str::to_string),
         policy,
-        status: r.get("status"),
+        standing: standing(&status, dpd).to_string(),
+        status,
         currency: r.get("currency"),
         days_past_due: dpd,
+        next_due: None,
+        overdue: Decimal::ZERO,
         outstanding: from_minor(r.get("owed")),
         paused_until: r
             .get::<Option<i64>, _>("paused_until")

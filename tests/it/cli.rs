@@ -164,6 +164,58 @@ fn json_import_names_the_record_and_field_of_each_problem() {
     assert!(out.contains("cut.json: line 1 column"), "{out}");
 }
 
+/// `loans list` with the worklist's filters and `--as-of`: days past due, bucket, next due
+/// date and what is overdue, as of the date asked; an overdue loan stands `overdue`.
+#[test]
+fn loans_list_and_show_as_of_a_date() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("loans.json"), LOANS).unwrap();
+    init(dir.path());
+    assert!(repayd(dir.path(), &["loans", "import", "loans.json"])
+        .status
+        .success());
+    let list = |args: &[&str]| {
+        let o = repayd(dir.path(), &[&["--json", "loans", "list"], args].concat());
+        assert!(o.status.success(), "{}", text(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["items"].as_array().unwrap().clone()
+    };
+    let before = list(&["--as-of", "2027-01-10"]);
+    assert_eq!(before[0]["standing"], "active", "{before:?}");
+    assert_eq!(before[0]["days_past_due"], 0);
+    assert_eq!(before[0]["next_due"], "2027-01-15");
+    assert_eq!(before[0]["overdue"], "0");
+    let after = list(&["--as-of", "2027-01-20"]);
+    assert_eq!(after[0]["standing"], "overdue", "{after:?}");
+    assert_eq!(after[0]["days_past_due"], 5);
+    assert_eq!(after[0]["next_due"], "2027-02-15");
+    assert_ne!(after[0]["overdue"], "0");
+    assert!(list(&["--as-of", "2027-01-20", "--dpd-min", "6"]).is_empty());
+    assert_eq!(list(&["--as-of", "2027-01-20", "--dpd-max", "5"]).len(), 1);
+    assert!(list(&["--policy", "gentle"]).is_empty());
+    let table = text(&repayd(
+        dir.path(),
+        &["loans", "list", "--as-of", "2027-01-20"],
+    ));
+    assert!(
+        table.starts_with("loan ") && table.contains("next due"),
+        "{table}"
+    );
+    assert!(table.contains("C1") && table.contains("overdue"), "{table}");
+    let show = text(&repayd(
+        dir.path(),
+        &["loans", "show", "C1", "--as-of", "2027-01-20"],
+    ));
+    assert!(show.contains("days past due 5"), "{show}");
+    let bad = repayd(dir.path(), &["loans", "list", "--status", "late"]);
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad).contains("--status `late` is not one of"),
+        "{}",
+        text(&bad)
+    );
+}
+
 #[test]
 fn policy_check_reports_line_and_field() {
     let dir = tempfile::tempdir().unwrap();
