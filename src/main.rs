@@ -101,6 +101,9 @@ enum Cmd {
     /// Attempts, newest first.
     #[command(subcommand)]
     Attempts(AttemptsCmd),
+    /// Notices (the SMS and email outbox), newest first.
+    #[command(subcommand)]
+    Notices(NoticesCmd),
     /// The ledger.
     #[command(subcommand)]
     Ledger(LedgerCmd),
@@ -214,6 +217,12 @@ enum AttemptsCmd {
     },
     /// Stream attempts as they happen, like `tail -f` (from the daemon's live feed).
     Watch(cmd::web::WatchArgs),
+}
+
+#[derive(Subcommand)]
+enum NoticesCmd {
+    /// Notices with their kind, recipient (masked), status and times.
+    List(cmd::notices::ListArgs),
 }
 
 #[derive(Subcommand)]
@@ -386,6 +395,7 @@ fn opens_existing_database(cmd: &Cmd) -> bool {
         Cmd::Loans(_)
             | Cmd::Plan(_)
             | Cmd::Attempts(AttemptsCmd::List { .. })
+            | Cmd::Notices(_)
             | Cmd::Ledger(_)
             | Cmd::Token(_)
             | Cmd::Recon(_)
@@ -414,6 +424,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Loans(LoansCmd::Import { file }) => import_file(g, file).await?,
         Cmd::Loans(LoansCmd::Show { id, as_of }) => show_loan(g, id, as_of.as_deref()).await?,
         Cmd::Loans(LoansCmd::List(a)) => cmd::loans::list(a, &ctx(g)).await?,
+        Cmd::Notices(NoticesCmd::List(a)) => cmd::notices::list(a, &ctx(g)).await?,
         Cmd::Loans(LoansCmd::Unpark { id, reason }) => unpark_loan(g, id, reason).await?,
         Cmd::Policy(PolicyCmd::Check { files }) => return policy_check(files),
         Cmd::Policy(PolicyCmd::List) => list_policies(g)?,

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod loans;
+pub mod notices;
 pub mod recon;
 pub mod simulate;
 pub mod web;

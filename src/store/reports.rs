@@ -544,6 +544,7 @@ pub async fn attempts_feed_head(conn: &mut AnyConnection) -> Result<(i64, i64), 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NoticeView {
     pub id: i64,
+    pub loan_id: String,
     pub seq: Option<u32>,
     pub kind: String,
     pub channel: String,
@@ -567,18 +568,50 @@ pub async fn notices_of(
     conn: &mut AnyConnection,
     id: &str,
 ) -> Result<Vec<NoticeView>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT id, seq, kind, channel, recipient, status, created_at, send_after, sent_at \
-         FROM notices WHERE loan_id = $1 ORDER BY id DESC",
-    )
-    .bind(id)
-    .fetch_all(&mut *conn)
-    .await?;
+    let f = NoticeFilter {
+        loan_id: Some(id.to_string()),
+        ..NoticeFilter::default()
+    };
+    notices_page(conn, &f, None, i64::MAX).await
+}
+
+/// Filters of the notice list (`repayd notices list`). Every value is bound.
+#[derive(Debug, Clone, Default)]
+pub struct NoticeFilter {
+    pub loan_id: Option<String>,
+    pub status: Option<String>,
+    pub kind: Option<String>,
+}
+
+/// Notices newest first, before the notice id `before` when given, at most `limit`.
+pub async fn notices_page(
+    conn: &mut AnyConnection,
+    f: &NoticeFilter,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<NoticeView>, sqlx::Error> {
+    let mut w = Where::default();
+    w.text("loan_id = ?", &f.loan_id);
+    w.text("status = ?", &f.status);
+    w.text("kind = ?", &f.kind);
+    w.int("id < ?", before);
+    let sql = format!(
+        "SELECT id, loan_id, seq, kind, channel, recipient, status, created_at, send_after, sent_at \
+         FROM notices WHERE {} ORDER BY id DESC LIMIT ${}",
+        w.sql(),
+        w.next()
+    );
+    let rows = w
+        .bind(sqlx::query(&sql))
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
     let ms = |v: i64| DateTime::from_timestamp_millis(v).unwrap_or_default();
     Ok(rows
         .into_iter()
         .map(|r| NoticeView {
             id: r.get("id"),
+            loan_id: r.get("loan_id"),
             seq: r.get::<Option<i64>, _>("seq").map(|s| s as u32),
             kind: r.get("kind"),
             channel: r.get("channel"),

@@ -49,7 +49,7 @@ fn import_plan_run_show_and_trial_balance() {
     );
     assert!(
         dir.path().join("repayd.db").exists(),
-        "SQLite is the default, created on first use"
+        "SQLite is the default, created by init"
     );
 
     let o = repayd(dir.path(), &["plan", "show", "C1"]);
@@ -95,6 +95,38 @@ fn import_plan_run_show_and_trial_balance() {
     assert!(
         notices.contains("138****5678") && !notices.contains("13812345678"),
         "{notices}"
+    );
+
+    // The outbox from the CLI: headers, masked recipients, filters checked.
+    let o = repayd(
+        dir.path(),
+        &["notices", "list", "--loan", "C1", "--kind", "paid"],
+    );
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.starts_with("     id loan") && out.contains("sent (UTC)"),
+        "{out}"
+    );
+    assert!(out.contains("paid") && out.contains("138****5678"), "{out}");
+    assert!(
+        !out.contains("13812345678") && !out.contains("pre_due"),
+        "{out}"
+    );
+    let o = repayd(
+        dir.path(),
+        &["--json", "notices", "list", "--status", "pending"],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for n in v["items"].as_array().unwrap() {
+        assert_eq!(n["status"], "pending", "{n}");
+    }
+    let o = repayd(dir.path(), &["notices", "list", "--kind", "reminder"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("--kind `reminder` is not one of pre_due"),
+        "{}",
+        text(&o)
     );
 }
 

@@ -36,6 +36,15 @@ pub enum NoticeKind {
 }
 
 impl NoticeKind {
+    pub const ALL: &'static [NoticeKind] = &[
+        NoticeKind::PreDue,
+        NoticeKind::Overdue,
+        NoticeKind::Paid,
+        NoticeKind::Partial,
+        NoticeKind::Failed,
+        NoticeKind::Rebind,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             NoticeKind::PreDue => "pre_due",
