@@ -744,8 +744,13 @@ async fn due_dates(
         };
         let today =
             crate::domain::local_date(now, crate::store::decode::zone(&r.get::<String, _>("tz"))?);
-        let due = crate::store::decode::stored_date("due_date", &r.get::<String, _>("due_date"))
-            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        // A date that does not decode belongs to a loan the engine parked for it; the list
+        // still shows that loan (marked parked), without a next due date from that row.
+        let Ok(due) =
+            crate::store::decode::stored_date("due_date", &r.get::<String, _>("due_date"))
+        else {
+            continue;
+        };
         if due < today {
             l.overdue += from_minor(r.get("owed"));
         } else if l.next_due.is_none_or(|d| due < d) {

@@ -216,6 +216,26 @@ impl<'a> Locator<'a> {
     }
 }
 
+impl Locator<'_> {
+    /// The whole `key = value` of a table (not an inline table, where a blank would leave a
+    /// stray comma) that holds `span`: what `parse_policy` blanks to read on past a bad value.
+    pub(super) fn assignment_around(&self, span: &Range<usize>) -> Option<Range<usize>> {
+        let path = self.path_around(span);
+        let mut node = Node::Item(self.doc.as_ref()?.as_item());
+        for seg in &path {
+            let (_, key_span, child) = node.children().into_iter().find(|c| &c.0 == seg)?;
+            let in_table =
+                matches!(node, Node::Table(_)) || matches!(node, Node::Item(Item::Table(_)));
+            let is_value = matches!(child, Node::Item(Item::Value(_)));
+            if in_table && is_value {
+                return Some(key_span?.start..child.span()?.end);
+            }
+            node = child;
+        }
+        None
+    }
+}
+
 pub(super) fn missing_field(message: &str) -> Option<String> {
     let rest = message.strip_prefix("missing field `")?;
     rest.split('`').next().map(str::to_string)

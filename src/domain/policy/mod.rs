@@ -672,24 +672,63 @@ pub fn file_problem(file: &str, message: String) -> PolicyErrors {
 // ---------------------------------------------------------------------------------------------
 
 /// Parse and validate one policy. `file` is only used in problem reports.
+/// Parse and check a policy, reporting every problem in the file: each value of the wrong
+/// type, then every rule the values break, all located `FILE:LINE:COLUMN: FIELD`.
 pub fn parse_policy(src: &str, file: &str) -> Result<Policy, PolicyErrors> {
     let locator = Locator::new(src, file);
-    let mut policy: Policy =
-        toml::from_str(src).map_err(|e| PolicyErrors(vec![locator.toml_problem(&e)]))?;
+    let (mut policy, mut problems) = read_typed(src, &locator)?;
     policy
         .codes
         .entry("default".to_string())
         .or_insert_with(CodeTable::standard);
-    let issues = validate(&policy);
-    if issues.is_empty() {
+    problems.extend(
+        validate(&policy)
+            .iter()
+            .map(|i| locator.problem_at(&i.path, &i.message)),
+    );
+    if problems.is_empty() {
         return Ok(policy);
     }
-    let mut problems: Vec<PolicyProblem> = issues
-        .iter()
-        .map(|i| locator.problem_at(&i.path, &i.message))
-        .collect();
     problems.sort_by_key(|p| (p.line, p.column));
+    problems.dedup();
     Err(PolicyErrors(problems))
+}
+
+/// How many values of the wrong type one check reports before it gives up.
+const MAX_TYPE_PROBLEMS: usize = 20;
+
+/// Deserialize, and on a value of the wrong type note it, blank that `key = value` (spaces
+/// in place, so every later offset and line stays true; the field takes its default) and
+/// read again. Returns the policy read around the bad values and their problems; a syntax
+/// error, or a required field missing, ends the reading.
+fn read_typed(src: &str, locator: &Locator) -> Result<(Policy, Vec<PolicyProblem>), PolicyErrors> {
+    let mut text = src.to_string();
+    let mut problems = Vec::new();
+    loop {
+        let e = match toml::from_str::<Policy>(&text) {
+            Ok(p) => return Ok((p, problems)),
+            Err(e) => e,
+        };
+        // A required field reported missing after a blank is our own doing: not a problem.
+        let ours = !problems.is_empty() && locate::missing_field(e.message()).is_some();
+        if !ours {
+            problems.push(locator.toml_problem(&e));
+        }
+        let target = e.span().and_then(|s| locator.assignment_around(&s));
+        match target {
+            Some(r) if !ours && problems.len() < MAX_TYPE_PROBLEMS => blank(&mut text, r),
+            _ => return Err(PolicyErrors(problems)),
+        }
+    }
+}
+
+/// Spaces over `range`, newlines kept.
+fn blank(text: &mut String, range: std::ops::Range<usize>) {
+    let blanked: String = text[range.clone()]
+        .chars()
+        .map(|c| if c == '\n' { c } else { ' ' })
+        .collect();
+    text.replace_range(range, &blanked);
 }
 
 pub const BUILTIN: [(&str, &str); 2] = [
@@ -783,6 +822,31 @@ mod tests {
             "expected `{field}` at line {line}, got:\n{}",
             PolicyErrors(found)
         );
+    }
+
+    #[test]
+    fn every_problem_of_a_file_is_reported_not_only_the_first() {
+        let src = format!(
+            "{HEAD}[notices]\ndaily_cap = -3\nbefore_due = [{{ days = 1, at = 10 }}]\n\
+             [ladder]\nmin_amount = \"abc\"\n[limits]\nmax_attempts_per_installment = 0\n"
+        );
+        let found = problems(&src);
+        let fields: Vec<&str> = found.iter().map(|p| p.field.as_str()).collect();
+        for want in [
+            "notices.daily_cap",
+            "notices.before_due[0].at",
+            "ladder.min_amount",
+            "limits.max_attempts_per_installment",
+        ] {
+            assert!(
+                fields.contains(&want),
+                "no {want} in:\n{}",
+                PolicyErrors(found.clone())
+            );
+        }
+        // In file order, each once, each on its own line.
+        let lines: Vec<usize> = found.iter().map(|p| p.line).collect();
+        assert!(lines.windows(2).all(|w| w[0] < w[1]), "{lines:?}");
     }
 
     fn parse_ok(body: &str) -> Policy {
