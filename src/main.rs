@@ -160,6 +160,9 @@ enum Cmd {
         /// Print the journal of applied debits as JSON when stopped.
         #[arg(long)]
         print_journal: bool,
+        /// Print a complete scenario file, every field commented, and exit.
+        #[arg(long)]
+        print_scenario: bool,
     },
 }
 
@@ -456,7 +459,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             secret,
             callback_url,
             print_journal,
+            print_scenario,
         } => {
+            if *print_scenario {
+                print!("{}", repayd::adapters::channel::sim::SCENARIO_TEMPLATE);
+                return Ok(ExitCode::SUCCESS);
+            }
             channel_sim(
                 listen,
                 scenario.as_deref(),

@@ -248,6 +248,18 @@ fn loans_list_and_show_as_of_a_date() {
     );
 }
 
+/// The scenario format is documented by the binary itself: `--print-scenario` prints a
+/// complete commented file that `channel-sim --scenario` takes back.
+#[test]
+fn channel_sim_prints_its_scenario_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = repayd(dir.path(), &["channel-sim", "--print-scenario"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let file = String::from_utf8(o.stdout).unwrap();
+    assert!(file.contains("[server]") && file.contains("# "), "{file}");
+    repayd::adapters::channel::sim::Scenario::from_toml_str(&file, "printed.toml").unwrap();
+}
+
 #[test]
 fn policy_check_reports_line_and_field() {
     let dir = tempfile::tempdir().unwrap();

@@ -204,10 +204,29 @@ fn default_balance() -> Decimal {
     Decimal::new(100_000_000, 2) // 1,000,000.00
 }
 
-/// Amounts are strings ("760.00"), parsed by the one money parser, so floats never sneak in.
+/// Every field of a scenario, commented: what `repayd channel-sim --print-scenario` prints.
+pub const SCENARIO_TEMPLATE: &str = include_str!("scenario.toml");
+
+/// Amounts are strings ("760.00") or whole numbers, parsed by the one money parser; a TOML
+/// float is refused with a hint, since it cannot hold money exactly.
 fn money<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
-    let s = String::deserialize(d)?;
-    parse_money(&s).map_err(serde::de::Error::custom)
+    let text = match toml::Value::deserialize(d)? {
+        toml::Value::String(s) => s,
+        toml::Value::Integer(n) => n.to_string(),
+        toml::Value::Float(f) => {
+            return Err(serde::de::Error::custom(format!(
+                "`{f}` is a TOML float, which cannot hold money exactly: write the amount \
+                 as a string, like \"{f:.2}\""
+            )))
+        }
+        other => {
+            return Err(serde::de::Error::custom(format!(
+                "expected an amount like \"760.00\", found {}",
+                other.type_str()
+            )))
+        }
+    };
+    parse_money(&text).map_err(serde::de::Error::custom)
 }
 
 fn opt_money<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
@@ -310,7 +329,18 @@ impl Scenario {
     pub fn from_toml_str(src: &str, file_name: &str) -> Result<Scenario, SimError> {
         let scenario: Scenario = toml::from_str(src).map_err(|e| {
             let line = e.span().map_or(1, |s| line_at(src, s.start));
-            scenario_error(file_name, line, e.message().trim())
+            // Name the field the way a policy error does: the key written on that line.
+            let key = src
+                .lines()
+                .nth(line - 1)
+                .and_then(|l| l.split_once('='))
+                .map(|(k, _)| k.trim())
+                .filter(|k| !k.is_empty() && !k.contains(['[', '{', '"']));
+            let message = e.message().trim();
+            match key {
+                Some(k) => scenario_error(file_name, line, &format!("{k}: {message}")),
+                None => scenario_error(file_name, line, message),
+            }
         })?;
         scenario.check(src, file_name)?;
         Ok(scenario)
@@ -869,6 +899,39 @@ impl Channel for Simulator {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_printed_scenario_parses_and_names_every_section() {
+        let s = Scenario::from_toml_str(SCENARIO_TEMPLATE, "scenario.toml").unwrap();
+        assert_eq!(s.accounts.len(), 1);
+        assert_eq!(s.accounts[0].balance, Some(Decimal::new(76000, 2)));
+        for key in [
+            "[default]",
+            "[[accounts]]",
+            "[server]",
+            "statement_extra",
+            "lost_first",
+        ] {
+            assert!(SCENARIO_TEMPLATE.contains(key), "{key}");
+        }
+    }
+
+    #[test]
+    fn a_float_amount_is_refused_with_its_field_and_a_hint() {
+        let e = Scenario::from_toml_str(
+            "[[accounts]]\nagreement = \"A\"\nbalance = 760.5\n",
+            "s.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("s.toml:3: balance: `760.5` is a TOML float"),
+            "{e}"
+        );
+        assert!(e.contains("\"760.50\""), "{e}");
+        let whole = Scenario::from_toml_str("[default]\nbalance = 100\n", "s.toml").unwrap();
+        assert_eq!(whole.default.balance, Decimal::new(100, 0));
+    }
+
     use super::*;
     use chrono::TimeZone;
     use rust_decimal_macros::dec;
