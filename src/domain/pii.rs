@@ -25,6 +25,26 @@ pub fn is_masked_account(account: &str) -> bool {
 /// An account number as an import or a person gives it: digits (spaces allowed between
 /// them), or a number already masked by [`mask_account`]. The message never repeats the
 /// number.
+/// A channel agreement (mandate) id: 1 to 64 printable ASCII characters without spaces,
+/// which every channel's protocol carries as is.
+pub fn check_agreement(agreement: &str) -> Result<(), String> {
+    let n = agreement.chars().count();
+    if agreement.trim().is_empty() {
+        return Err("is empty".into());
+    }
+    if n > 64 {
+        return Err(format!(
+            "has {n} characters; an agreement id has at most 64"
+        ));
+    }
+    match agreement.chars().find(|c| !c.is_ascii_graphic()) {
+        Some(c) => Err(format!(
+            "contains {c:?}; an agreement id is printable ASCII without spaces"
+        )),
+        None => Ok(()),
+    }
+}
+
 pub fn check_account(account: &str) -> Result<(), String> {
     if is_masked_account(account) {
         return Ok(());
@@ -104,6 +124,16 @@ pub fn mask_email(email: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn agreement_ids_are_printable_and_bounded() {
+        assert!(check_agreement("AGR-C1_2027/01").is_ok());
+        assert!(check_agreement("").unwrap_err().contains("empty"));
+        assert!(check_agreement("AGR 1").unwrap_err().contains("' '"));
+        assert!(check_agreement("AGR\u{0}").is_err());
+        assert!(check_agreement("协议1").is_err());
+        assert!(check_agreement(&"A".repeat(65)).unwrap_err().contains("65"));
+    }
+
     use super::*;
 
     #[test]

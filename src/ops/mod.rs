@@ -491,13 +491,9 @@ pub async fn add_mandate(
             format!("unknown channel `{}` (known: {known:?})", m.channel),
         ));
     }
-    if m.agreement.trim().is_empty() {
-        return Err(invalid("agreement", "is required"));
-    }
-    let digits = m.account.chars().filter(|c| !c.is_whitespace()).count();
-    if digits < 4 {
-        return Err(invalid("account", "is required (at least 4 characters)"));
-    }
+    crate::domain::pii::check_agreement(&m.agreement).map_err(|e| invalid("agreement", e))?;
+    // The same rule as the import: digits of a real length, or an already masked number.
+    crate::domain::pii::check_account(&m.account).map_err(|e| invalid("account", e))?;
     let per_debit = limit("per_debit_limit", &m.per_debit_limit)?;
     let daily = limit("daily_limit", &m.daily_limit)?;
     let mut tx = engine.db.begin().await?;

@@ -541,6 +541,24 @@ async fn bad_bodies_name_the_field(backend: Backend) {
             StatusCode::UNPROCESSABLE_ENTITY,
             "daily_limit",
         ),
+        (
+            "/api/v1/loans/L1/mandates",
+            json!({ "channel": "unionpay", "agreement": "A", "account": "12ab", "reason": "rebound" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "account",
+        ),
+        (
+            "/api/v1/loans/L1/mandates",
+            json!({ "channel": "unionpay", "agreement": "A", "account": "1".repeat(40), "reason": "rebound" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "account",
+        ),
+        (
+            "/api/v1/loans/L1/mandates",
+            json!({ "channel": "unionpay", "agreement": "AGR 1\n", "account": NEW_ACCOUNT, "reason": "rebound" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "agreement",
+        ),
     ];
     for (path, body, status, f) in &cases {
         let r = app.post(path, c, body).await;

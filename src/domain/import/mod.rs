@@ -557,8 +557,8 @@ fn check_mandates(
                 ),
             );
         }
-        if m.agreement.trim().is_empty() {
-            bad(&f("agreement"), "is empty".into());
+        if let Err(e) = crate::domain::pii::check_agreement(&m.agreement) {
+            bad(&f("agreement"), e);
         }
         if let Err(e) = crate::domain::pii::check_account(&m.account) {
             bad(&f("account"), e);
