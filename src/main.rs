@@ -380,8 +380,14 @@ async fn main() -> ExitCode {
         quiet_on_closed_pipe();
     }
     init_logs(&cli);
+    let json = cli.global.json;
     match dispatch(cli).await {
         Ok(code) => code,
+        // With --json the error is JSON too, so a script reads one format either way.
+        Err(e) if json => {
+            eprintln!("{}", serde_json::json!({ "error": error_text(&e) }));
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("error: {}", error_text(&e));
             ExitCode::FAILURE

@@ -1,7 +1,9 @@
 //! Policies from files: the shipped ones plus every `*.toml` in the policies folder. A bad file
 //! is reported with its problems (file, line, column, field), all files at once.
 
-use crate::domain::policy::{file_problem, parse_policy, Policy, PolicyErrors, PolicySet};
+use crate::domain::policy::{
+    file_problem, parse_policy, Policy, PolicyErrors, PolicyProblem, PolicySet,
+};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -49,16 +51,42 @@ fn toml_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyErrors> {
     Ok(paths)
 }
 
-/// Shipped policies plus any in `dir` (which may not exist).
+/// Shipped policies plus the good files in `dir` (which may not exist). A bad file is named
+/// with its problems in a warning and left out, so it blocks nothing that does not use its
+/// policy: a loan under it is parked for a person, and `policy check` shows every problem.
+/// Two files with one name still refuse the folder: which of them rules would be a guess.
 pub fn load_policies(dir: &Path) -> Result<PolicySet, PolicyErrors> {
     let mut set = PolicySet::builtin();
-    if dir.is_dir() {
-        let local = load_dir(dir)?;
-        for name in local.names() {
-            set.insert(local.get(name).expect("listed").clone());
-        }
+    if !dir.is_dir() {
+        return Ok(set);
+    }
+    let (local, bad) = load_dir_lenient(dir)?;
+    for p in &bad {
+        tracing::warn!(file = %p.file, "{p}; this policy file is left out until it is fixed");
+    }
+    for name in local.names() {
+        set.insert(local.get(name).expect("listed").clone());
     }
     Ok(set)
+}
+
+/// Like [`load_dir`], but a file that does not parse or check is left out and its problems
+/// returned beside the set.
+fn load_dir_lenient(dir: &Path) -> Result<(PolicySet, Vec<PolicyProblem>), PolicyErrors> {
+    let mut set = PolicySet::default();
+    let mut origin = BTreeMap::new();
+    let mut bad = Vec::new();
+    for path in toml_files(dir)? {
+        let file = path.display().to_string();
+        let Ok(src) = read_source(&path, &file).map_err(|e| bad.extend(e.0)) else {
+            continue;
+        };
+        match parse_policy(&src, &file) {
+            Ok(_) => set.add_source(&src, &file, &mut origin)?,
+            Err(e) => bad.extend(e.0),
+        }
+    }
+    Ok((set, bad))
 }
 
 #[cfg(test)]
@@ -83,5 +111,25 @@ mod tests {
         assert_eq!((err[0].field.as_str(), err[0].line), ("name", 9));
         assert!(err[0].file.ends_with("z_copy.toml"));
         assert!(load_policy_file(&dir.path().join("missing.toml")).is_err());
+    }
+
+    #[test]
+    fn a_bad_file_is_left_out_and_blocks_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = BUILTIN[1].1.replace("name = \"gentle\"", "name = \"kind\"");
+        std::fs::write(dir.path().join("kind.toml"), good).unwrap();
+        std::fs::write(
+            dir.path().join("broken.toml"),
+            "name = \"broken\"\nversion = \"x\"\n",
+        )
+        .unwrap();
+        let set = load_policies(dir.path()).unwrap();
+        assert!(set.get("kind").is_some() && set.get("standard").is_some());
+        assert!(set.get("broken").is_none());
+        let (_, bad) = load_dir_lenient(dir.path()).unwrap();
+        assert!(
+            bad.iter().all(|p| p.file.ends_with("broken.toml")) && !bad.is_empty(),
+            "{bad:?}"
+        );
     }
 }

@@ -180,6 +180,20 @@ async fn roles_per_endpoint(backend: Backend) {
     }
     let health = app.client.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), StatusCode::OK, "/healthz needs no token");
+    // An admin cannot revoke the token of the request itself (a 409 naming it).
+    let r = app
+        .post(
+            "/api/v1/tokens/alice-admin/revoke",
+            Some(&app.admin),
+            &json!(null),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert_eq!(r.json["field"], "name", "{}", r.text);
+    assert_eq!(
+        app.get("/api/v1/tokens", Some(&app.admin)).await.status,
+        StatusCode::OK
+    );
     // A revoked token is refused.
     let r = app
         .post(

@@ -260,6 +260,46 @@ fn channel_sim_prints_its_scenario_format() {
     repayd::adapters::channel::sim::Scenario::from_toml_str(&file, "printed.toml").unwrap();
 }
 
+/// A bad file in the policies folder names itself in a warning and blocks nothing that does
+/// not need it; `--json` makes errors JSON too.
+#[test]
+fn a_bad_policy_file_names_itself_and_json_errors_are_json() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::write(
+        dir.path().join("policies/broken.toml"),
+        "name = \"broken\"\nversion = \"one\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("loans.json"), LOANS).unwrap();
+    init(dir.path());
+    let o = repayd(dir.path(), &["loans", "import", "loans.json"]);
+    let out = text(&o);
+    assert!(
+        o.status.success(),
+        "the standard loan imports despite broken.toml: {out}"
+    );
+    assert!(
+        out.contains("broken.toml:2") && out.contains("left out"),
+        "{out}"
+    );
+    let o = repayd(dir.path(), &["loans", "show", "C1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = repayd(dir.path(), &["--json", "loans", "show", "NOPE"]);
+    assert!(!o.status.success());
+    let err: serde_json::Value = serde_json::from_slice(
+        o.stderr
+            .split(|b| *b == b'\n')
+            .rfind(|l| l.starts_with(b"{"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        err["error"].as_str().unwrap().contains("no loan `NOPE`"),
+        "{err}"
+    );
+}
+
 #[test]
 fn policy_check_reports_line_and_field() {
     let dir = tempfile::tempdir().unwrap();

@@ -158,6 +158,7 @@ pub struct TokenRevoked {
 }
 
 #[utoipa::path(post, path = "/api/v1/tokens/{name}/revoke", tag = "tokens",
+    description = "Revoke the active token with this name; the token of the request itself is refused (409).",
     params(("name" = String, Path, description = "token name"),
         ("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key")),
     responses((status = 200, body = TokenRevoked), (status = "4XX", body = ErrorBody)))]
@@ -166,6 +167,19 @@ pub async fn revoke_token(
     State(s): State<ApiState>,
     Path(name): Path<String>,
 ) -> Result<Json<TokenRevoked>, ApiError> {
+    // Revoking the token the request carries would lock its admin out mid-session; another
+    // admin token, or `repayd token revoke` on the server, can do it.
+    if name == p.name {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "own_token",
+            format!(
+                "`{name}` is the token of this request; revoke it with another admin token \
+                 or `repayd token revoke --name {name}`"
+            ),
+        )
+        .with_field("name"));
+    }
     let now = now().timestamp_millis();
     let mut tx = s.engine.db.begin().await?;
     let revoked = auth::revoke_token(&mut tx, &name, now).await?;
