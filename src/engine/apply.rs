@@ -512,9 +512,10 @@ fn invalidate_mandate(
 
 /// What a flush wrote: the amount collected and the notices queued, without the writes of
 /// loans whose answers came late.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Flushed {
-    pub collected: Decimal,
+    /// Collected by the flushed repayments, per currency (never one mixed total).
+    pub collected: std::collections::BTreeMap<String, Decimal>,
     pub notices: usize,
 }
 
@@ -555,9 +556,19 @@ pub async fn flush(
     crate::store::notices::queue_notices(conn, &w.notices, now).await?;
     cancel_paid(conn, &w.paid, loans).await?;
     Ok(Flushed {
-        collected: w.collected,
+        collected: collected_by_currency(&w.entries),
         notices: w.notices.len(),
     })
+}
+
+/// What the repayment entries took into clearing (their debits), per currency.
+fn collected_by_currency(entries: &[Entry]) -> std::collections::BTreeMap<String, Decimal> {
+    let mut out = std::collections::BTreeMap::new();
+    for e in entries.iter().filter(|e| e.kind == "repayment") {
+        let amount: Decimal = e.lines.iter().map(|l| l.debit).sum();
+        *out.entry(e.currency.clone()).or_default() += amount;
+    }
+    out
 }
 
 impl Writes {

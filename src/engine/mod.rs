@@ -144,7 +144,8 @@ pub struct RunSummary {
     pub notices_held: u64,
     /// attempts by "kind/outcome", e.g. "due/succeeded".
     pub attempts: BTreeMap<String, u64>,
-    pub collected_minor: i64,
+    /// Money collected, per currency.
+    pub collected: BTreeMap<String, rust_decimal::Decimal>,
 }
 
 /// Export one answer to an attempt. A final answer is counted in `repayd_attempts_total`
@@ -183,6 +184,13 @@ impl RunSummary {
             .or_default() += 1;
     }
 
+    /// Add a flush's collections, currency by currency.
+    pub fn add_collected(&mut self, collected: BTreeMap<String, rust_decimal::Decimal>) {
+        for (currency, amount) in collected {
+            *self.collected.entry(currency).or_default() += amount;
+        }
+    }
+
     /// Add what another batch of the same run did.
     pub fn merge(&mut self, other: RunSummary) {
         self.resolved += other.resolved;
@@ -198,7 +206,7 @@ impl RunSummary {
         for (k, v) in other.attempts {
             *self.attempts.entry(k).or_default() += v;
         }
-        self.collected_minor += other.collected_minor;
+        self.add_collected(other.collected);
     }
 
     pub fn total_attempts(&self) -> u64 {
@@ -239,7 +247,7 @@ impl Engine {
         phase::add(phase::Phase::Dispatch, t);
         tracing::info!(
             attempts = summary.total_attempts(),
-            collected_minor = summary.collected_minor,
+            collected = ?summary.collected,
             notices_sent = summary.notices_sent,
             "run finished"
         );

@@ -607,7 +607,7 @@ pub(super) async fn apply_round(
     let flushed = apply::flush(&mut tx, loans, w, now).await?;
     tx.commit().await?;
     phase::add(Phase::Flush, t);
-    summary.collected_minor += to_minor(flushed.collected)?;
+    summary.add_collected(flushed.collected);
     summary.notices_queued += flushed.notices as u64;
     // A loan whose answer came late was left out of the flush: its pursuit ends here.
     for p in pursuits

@@ -148,7 +148,7 @@ async fn resolve_batch(
     }
     let mut tx = engine.db.begin().await?;
     let flushed = apply::flush(&mut tx, &mut loans, w, now).await?;
-    summary.collected_minor += to_minor(flushed.collected)?;
+    summary.add_collected(flushed.collected);
     // An answer that came late (its loan left out of the flush) opens no case either.
     escalate.retain(|(open, _)| loans.contains_key(&open.rec.loan_id));
     escalate_to_cases(engine, &mut tx, &escalate, now).await?;

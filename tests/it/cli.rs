@@ -66,6 +66,10 @@ fn import_plan_run_show_and_trial_balance() {
     );
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("\"due/succeeded\": 1"), "{}", text(&o));
+    // Money in the run's summary is per currency, in units: never a mixed minor-unit total.
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(summary["collected"]["CNY"].is_string(), "{summary}");
+    assert!(summary.get("collected_minor").is_none(), "{summary}");
 
     let o = repayd(dir.path(), &["loans", "show", "C1"]);
     let out = text(&o);
