@@ -29,6 +29,9 @@ pub struct ListArgs {
     /// Only parked loans (`--parked`), or only the others (`--parked=false`).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     parked: Option<bool>,
+    /// Only loans with a mandate to re-bind (`--needs-rebinding`), or only the others (`=false`).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    needs_rebinding: Option<bool>,
     /// Start after this loan id (the `next:` line of the previous page).
     #[arg(long)]
     after: Option<String>,
@@ -74,6 +77,7 @@ pub async fn list(a: &ListArgs, ctx: &Ctx) -> anyhow::Result<()> {
         dpd_max: a.dpd_max,
         q: a.q.clone(),
         parked: a.parked,
+        needs_rebinding: a.needs_rebinding,
     };
     let mut conn = db.pool.acquire().await?;
     let limit = usize::from(a.limit);

@@ -638,6 +638,72 @@ pub struct LoanFilter {
     pub q: Option<String>,
     /// Only loans parked for a person (`true`), or only those that are not.
     pub parked: Option<bool>,
+    /// Only loans with a mandate that failed hard and must be re-bound (`true`), or only
+    /// those without one.
+    pub needs_rebinding: Option<bool>,
+}
+
+/// How the worklist is ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WorkOrder {
+    /// Most days past due first (then most overdue, then id).
+    #[default]
+    DaysPastDue,
+    /// Largest overdue amount first (amounts compare within a currency, then by currency).
+    Overdue,
+    /// Soonest next due date first.
+    NextDue,
+    Id,
+}
+
+/// The most loans the worklist reads for one view: it sorts in memory, so it is bounded; a
+/// narrower filter shows the rest.
+pub const WORKLIST_MAX: usize = 5_000;
+
+/// The loans matching `f`, ordered by `order`, at most [`WORKLIST_MAX`]; `true` when more
+/// matched than that.
+pub async fn worklist(
+    conn: &mut AnyConnection,
+    policies: &PolicySet,
+    f: &LoanFilter,
+    order: WorkOrder,
+    now: DateTime<Utc>,
+) -> Result<(Vec<LoanSummary>, bool), sqlx::Error> {
+    let (mut rows, more) = loans_page(conn, policies, f, None, WORKLIST_MAX, now).await?;
+    sort_worklist(&mut rows, order);
+    Ok((rows, more))
+}
+
+/// The order of the worklist; ties fall back to the loan id, so pages are stable.
+pub fn sort_worklist(rows: &mut [LoanSummary], order: WorkOrder) {
+    use std::cmp::Reverse;
+    match order {
+        WorkOrder::DaysPastDue => rows.sort_by(|a, b| {
+            (
+                Reverse(a.days_past_due),
+                &a.currency,
+                Reverse(a.overdue),
+                &a.id,
+            )
+                .cmp(&(
+                    Reverse(b.days_past_due),
+                    &b.currency,
+                    Reverse(b.overdue),
+                    &b.id,
+                ))
+        }),
+        WorkOrder::Overdue => rows.sort_by(|a, b| {
+            (&a.currency, Reverse(a.overdue), &a.id).cmp(&(&b.currency, Reverse(b.overdue), &b.id))
+        }),
+        WorkOrder::NextDue => rows.sort_by(|a, b| {
+            (a.next_due.is_none(), a.next_due, &a.id).cmp(&(
+                b.next_due.is_none(),
+                b.next_due,
+                &b.id,
+            ))
+        }),
+        WorkOrder::Id => rows.sort_by(|a, b| a.id.cmp(&b.id)),
+    }
 }
 
 /// A row of the loan list.
@@ -790,6 +856,11 @@ async fn loan_rows(
     w.int(
         "(CASE WHEN l.parked_at IS NULL THEN 0 ELSE 1 END) = ?",
         f.parked.map(i64::from),
+    );
+    w.int(
+        "(CASE WHEN EXISTS (SELECT 1 FROM mandates m WHERE m.loan_id = l.id \
+         AND m.status = 'invalid') THEN 1 ELSE 0 END) = ?",
+        f.needs_rebinding.map(i64::from),
     );
     w.text(
         "EXISTS (SELECT 1 FROM mandates m WHERE m.loan_id = l.id AND m.channel = ?)",

@@ -361,6 +361,62 @@ async fn dashboard_figures(c: &Client, site: &Site) {
     );
 }
 
+/// Clicking the M1 bucket's bar opens the worklist filtered to M1 (L4, 800 overdue); the
+/// worklist sorts by days past due and refuses an unknown order by name.
+async fn worklist_from_a_bucket_bar(c: &Client, site: &Site) {
+    let later = site.due + Days::new(5);
+    c.goto(&site.url(&format!("/?date={later}"))).await.unwrap();
+    c.find(Locator::Css("#buckets a.bar-link"))
+        .await
+        .expect("a bucket bar links")
+        .click()
+        .await
+        .unwrap();
+    wait_until("the worklist page", || async {
+        c.current_url().await.is_ok_and(|u| u.path() == "/worklist")
+    })
+    .await;
+    let url = c.current_url().await.unwrap();
+    assert!(url.query().unwrap_or("").contains("bucket=M1"), "{url}");
+    let table = text_of(c, "#worklist").await;
+    let src = c.source().await.unwrap_or_default();
+    assert!(
+        table.contains("L4") && table.contains("M1") && table.contains("overdue"),
+        "{table}\n{url}\n{src}"
+    );
+    assert!(!table.contains("L1"), "L1 is paid, not in M1: {table}");
+    c.goto(&site.url(&format!("/worklist?sort=dpd&date={later}")))
+        .await
+        .unwrap();
+    let dpds: Vec<u32> = {
+        let mut v = Vec::new();
+        for row in c
+            .find_all(Locator::Css("#worklist tbody tr"))
+            .await
+            .unwrap()
+        {
+            v.push(
+                row.attr("data-dpd")
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .parse()
+                    .unwrap(),
+            );
+        }
+        v
+    };
+    assert!(
+        !dpds.is_empty() && dpds.windows(2).all(|w| w[0] >= w[1]),
+        "{dpds:?}"
+    );
+    let png = c.screenshot().await.expect("screenshot");
+    std::fs::write(artifacts().join("worklist.png"), png).expect("write screenshot");
+    c.goto(&site.url("/worklist?sort=colour")).await.unwrap();
+    let page = c.source().await.unwrap();
+    assert!(page.contains("sort: `colour` is not one of"), "{page}");
+}
+
 /// A collections user pauses L4 from its page; the action lands in the audit log, on the
 /// page and in the table.
 async fn pause_from_loan_page(c: &Client, site: &Site) {
@@ -609,6 +665,7 @@ async fn dashboard_in_a_real_browser() {
         login(&c, &site, &ops).await;
         feed_updates_live(&c, &site).await;
         dashboard_figures(&c, &site).await;
+        worklist_from_a_bucket_bar(&c, &site).await;
         pause_from_loan_page(&c, &site).await;
         resume_and_manual_attempt(&c, &site).await;
         viewer_sees_no_actions(&v, &site, &viewer).await;

@@ -42,6 +42,9 @@ pub struct LoanQuery {
     /// `true`: only loans parked for a person; `false`: only the others.
     #[param(schema_with = param::boolean)]
     pub parked: Option<String>,
+    /// `true`: only loans with a mandate to re-bind (it failed hard); `false`: the others.
+    #[param(schema_with = param::boolean)]
+    pub needs_rebinding: Option<String>,
     /// `next_cursor` of the previous page.
     #[param(schema_with = param::text)]
     pub cursor: Option<String>,
@@ -66,6 +69,15 @@ fn dpd(field: &str, v: &Option<String>) -> Result<Option<u32>, ApiError> {
         .transpose()
 }
 
+fn flag(field: &str, v: &Option<String>) -> Result<Option<bool>, ApiError> {
+    match nonempty(v).as_deref() {
+        None => Ok(None),
+        Some("true") => Ok(Some(true)),
+        Some("false") => Ok(Some(false)),
+        Some(_) => Err(ApiError::bad(field, "true or false")),
+    }
+}
+
 fn nonempty(v: &Option<String>) -> Option<String> {
     v.clone().filter(|s| !s.is_empty())
 }
@@ -85,12 +97,8 @@ pub async fn list_loans(
         dpd_min: dpd("dpd_min", &q.dpd_min)?,
         dpd_max: dpd("dpd_max", &q.dpd_max)?,
         q: nonempty(&q.q),
-        parked: match nonempty(&q.parked).as_deref() {
-            None => None,
-            Some("true") => Some(true),
-            Some("false") => Some(false),
-            Some(_) => return Err(ApiError::bad("parked", "true or false")),
-        },
+        parked: flag("parked", &q.parked)?,
+        needs_rebinding: flag("needs_rebinding", &q.needs_rebinding)?,
     };
     let limit = limit_of(&q.limit)? as usize;
     let after = q.cursor.as_deref().map(cursor_in).transpose()?;

@@ -28,6 +28,8 @@ pub struct BarChart {
 pub struct Bar {
     pub label: String,
     pub text: String,
+    /// Where clicking the bar goes (the worklist, filtered), if anywhere.
+    pub href: Option<String>,
     pub y: u32,
     pub w: u32,
     /// CSS class: `good`, `warn`, `bad` or `plain`.
@@ -40,6 +42,7 @@ pub struct Row {
     pub value: Decimal,
     pub text: String,
     pub tone: &'static str,
+    pub href: Option<String>,
 }
 
 /// Bars scaled to the largest value (or to `full` when given, e.g. 1 for rates).
@@ -54,6 +57,7 @@ pub fn bar_chart(title: &str, rows: Vec<Row>, full: Option<Decimal>) -> BarChart
             label: r.label,
             text: r.text,
             tone: r.tone,
+            href: r.href,
         })
         .collect::<Vec<_>>();
     BarChart {
@@ -100,6 +104,7 @@ pub fn rate_row(label: String, ok: i64, n: i64) -> Row {
         value: rate,
         text: format!("{pct}% ({ok}/{n})"),
         tone,
+        href: None,
     }
 }
 
@@ -115,6 +120,7 @@ mod tests {
             value: v,
             text: String::new(),
             tone: "plain",
+            href: None,
         };
         let c = bar_chart(
             "t",

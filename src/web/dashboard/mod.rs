@@ -25,6 +25,7 @@ pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/", get(pages::home))
         .route("/loans", get(pages::loans))
+        .route("/worklist", get(pages::worklist))
         .route("/loans/{id}", get(pages::loan))
         .route("/recon", get(pages::recon))
         .route("/simulations", get(simulation::list))

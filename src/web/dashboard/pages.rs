@@ -34,6 +34,13 @@ fn parse_date(s: Option<&str>) -> Result<Option<NaiveDate>, PageError> {
     }
 }
 
+/// The worklist of one bucket, as of the dashboard's chosen date when it has one.
+fn bucket_link(bucket: &str, date: Option<NaiveDate>) -> Option<String> {
+    let date = date.map(|d| d.to_string()).unwrap_or_default();
+    let q = serde_urlencoded::to_string([("bucket", bucket), ("date", date.as_str())]).ok()?;
+    Some(format!("/worklist?{q}"))
+}
+
 pub async fn home(
     session: Session,
     State(s): State<ApiState>,
@@ -57,6 +64,8 @@ pub async fn home(
                         b.loans,
                         if b.loans == 1 { "" } else { "s" }
                     ),
+                    // A bucket's bar opens the worklist filtered to it.
+                    href: bucket_link(&b.name, fixed),
                     label: b.name,
                     value: b.amount,
                     tone: "bad",
@@ -117,6 +126,112 @@ pub async fn loans(
         q => q.q, status => q.status, statuses, loans, more,
     };
     page("loans.html", ctx)
+}
+
+/// The worklist's filters and order, as the form sends them (every value text, checked here
+/// so a bad one is a 400 naming its field).
+#[derive(Debug, Deserialize, Default)]
+pub struct WorklistQuery {
+    #[serde(default)]
+    bucket: String,
+    #[serde(default)]
+    dpd_min: String,
+    #[serde(default)]
+    dpd_max: String,
+    #[serde(default)]
+    channel: String,
+    #[serde(default)]
+    policy: String,
+    #[serde(default)]
+    rebind: String,
+    #[serde(default)]
+    sort: String,
+    #[serde(default)]
+    page: String,
+    /// As of this date (YYYY-MM-DD, in every loan's zone); the daemon clock when empty.
+    #[serde(default)]
+    date: String,
+}
+
+const WORKLIST_PAGE: usize = 50;
+
+fn days_field(name: &str, v: &str) -> Result<Option<u32>, PageError> {
+    match v.trim() {
+        "" => Ok(None),
+        t => t.parse().map(Some).map_err(|_| {
+            PageError::BadRequest(format!("{name}: `{t}` is not a whole number of days"))
+        }),
+    }
+}
+
+impl WorklistQuery {
+    fn filter(&self) -> Result<reports::LoanFilter, PageError> {
+        let text = |v: &str| Some(v.trim().to_string()).filter(|v| !v.is_empty());
+        Ok(reports::LoanFilter {
+            bucket: text(&self.bucket),
+            policy: text(&self.policy),
+            channel: text(&self.channel),
+            // The worklist is of overdue loans unless a range says otherwise.
+            dpd_min: days_field("dpd_min", &self.dpd_min)?.or(Some(1)),
+            dpd_max: days_field("dpd_max", &self.dpd_max)?,
+            needs_rebinding: (self.rebind == "yes").then_some(true),
+            ..reports::LoanFilter::default()
+        })
+    }
+
+    fn order(&self) -> Result<reports::WorkOrder, PageError> {
+        use reports::WorkOrder::*;
+        match self.sort.as_str() {
+            "" | "dpd" => Ok(DaysPastDue),
+            "overdue" => Ok(Overdue),
+            "next_due" => Ok(NextDue),
+            "id" => Ok(Id),
+            s => Err(PageError::BadRequest(format!(
+                "sort: `{s}` is not one of dpd, overdue, next_due, id"
+            ))),
+        }
+    }
+}
+
+pub async fn worklist(
+    session: Session,
+    State(s): State<ApiState>,
+    Query(q): Query<WorklistQuery>,
+) -> Result<Response, PageError> {
+    let (filter, order) = (q.filter()?, q.order()?);
+    let page_no: usize =
+        match q.page.trim() {
+            "" => 1,
+            p => p.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                PageError::BadRequest(format!("page: `{p}` is not a page number"))
+            })?,
+        };
+    // A date is taken at noon UTC: that same date in every zone from UTC−11 to UTC+11.
+    let now = match parse_date(Some(&q.date))? {
+        Some(d) => d.and_hms_opt(12, 0, 0).expect("noon").and_utc(),
+        None => clock(&s),
+    };
+    let mut conn = s.engine.db.pool.acquire().await?;
+    let (rows, capped) =
+        reports::worklist(&mut conn, &s.engine.policies, &filter, order, now).await?;
+    let pages = rows.len().div_ceil(WORKLIST_PAGE).max(1);
+    let shown: Vec<_> = rows
+        .iter()
+        .skip((page_no - 1) * WORKLIST_PAGE)
+        .take(WORKLIST_PAGE)
+        .collect();
+    let mut channels: Vec<&String> = s.engine.channel_configs.keys().collect();
+    channels.sort();
+    let ctx = minijinja::context! {
+        user => session.user(),
+        rows => shown, total => rows.len(), capped, max => reports::WORKLIST_MAX,
+        page => page_no, pages, q => minijinja::context! {
+            bucket => q.bucket, dpd_min => q.dpd_min, dpd_max => q.dpd_max, channel => q.channel,
+            policy => q.policy, rebind => q.rebind, sort => q.sort, date => q.date,
+        },
+        channels, policies => s.engine.policies.names(),
+    };
+    page("worklist.html", ctx)
 }
 
 pub async fn loan(

@@ -14,12 +14,13 @@ macro_rules! templates {
     };
 }
 
-const TEMPLATES: [(&str, &str); 9] = templates![
+const TEMPLATES: [(&str, &str); 10] = templates![
     "base.html",
     "macros.html",
     "login.html",
     "home.html",
     "loans.html",
+    "worklist.html",
     "loan.html",
     "recon.html",
     "simulations.html",
@@ -77,6 +78,7 @@ fn env() -> &'static Environment<'static> {
         env.add_filter("when", when);
         env.add_filter("scrub", scrub);
         env.add_filter("segment", |v: Value| path_segment(&v.to_string()));
+        env.add_filter("urlencode", |v: Value| query_value(&v.to_string()));
         env
     })
 }
@@ -176,6 +178,12 @@ pub fn scrub_digits(text: &str) -> String {
     }
     flush(&mut run, &mut out);
     out
+}
+
+/// A value for a query string (`a b&c` → `a+b%26c`), as a form would send it.
+fn query_value(v: &str) -> String {
+    let pair = serde_urlencoded::to_string([("", v)]).unwrap_or_default();
+    pair.trim_start_matches('=').to_string()
 }
 
 #[cfg(test)]

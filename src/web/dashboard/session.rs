@@ -75,7 +75,7 @@ fn to_login(next: &str) -> Redirect {
 
 /// Pages a login may go on to, besides `/` (the router's pages; not `/login`, `/logout` or
 /// the assets).
-const NEXT_PAGES: [&str; 2] = ["/loans", "/recon"];
+const NEXT_PAGES: [&str; 3] = ["/loans", "/recon", "/worklist"];
 /// Longer than any link the dashboard makes.
 const MAX_NEXT: usize = 2048;
 
