@@ -287,6 +287,12 @@ async fn bad_token_is_refused(c: &Client, site: &Site) {
 
 /// The feed shows an attempt the engine makes while the page is open.
 async fn feed_updates_live(c: &Client, site: &Site) {
+    // The due date's page, open before the engine runs: its tiles must update by themselves.
+    c.goto(&site.url(&format!("/?date={}", site.due)))
+        .await
+        .unwrap();
+    let full = || async { text_of(c, "#tiles .tile-full .n").await };
+    assert_eq!(full().await, "0", "nothing collected before the run");
     let rows = c
         .find_all(Locator::Css("#feed-rows tr[data-id]"))
         .await
@@ -316,6 +322,15 @@ async fn feed_updates_live(c: &Client, site: &Site) {
     assert!(
         feed.contains("6222 **** **** 7890"),
         "masked account in the feed: {feed}"
+    );
+    wait_until("the tiles to update without a reload", || async {
+        full().await == "1"
+    })
+    .await;
+    let rebind = text_of(c, "#rebind").await;
+    assert!(
+        rebind.contains("L3"),
+        "the re-binding list is live too: {rebind}"
     );
     assert_masked("the live feed", &c.source().await.unwrap());
 }

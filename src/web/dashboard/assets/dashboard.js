@@ -114,9 +114,33 @@
     });
   }
 
+  // The tiles, charts and re-binding list stay live: every few seconds the page is fetched
+  // again and those sections are swapped for the fresh ones (as parsed nodes, never HTML
+  // strings). Skipped while the tab is hidden.
+  const LIVE_MS = 5000;
+  const LIVE_SECTIONS = ["tiles", "buckets", "rates", "rebind"];
+
+  function startLive() {
+    setInterval(async () => {
+      if (document.hidden) return;
+      try {
+        const resp = await fetch(window.location.href, { credentials: "same-origin" });
+        if (!resp.ok) return;
+        const fresh = new DOMParser().parseFromString(await resp.text(), "text/html");
+        for (const id of LIVE_SECTIONS) {
+          const now = document.getElementById(id);
+          const next = fresh.getElementById(id);
+          if (now && next) now.replaceWith(document.importNode(next, true));
+        }
+        document.body.dataset.liveAt = String(Date.now());
+      } catch (_) { /* the next tick tries again */ }
+    }, LIVE_MS);
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
     const feed = document.getElementById("feed");
     if (feed && window.EventSource) startFeed(feed);
+    if (document.getElementById("tiles")) startLive();
     const actions = document.getElementById("actions");
     if (actions) startActions(actions);
   });
