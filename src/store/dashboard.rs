@@ -115,41 +115,47 @@ const FAILED_SQL: &str = "SELECT l.currency, \
        AND s.status = 'succeeded' AND s.local_date = a.local_date) \
      GROUP BY l.currency, a.loan_id, a.seq";
 
+/// The tiles in order: key, label and what each counts (its tooltip).
+const TILES: [(&str, &str, &str); 6] = [
+    (
+        "due",
+        "Due",
+        "Installments falling due; their full amounts.",
+    ),
+    (
+        "full",
+        "Collected in full",
+        "Installments paid by one full-amount debit, whatever their due date; what was collected.",
+    ),
+    (
+        "steps",
+        "Collected in steps",
+        "Installments collected by smaller ladder steps or in part; what was collected.",
+    ),
+    (
+        "soft",
+        "Failed soft",
+        "Installments whose debits failed softly and were not collected; the most asked of each.",
+    ),
+    (
+        "hard",
+        "Failed hard",
+        "Installments with a hard failure (the mandate needs re-binding); the most asked of each.",
+    ),
+    (
+        "unknown",
+        "Unknown",
+        "Installments with a debit awaiting its answer (queried, never resent).",
+    ),
+];
+
 /// Today's work, every tile counting installments: due, collected in full or in steps, and
 /// failed soft, failed hard or unknown (and not collected that day). Attempts count on their
 /// loan's local date. Collected tiles include installments collected early or late, so they
 /// can exceed "due"; each tile's `help` says what it counts.
 pub async fn today_tiles(conn: &mut AnyConnection, today: Today) -> Result<Vec<Tile>, sqlx::Error> {
-    let mut due = Tile::new(
-        "due",
-        "Due",
-        "Installments falling due; their full amounts.",
-    );
-    let mut full = Tile::new(
-        "full",
-        "Collected in full",
-        "Installments paid by one full-amount debit, whatever their due date; what was collected.",
-    );
-    let mut steps = Tile::new(
-        "steps",
-        "Collected in steps",
-        "Installments collected by smaller ladder steps or in part; what was collected.",
-    );
-    let mut soft = Tile::new(
-        "soft",
-        "Failed soft",
-        "Installments whose debits failed softly and were not collected; the most asked of each.",
-    );
-    let mut hard = Tile::new(
-        "hard",
-        "Failed hard",
-        "Installments with a hard failure (the mandate needs re-binding); the most asked of each.",
-    );
-    let mut unknown = Tile::new(
-        "unknown",
-        "Unknown",
-        "Installments with a debit awaiting its answer (queried, never resent).",
-    );
+    let [mut due, mut full, mut steps, mut soft, mut hard, mut unknown] =
+        TILES.map(|(key, label, help)| Tile::new(key, label, help));
     let currency = |r: &AnyRow| r.get::<String, _>("currency");
     for (tz, date) in zone_dates(conn, today).await? {
         for r in zone_rows(conn, DUE_SQL, &tz, &date).await? {

@@ -387,6 +387,25 @@ impl Where {
         }
         q
     }
+
+    /// `{select} WHERE <the conditions> ORDER BY {order} LIMIT {limit}`, every value bound.
+    async fn fetch_page(
+        &self,
+        conn: &mut AnyConnection,
+        select: &str,
+        order: &str,
+        limit: i64,
+    ) -> Result<Vec<sqlx::any::AnyRow>, sqlx::Error> {
+        let sql = format!(
+            "{select} WHERE {} ORDER BY {order} LIMIT ${}",
+            self.sql(),
+            self.next()
+        );
+        self.bind(sqlx::query(&sql))
+            .bind(limit)
+            .fetch_all(&mut *conn)
+            .await
+    }
 }
 
 fn attempt_where(f: &AttemptFilter) -> Where {
@@ -408,17 +427,9 @@ async fn fetch_attempts(
     order: &str,
     limit: i64,
 ) -> Result<Vec<AttemptView>, sqlx::Error> {
-    let sql = format!(
-        "SELECT {ATTEMPT_COLS} FROM attempts a JOIN mandates m ON m.id = a.mandate_id \
-         WHERE {} ORDER BY {order} LIMIT ${}",
-        w.sql(),
-        w.next()
-    );
-    let rows = w
-        .bind(sqlx::query(&sql))
-        .bind(limit)
-        .fetch_all(&mut *conn)
-        .await?;
+    let select =
+        format!("SELECT {ATTEMPT_COLS} FROM attempts a JOIN mandates m ON m.id = a.mandate_id");
+    let rows = w.fetch_page(conn, &select, order, limit).await?;
     Ok(rows.iter().map(attempt_view).collect())
 }
 
@@ -595,17 +606,9 @@ pub async fn notices_page(
     w.text("status = ?", &f.status);
     w.text("kind = ?", &f.kind);
     w.int("id < ?", before);
-    let sql = format!(
-        "SELECT id, loan_id, seq, kind, channel, recipient, status, created_at, send_after, sent_at \
-         FROM notices WHERE {} ORDER BY id DESC LIMIT ${}",
-        w.sql(),
-        w.next()
-    );
-    let rows = w
-        .bind(sqlx::query(&sql))
-        .bind(limit)
-        .fetch_all(&mut *conn)
-        .await?;
+    let select = "SELECT id, loan_id, seq, kind, channel, recipient, status, created_at, \
+                  send_after, sent_at FROM notices";
+    let rows = w.fetch_page(conn, select, "id DESC", limit).await?;
     let ms = |v: i64| DateTime::from_timestamp_millis(v).unwrap_or_default();
     Ok(rows
         .into_iter()
