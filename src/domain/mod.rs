@@ -20,6 +20,7 @@ pub mod notice;
 pub mod pii;
 pub mod planner;
 pub mod policy;
+pub mod promise;
 pub mod pursuit;
 pub mod schedule;
 pub mod secret;

@@ -5,6 +5,7 @@
 pub mod daily;
 pub mod import;
 pub mod money;
+pub mod notes;
 pub mod simulation;
 
 use crate::domain::actor::Actor;
@@ -37,6 +38,8 @@ pub mod action {
     pub const REFUND: &str = "refund";
     pub const WRITE_OFF: &str = "write_off";
     pub const PUBLISH_SIMULATION: &str = "publish_simulation";
+    pub const ADD_NOTE: &str = "add_note";
+    pub const PROMISE_TO_PAY: &str = "promise_to_pay";
 }
 
 #[derive(Debug, Error)]
@@ -173,7 +176,7 @@ pub struct PauseState {
     pub pause_reason: Option<String>,
 }
 
-async fn loan_tz(
+pub(crate) async fn loan_tz(
     conn: &mut AnyConnection,
     loan_id: &str,
 ) -> Result<chrono_tz::Tz, CollectionsError> {

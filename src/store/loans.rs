@@ -311,3 +311,11 @@ pub async fn loan_exists(conn: &mut AnyConnection, loan_id: &str) -> Result<bool
         .await?;
     Ok(found.is_some())
 }
+
+/// A loan's currency; `RowNotFound` when there is no such loan.
+pub async fn currency_of(conn: &mut AnyConnection, loan_id: &str) -> Result<String, sqlx::Error> {
+    sqlx::query_scalar("SELECT currency FROM loans WHERE id = $1")
+        .bind(loan_id)
+        .fetch_one(&mut *conn)
+        .await
+}

@@ -16,6 +16,7 @@ pub mod installments;
 pub mod instances;
 pub mod ledger;
 pub mod loans;
+pub mod notes;
 pub mod notices;
 pub mod owed;
 pub mod recon_report;

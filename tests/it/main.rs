@@ -19,6 +19,7 @@ mod import;
 mod late_answer;
 mod layers;
 mod migrations;
+mod notes;
 mod notices;
 mod recon;
 mod refunds;

@@ -12,6 +12,7 @@ pub mod attempts;
 pub mod error;
 pub mod idempotency;
 pub mod loans;
+pub mod notes;
 pub mod param;
 pub mod recon;
 pub mod simulations;
@@ -63,6 +64,8 @@ pub fn api() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(actions::add_mandate))
         .routes(routes!(actions::revoke_mandate))
         .routes(routes!(actions::audit))
+        .routes(routes!(notes::list_notes, notes::add_note))
+        .routes(routes!(notes::add_promise))
         .routes(routes!(attempts::list_attempts))
         .routes(routes!(attempts::stream_attempts))
         .routes(routes!(admin::delinquency))
