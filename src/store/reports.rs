@@ -733,6 +733,8 @@ pub struct LoanSummary {
     pub paused_until: Option<DateTime<Utc>>,
     /// Parked for a person after its pursuit failed (see `engine::guard`).
     pub parked: bool,
+    /// The state of the loan's latest promise to pay, if it has one.
+    pub promise: Option<crate::domain::promise::PromiseState>,
 }
 
 /// `q` as a LIKE pattern matching it anywhere, its wildcards taken literally.
@@ -770,6 +772,7 @@ pub async fn loans_page(
             if keep(&s, f) {
                 if out.len() == limit {
                     due_dates(conn, &mut out, now).await?;
+                    promises(conn, &mut out, now).await?;
                     return Ok((out, true));
                 }
                 out.push(s);
@@ -777,9 +780,52 @@ pub async fn loans_page(
         }
         if exhausted {
             due_dates(conn, &mut out, now).await?;
+            promises(conn, &mut out, now).await?;
             return Ok((out, false));
         }
     }
+}
+
+/// The state of each loan's latest promise to pay (kept, open or broken), for the page.
+async fn promises(
+    conn: &mut AnyConnection,
+    page: &mut [LoanSummary],
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    if page.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "SELECT n.loan_id, l.tz, n.amount, n.promised_on, \
+         (SELECT CAST(COALESCE(SUM(a.amount), 0) AS BIGINT) FROM attempts a \
+           WHERE a.loan_id = n.loan_id AND a.status = 'succeeded' AND a.updated_at >= n.created_at) AS paid \
+         FROM loan_notes n JOIN loans l ON l.id = n.loan_id \
+         WHERE n.kind = 'promise' AND n.loan_id IN ({}) \
+         AND n.id = (SELECT MAX(m.id) FROM loan_notes m WHERE m.loan_id = n.loan_id AND m.kind = 'promise')",
+        crate::store::in_list(conn, 1, page.len()),
+    );
+    let mut q = sqlx::query(&sql).persistent(false);
+    for l in page.iter() {
+        q = q.bind(l.id.clone());
+    }
+    let rows = q.fetch_all(&mut *conn).await?;
+    let mut by_id: HashMap<String, &mut LoanSummary> =
+        page.iter_mut().map(|l| (l.id.clone(), l)).collect();
+    for r in rows {
+        let (Some(l), Ok(on)) = (
+            by_id.get_mut(&r.get::<String, _>("loan_id")),
+            r.get::<String, _>("promised_on").parse::<NaiveDate>(),
+        ) else {
+            continue;
+        };
+        let today =
+            crate::domain::local_date(now, crate::store::decode::zone(&r.get::<String, _>("tz"))?);
+        let (amount, paid) = (from_minor(r.get("amount")), from_minor(r.get("paid")));
+        l.promise = Some(crate::domain::promise::promise_state(
+            amount, paid, on, today,
+        ));
+    }
+    Ok(())
 }
 
 /// The page's next due dates and overdue amounts, from its loans' unpaid installments (one
@@ -921,6 +967,7 @@ fn loan_summary(
             .and_then(DateTime::from_timestamp_millis)
             .filter(|t| *t > now),
         parked: r.get::<Option<i64>, _>("parked_at").is_some(),
+        promise: None,
     })
 }
 

@@ -118,6 +118,8 @@ async fn notes_and_promises(backend: Backend) {
     );
     let list = app.get("/api/v1/loans/L1/notes", Some(&app.viewer)).await;
     assert_eq!(list.json["items"][0]["state"], "kept", "{}", list.text);
+    let loans = app.get("/api/v1/loans", Some(&app.viewer)).await;
+    assert_eq!(loans.json["items"][0]["promise"], "kept", "{}", loans.text);
     // Both were audited, with who and why.
     let audited = app
         .scalar_i64("SELECT COUNT(*) FROM audit_log WHERE action IN ('add_note', 'promise_to_pay') AND loan_id = 'L1'")
@@ -148,6 +150,13 @@ async fn an_unpaid_promise_reads_broken(backend: Backend) {
         (Some("broken"), Some("500.00")),
         "{}",
         list.text
+    );
+    // The loan list says so too (the worklist shows it beside the loan).
+    let loans = app.get("/api/v1/loans", Some(&app.viewer)).await;
+    assert_eq!(
+        loans.json["items"][0]["promise"], "broken",
+        "{}",
+        loans.text
     );
     app.cleanup().await;
 }
