@@ -376,6 +376,9 @@ pub struct LoanRow {
     pub id: String,
     pub borrower: String,
     pub status: String,
+    /// The status, except that an active loan past due stands `overdue`.
+    pub standing: String,
+    pub days_past_due: u32,
     pub policy: String,
     pub currency: String,
     pub outstanding: Decimal,
@@ -389,6 +392,7 @@ pub async fn search_loans(
     q: &str,
     status: &str,
     limit: i64,
+    today: Today,
 ) -> Result<Vec<LoanRow>, sqlx::Error> {
     let pattern = format!(
         "%{}%",
@@ -399,7 +403,7 @@ pub async fn search_loans(
             .replace('_', "\\_")
     );
     let sql = format!(
-        "SELECT l.id, b.name, l.status, l.policy, l.currency, l.paused_until, \
+        "SELECT l.id, b.name, l.status, l.policy, l.currency, l.tz, l.paused_until, \
          CAST(COALESCE((SELECT SUM({owed}) FROM installments i WHERE i.loan_id = l.id AND {open}), 0) AS BIGINT) AS outstanding, \
          (SELECT MIN(i.due_date) FROM installments i WHERE i.loan_id = l.id AND {open}) AS next_due \
          FROM loans l JOIN borrowers b ON b.id = l.borrower_id \
@@ -414,19 +418,27 @@ pub async fn search_loans(
         .bind(limit)
         .fetch_all(&mut *conn)
         .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| LoanRow {
-            id: r.get("id"),
-            borrower: r.get("name"),
-            status: r.get("status"),
-            policy: r.get("policy"),
-            currency: r.get("currency"),
-            outstanding: from_minor(r.get("outstanding")),
-            next_due: r.get("next_due"),
-            paused_until: r.get("paused_until"),
-        })
-        .collect())
+    rows.into_iter().map(|r| loan_row(&r, today)).collect()
+}
+
+/// One row of the loan search: its standing and days past due as of its own today.
+fn loan_row(r: &AnyRow, today: Today) -> Result<LoanRow, sqlx::Error> {
+    let oldest: Option<String> = r.get("next_due");
+    let oldest = oldest.as_deref().and_then(|d| d.parse::<NaiveDate>().ok());
+    let dpd = days_past_due(oldest, today.in_zone(&r.get::<String, _>("tz"))?);
+    let status: String = r.get("status");
+    Ok(LoanRow {
+        standing: crate::store::reports::standing(&status, dpd).to_string(),
+        days_past_due: dpd,
+        id: r.get("id"),
+        borrower: r.get("name"),
+        status,
+        policy: r.get("policy"),
+        currency: r.get("currency"),
+        outstanding: from_minor(r.get("outstanding")),
+        next_due: r.get("next_due"),
+        paused_until: r.get("paused_until"),
+    })
 }
 
 /// Loan statuses present, for the search form.

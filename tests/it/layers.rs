@@ -113,9 +113,12 @@ async fn a_write_off_is_seen_the_same_by_every_read_model(backend: Backend) {
         let left: Decimal = view.installments.iter().map(|i| i.outstanding).sum();
         assert_eq!(left, want, "loan view of {id}");
     }
-    let rows = dashboard::search_loans(&mut conn, "W", "", 10)
+    let rows = dashboard::search_loans(&mut conn, "W", "", 10, dashboard::Today::Clock(now))
         .await
         .unwrap();
+    // The written-off loan's remainder is gone; W2 still owes, past due, so it stands overdue.
+    let w2 = rows.iter().find(|r| r.id == "W2").unwrap();
+    assert!(w2.days_past_due > 0 && w2.standing == "overdue", "{w2:?}");
     let listed: Vec<_> = rows
         .iter()
         .map(|r| (r.id.as_str(), r.outstanding))

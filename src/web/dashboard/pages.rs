@@ -117,7 +117,8 @@ pub async fn loans(
 ) -> Result<Response, PageError> {
     const LIMIT: i64 = 200;
     let mut conn = s.engine.db.pool.acquire().await?;
-    let loans = queries::search_loans(&mut conn, &q.q, q.status.trim(), LIMIT + 1).await?;
+    let today = Today::Clock(clock(&s));
+    let loans = queries::search_loans(&mut conn, &q.q, q.status.trim(), LIMIT + 1, today).await?;
     let more = loans.len() as i64 > LIMIT;
     let loans: Vec<_> = loans.into_iter().take(LIMIT as usize).collect();
     let statuses = queries::loan_statuses(&mut conn).await?;
