@@ -71,19 +71,24 @@ pub async fn add_note(
         created_by: &who.name,
         created_at: now.timestamp_millis(),
     };
-    let id = notes::insert_note(&mut tx, &note).await?;
-    let detail = json!({ "note_id": id });
-    audit(
-        &mut tx,
-        who,
-        action::ADD_NOTE,
-        Some(loan_id),
-        Some(text),
-        &detail,
-        now.timestamp_millis(),
-    )
-    .await?;
+    let id = record(&mut tx, who, action::ADD_NOTE, &note, json!({})).await?;
     tx.commit().await?;
+    Ok(id)
+}
+
+/// Write `note` and its audit row (with `detail` and the note's id) in the caller's
+/// transaction; returns the id.
+async fn record(
+    tx: &mut sqlx::AnyConnection,
+    who: &Actor,
+    action: &str,
+    note: &NewNote<'_>,
+    mut detail: serde_json::Value,
+) -> Result<i64, CollectionsError> {
+    let id = notes::insert_note(&mut *tx, note).await?;
+    detail["note_id"] = json!(id);
+    let (loan, why) = (Some(note.loan_id), Some(note.body));
+    audit(&mut *tx, who, action, loan, why, &detail, note.created_at).await?;
     Ok(id)
 }
 
@@ -110,21 +115,11 @@ pub async fn promise_to_pay(
         created_by: &who.name,
         created_at: now.timestamp_millis(),
     };
-    let id = notes::insert_note(&mut tx, &note).await?;
     let resume_at = local_to_utc(on + Days::new(1), NaiveTime::MIN, tz);
     let reason = format!("promise to pay {amount} by {on}");
     notes::pause_at_least(&mut tx, loan_id, resume_at.timestamp_millis(), &reason).await?;
-    let detail = json!({ "note_id": id, "amount": amount, "date": on, "paused_until": resume_at });
-    audit(
-        &mut tx,
-        who,
-        action::PROMISE_TO_PAY,
-        Some(loan_id),
-        Some(text),
-        &detail,
-        now.timestamp_millis(),
-    )
-    .await?;
+    let detail = json!({ "amount": amount, "date": on, "paused_until": resume_at });
+    let id = record(&mut tx, who, action::PROMISE_TO_PAY, &note, detail).await?;
     tx.commit().await?;
     Ok(id)
 }

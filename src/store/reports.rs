@@ -786,6 +786,24 @@ pub async fn loans_page(
     }
 }
 
+/// The rows of `sql(ids)`, where `ids` is the placeholder list of the page's loan ids.
+async fn page_rows(
+    conn: &mut AnyConnection,
+    page: &[LoanSummary],
+    sql: impl FnOnce(&str) -> String,
+) -> Result<Vec<sqlx::any::AnyRow>, sqlx::Error> {
+    let sql = sql(&crate::store::in_list(conn, 1, page.len()));
+    let mut q = sqlx::query(&sql).persistent(false);
+    for l in page {
+        q = q.bind(l.id.clone());
+    }
+    q.fetch_all(&mut *conn).await
+}
+
+fn by_id(page: &mut [LoanSummary]) -> HashMap<String, &mut LoanSummary> {
+    page.iter_mut().map(|l| (l.id.clone(), l)).collect()
+}
+
 /// The state of each loan's latest promise to pay (kept, open or broken), for the page.
 async fn promises(
     conn: &mut AnyConnection,
@@ -795,22 +813,18 @@ async fn promises(
     if page.is_empty() {
         return Ok(());
     }
-    let sql = format!(
-        "SELECT n.loan_id, l.tz, n.amount, n.promised_on, \
-         (SELECT CAST(COALESCE(SUM(a.amount), 0) AS BIGINT) FROM attempts a \
-           WHERE a.loan_id = n.loan_id AND a.status = 'succeeded' AND a.updated_at >= n.created_at) AS paid \
-         FROM loan_notes n JOIN loans l ON l.id = n.loan_id \
-         WHERE n.kind = 'promise' AND n.loan_id IN ({}) \
-         AND n.id = (SELECT MAX(m.id) FROM loan_notes m WHERE m.loan_id = n.loan_id AND m.kind = 'promise')",
-        crate::store::in_list(conn, 1, page.len()),
-    );
-    let mut q = sqlx::query(&sql).persistent(false);
-    for l in page.iter() {
-        q = q.bind(l.id.clone());
-    }
-    let rows = q.fetch_all(&mut *conn).await?;
-    let mut by_id: HashMap<String, &mut LoanSummary> =
-        page.iter_mut().map(|l| (l.id.clone(), l)).collect();
+    let rows = page_rows(conn, page, |ids| {
+        format!(
+            "SELECT n.loan_id, l.tz, n.amount, n.promised_on, \
+             (SELECT CAST(COALESCE(SUM(a.amount), 0) AS BIGINT) FROM attempts a \
+               WHERE a.loan_id = n.loan_id AND a.status = 'succeeded' AND a.updated_at >= n.created_at) AS paid \
+             FROM loan_notes n JOIN loans l ON l.id = n.loan_id \
+             WHERE n.kind = 'promise' AND n.loan_id IN ({ids}) \
+             AND n.id = (SELECT MAX(m.id) FROM loan_notes m WHERE m.loan_id = n.loan_id AND m.kind = 'promise')"
+        )
+    })
+    .await?;
+    let mut by_id = by_id(page);
     for r in rows {
         let (Some(l), Ok(on)) = (
             by_id.get_mut(&r.get::<String, _>("loan_id")),
@@ -838,21 +852,17 @@ async fn due_dates(
     if page.is_empty() {
         return Ok(());
     }
-    let sql = format!(
-        "SELECT i.loan_id, l.tz, i.due_date, CAST({owed} AS BIGINT) AS owed \
-         FROM installments i JOIN loans l ON l.id = i.loan_id \
-         WHERE {open} AND i.loan_id IN ({})",
-        crate::store::in_list(conn, 1, page.len()),
-        owed = crate::store::owed::owed("i"),
-        open = crate::store::owed::open("i"),
-    );
-    let mut q = sqlx::query(&sql).persistent(false);
-    for l in page.iter() {
-        q = q.bind(l.id.clone());
-    }
-    let rows = q.fetch_all(&mut *conn).await?;
-    let mut by_id: HashMap<String, &mut LoanSummary> =
-        page.iter_mut().map(|l| (l.id.clone(), l)).collect();
+    let rows = page_rows(conn, page, |ids| {
+        format!(
+            "SELECT i.loan_id, l.tz, i.due_date, CAST({owed} AS BIGINT) AS owed \
+             FROM installments i JOIN loans l ON l.id = i.loan_id \
+             WHERE {open} AND i.loan_id IN ({ids})",
+            owed = crate::store::owed::owed("i"),
+            open = crate::store::owed::open("i"),
+        )
+    })
+    .await?;
+    let mut by_id = by_id(page);
     for r in rows {
         let Some(l) = by_id.get_mut(&r.get::<String, _>("loan_id")) else {
             continue;
