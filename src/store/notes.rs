@@ -6,6 +6,12 @@ use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use sqlx::{AnyConnection, Row};
 
+/// What a loan's succeeded attempts collected since the note `n` was written: the one
+/// definition of "paid since a promise" for the notes and the loan list.
+pub(crate) const PAID_SINCE: &str = "(SELECT CAST(COALESCE(SUM(a.amount), 0) AS BIGINT) \
+     FROM attempts a WHERE a.loan_id = n.loan_id AND a.status = 'succeeded' \
+     AND a.updated_at >= n.created_at)";
+
 /// One stored note or promise, with what the loan's succeeded attempts collected since it
 /// was written (the read side decides kept or broken from it).
 #[derive(Debug, Clone, PartialEq)]
@@ -65,15 +71,15 @@ pub async fn notes_of(
     conn: &mut AnyConnection,
     loan_id: &str,
 ) -> Result<Vec<NoteRow>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT n.id, n.loan_id, n.kind, n.body, n.amount, n.promised_on, n.created_by, n.created_at, \
-         (SELECT CAST(COALESCE(SUM(a.amount), 0) AS BIGINT) FROM attempts a \
-           WHERE a.loan_id = n.loan_id AND a.status = 'succeeded' AND a.updated_at >= n.created_at) AS paid \
-         FROM loan_notes n WHERE n.loan_id = $1 ORDER BY n.id DESC LIMIT 500",
-    )
-    .bind(loan_id)
-    .fetch_all(&mut *conn)
-    .await?;
+    let sql = format!(
+        "SELECT n.id, n.loan_id, n.kind, n.body, n.amount, n.promised_on, n.created_by, \
+         n.created_at, {PAID_SINCE} AS paid \
+         FROM loan_notes n WHERE n.loan_id = $1 ORDER BY n.id DESC LIMIT 500"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(loan_id)
+        .fetch_all(&mut *conn)
+        .await?;
     Ok(rows
         .iter()
         .map(|r| NoteRow {

@@ -792,6 +792,9 @@ async fn page_rows(
     page: &[LoanSummary],
     sql: impl FnOnce(&str) -> String,
 ) -> Result<Vec<sqlx::any::AnyRow>, sqlx::Error> {
+    if page.is_empty() {
+        return Ok(Vec::new());
+    }
     let sql = sql(&crate::store::in_list(conn, 1, page.len()));
     let mut q = sqlx::query(&sql).persistent(false);
     for l in page {
@@ -810,17 +813,13 @@ async fn promises(
     page: &mut [LoanSummary],
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    if page.is_empty() {
-        return Ok(());
-    }
     let rows = page_rows(conn, page, |ids| {
         format!(
-            "SELECT n.loan_id, l.tz, n.amount, n.promised_on, \
-             (SELECT CAST(COALESCE(SUM(a.amount), 0) AS BIGINT) FROM attempts a \
-               WHERE a.loan_id = n.loan_id AND a.status = 'succeeded' AND a.updated_at >= n.created_at) AS paid \
+            "SELECT n.loan_id, l.tz, n.amount, n.promised_on, {paid} AS paid \
              FROM loan_notes n JOIN loans l ON l.id = n.loan_id \
              WHERE n.kind = 'promise' AND n.loan_id IN ({ids}) \
-             AND n.id = (SELECT MAX(m.id) FROM loan_notes m WHERE m.loan_id = n.loan_id AND m.kind = 'promise')"
+             AND n.id = (SELECT MAX(m.id) FROM loan_notes m WHERE m.loan_id = n.loan_id AND m.kind = 'promise')",
+            paid = crate::store::notes::PAID_SINCE,
         )
     })
     .await?;
@@ -849,9 +848,6 @@ async fn due_dates(
     page: &mut [LoanSummary],
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    if page.is_empty() {
-        return Ok(());
-    }
     let rows = page_rows(conn, page, |ids| {
         format!(
             "SELECT i.loan_id, l.tz, i.due_date, CAST({owed} AS BIGINT) AS owed \
