@@ -207,6 +207,10 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// Connections of a SQLite pool. SQLite has one writer; more connections only let reads
+/// (reports, the next claim) overlap a batch's commit.
+const SQLITE_CONNECTIONS: u32 = 4;
+
 async fn open_sqlite(url: &str) -> Result<AnyPool, sqlx::Error> {
     let url = if url.contains("mode=") {
         url.to_string()
@@ -218,27 +222,50 @@ async fn open_sqlite(url: &str) -> Result<AnyPool, sqlx::Error> {
     let opts = AnyConnectOptions::from_str(&url)?
         .log_statements(log::LevelFilter::Off)
         .log_slow_statements(log::LevelFilter::Off, Duration::from_secs(1));
-    AnyPoolOptions::new()
-        .max_connections(4)
+    // WAL is a setting of the file, made once here on a lone connection: switching a
+    // journal mode takes an exclusive lock that busy_timeout cannot wait for, so a pooled
+    // connection opened while a batch commits failed its setup, and sqlx retried it until
+    // the pool's acquire timeout (the demo test, under the whole suite).
+    let mut first = AnyConnection::connect_with(&opts).await?;
+    first.execute("PRAGMA busy_timeout = 30000").await?;
+    first.execute("PRAGMA journal_mode = WAL").await?;
+    first.close().await?;
+    let pool = AnyPoolOptions::new()
+        .max_connections(SQLITE_CONNECTIONS)
+        .min_connections(SQLITE_CONNECTIONS)
+        // Connections are opened once, at start, and kept: none is set up under load.
+        .idle_timeout(None)
+        .max_lifetime(None)
         // SQLite has one writer and every commit is fsynced (FULL): on a loaded machine a
-        // run's batches queue behind slow syncs, and 60 s was seen to run out (the demo test
-        // under the whole suite). A wait is not a failure; five minutes still ends a hang.
+        // run's batches queue behind slow syncs. A wait is not a failure; five minutes
+        // still ends a hang.
         .acquire_timeout(Duration::from_secs(300))
         .after_connect(|conn, _| {
             Box::pin(async move {
-                conn.execute("PRAGMA journal_mode = WAL").await?;
+                // First, so that the statements after it wait for a lock instead of failing.
+                conn.execute("PRAGMA busy_timeout = 30000").await?;
                 // FULL: a commit is on disk before it returns (NORMAL in WAL mode may lose
                 // the last commits on power loss), and an attempt's record must be durable
                 // before its channel is called. The engine commits once per batch, so the
                 // extra sync per commit costs little.
                 conn.execute("PRAGMA synchronous = FULL").await?;
-                conn.execute("PRAGMA busy_timeout = 30000").await?;
                 conn.execute("PRAGMA foreign_keys = ON").await?;
                 Ok(())
             })
         })
         .connect_with(opts)
-        .await
+        .await?;
+    open_every_connection(&pool).await?;
+    Ok(pool)
+}
+
+/// Check out every connection of `pool` at once, so that all are open before work starts.
+async fn open_every_connection(pool: &AnyPool) -> Result<(), sqlx::Error> {
+    let mut held = Vec::with_capacity(SQLITE_CONNECTIONS as usize);
+    for _ in 0..SQLITE_CONNECTIONS {
+        held.push(pool.acquire().await?);
+    }
+    Ok(())
 }
 
 async fn open_postgres(url: &str) -> Result<AnyPool, sqlx::Error> {

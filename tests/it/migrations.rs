@@ -179,3 +179,33 @@ async fn the_database_refuses_unknown_statuses(backend: Backend) {
     app.cleanup().await;
 }
 both_backends!(the_database_refuses_unknown_statuses);
+
+/// A SQLite database opened while another connection holds the write lock (a daemon's batch
+/// committing) waits for it, and every pooled connection is open before work starts: none
+/// is set up later under load, where a failed setup used to be retried until the pool's
+/// acquire timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_pool_opens_every_connection_at_start_even_while_another_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("repayd.db").display());
+    let first = repayd::store::Db::open(&url).await.unwrap();
+    let mut writing = first.begin().await.unwrap();
+    sqlx::query("UPDATE counters SET next_val = next_val WHERE name = 'none'")
+        .execute(&mut *writing)
+        .await
+        .unwrap();
+    let commit = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        writing.commit().await.unwrap();
+    });
+    let second = repayd::store::Db::open(&url).await.unwrap();
+    commit.await.unwrap();
+    assert_eq!(second.pool.size(), 4, "every connection is open");
+    assert_eq!(second.pool.num_idle(), 4, "and back in the pool");
+    let mut tx = second.begin().await.unwrap();
+    sqlx::query("UPDATE counters SET next_val = next_val WHERE name = 'none'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}

@@ -106,6 +106,10 @@ pub async fn run_demo(opts: &DemoOptions) -> Result<PortfolioSummary, AppError> 
     bar.finish_and_clear();
     let mut conn = engine.db.pool.acquire().await?;
     let summary = portfolio_summary(&mut conn, &engine.policies, end).await?;
+    drop(conn);
+    // Closed here, not whenever the runtime gets to it: a demo run again in the same folder
+    // removes this file, and no connection may still be open on it.
+    engine.db.pool.close().await;
     println!(
         "ran the schedule {runs} times over {} simulated days ({} → {})",
         opts.days,
