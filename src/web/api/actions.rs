@@ -3,12 +3,12 @@
 
 use super::error::{ApiError, ApiJson, ErrorBody};
 use super::param;
-use super::{cursor_in, cursor_out, limit_of, now};
+use super::{id_cursor_in, id_cursor_out, limit_of, now};
 use super::{Collections, Viewer};
 use crate::ops::{self, AuditItem, MandateOut, NewMandate, ParkState, PauseState};
 use crate::store::reports::{self, AttemptView};
 use crate::web::state::ApiState;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::Json;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
@@ -18,14 +18,17 @@ use utoipa::{IntoParams, ToSchema};
 #[serde(deny_unknown_fields)]
 pub struct PauseRequest {
     /// YYYY-MM-DD: auto-debit resumes at the start of this day in the loan's zone.
+    #[schema(schema_with = param::day)]
     pub until: String,
     /// "dispute", "promise to pay", or any text.
+    #[schema(schema_with = param::words)]
     pub reason: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReasonRequest {
+    #[schema(schema_with = param::words)]
     pub reason: String,
 }
 
@@ -33,31 +36,39 @@ pub struct ReasonRequest {
 #[serde(deny_unknown_fields)]
 pub struct ManualAttemptRequest {
     /// A decimal string, more than zero and at most what is outstanding, e.g. "123.45".
+    #[schema(schema_with = param::amount)]
     pub amount: String,
+    #[schema(schema_with = param::words)]
     pub reason: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddMandateRequest {
+    #[schema(schema_with = param::name)]
     pub channel: String,
+    #[schema(schema_with = param::agreement)]
     pub agreement: String,
     /// The card or account number; only its masked form is stored.
+    #[schema(schema_with = param::account)]
     pub account: String,
+    #[schema(schema_with = param::optional_amount)]
     pub per_debit_limit: Option<String>,
+    #[schema(schema_with = param::optional_amount)]
     pub daily_limit: Option<String>,
+    #[schema(schema_with = param::words)]
     pub reason: String,
 }
 
 #[utoipa::path(post, path = "/api/v1/loans/{id}/pause", tag = "collections",
     params(("id" = String, Path, description = "loan id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key")),
+        ("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key: 1 to 255 visible ASCII characters", pattern = r"^[!-~]{1,255}$", max_length = 255)),
     request_body = PauseRequest,
     responses((status = 200, body = PauseState), (status = "4XX", body = ErrorBody)))]
 pub async fn pause(
     Collections(p): Collections,
     State(s): State<ApiState>,
-    Path(id): Path<String>,
+    param::ApiPath(id): param::ApiPath<String>,
     ApiJson(b): ApiJson<PauseRequest>,
 ) -> Result<Json<PauseState>, ApiError> {
     let until = NaiveDate::parse_from_str(b.until.trim(), "%Y-%m-%d")
@@ -69,13 +80,13 @@ pub async fn pause(
 
 #[utoipa::path(post, path = "/api/v1/loans/{id}/unpark", tag = "collections",
     params(("id" = String, Path, description = "loan id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key")),
+        ("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key: 1 to 255 visible ASCII characters", pattern = r"^[!-~]{1,255}$", max_length = 255)),
     request_body = ReasonRequest,
     responses((status = 200, body = ParkState), (status = "4XX", body = ErrorBody)))]
 pub async fn unpark(
     Collections(p): Collections,
     State(s): State<ApiState>,
-    Path(id): Path<String>,
+    param::ApiPath(id): param::ApiPath<String>,
     ApiJson(b): ApiJson<ReasonRequest>,
 ) -> Result<Json<ParkState>, ApiError> {
     Ok(Json(
@@ -85,13 +96,13 @@ pub async fn unpark(
 
 #[utoipa::path(post, path = "/api/v1/loans/{id}/resume", tag = "collections",
     params(("id" = String, Path, description = "loan id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key")),
+        ("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key: 1 to 255 visible ASCII characters", pattern = r"^[!-~]{1,255}$", max_length = 255)),
     request_body = ReasonRequest,
     responses((status = 200, body = PauseState), (status = "4XX", body = ErrorBody)))]
 pub async fn resume(
     Collections(p): Collections,
     State(s): State<ApiState>,
-    Path(id): Path<String>,
+    param::ApiPath(id): param::ApiPath<String>,
     ApiJson(b): ApiJson<ReasonRequest>,
 ) -> Result<Json<PauseState>, ApiError> {
     Ok(Json(
@@ -102,13 +113,13 @@ pub async fn resume(
 #[utoipa::path(post, path = "/api/v1/loans/{id}/manual-attempt", tag = "collections",
     description = "Debit now through the engine (recorded before the channel is called, within the mandate's limits, posted to the ledger). Returns the attempt.",
     params(("id" = String, Path, description = "loan id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key")),
+        ("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key: 1 to 255 visible ASCII characters", pattern = r"^[!-~]{1,255}$", max_length = 255)),
     request_body = ManualAttemptRequest,
     responses((status = 200, body = AttemptView), (status = "4XX", body = ErrorBody)))]
 pub async fn manual_attempt(
     Collections(p): Collections,
     State(s): State<ApiState>,
-    Path(id): Path<String>,
+    param::ApiPath(id): param::ApiPath<String>,
     ApiJson(b): ApiJson<ManualAttemptRequest>,
 ) -> Result<Json<AttemptView>, ApiError> {
     let attempt =
@@ -129,13 +140,13 @@ pub async fn manual_attempt(
 #[utoipa::path(post, path = "/api/v1/loans/{id}/mandates/{mandate_id}/revoke", tag = "collections",
     params(("id" = String, Path, description = "loan id"),
         ("mandate_id" = i64, Path, description = "mandate id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key")),
+        ("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key: 1 to 255 visible ASCII characters", pattern = r"^[!-~]{1,255}$", max_length = 255)),
     request_body = ReasonRequest,
     responses((status = 200, body = MandateOut), (status = "4XX", body = ErrorBody)))]
 pub async fn revoke_mandate(
     Collections(p): Collections,
     State(s): State<ApiState>,
-    Path((id, mandate_id)): Path<(String, i64)>,
+    param::ApiPath((id, mandate_id)): param::ApiPath<(String, i64)>,
     ApiJson(b): ApiJson<ReasonRequest>,
 ) -> Result<Json<MandateOut>, ApiError> {
     let m = ops::revoke_mandate(&s.engine, &p.actor(), &id, mandate_id, &b.reason, now()).await?;
@@ -145,13 +156,13 @@ pub async fn revoke_mandate(
 #[utoipa::path(post, path = "/api/v1/loans/{id}/mandates", tag = "collections",
     description = "Add a mandate after the borrower re-bound a card or account.",
     params(("id" = String, Path, description = "loan id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key")),
+        ("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key: 1 to 255 visible ASCII characters", pattern = r"^[!-~]{1,255}$", max_length = 255)),
     request_body = AddMandateRequest,
     responses((status = 201, body = MandateOut), (status = "4XX", body = ErrorBody)))]
 pub async fn add_mandate(
     Collections(p): Collections,
     State(s): State<ApiState>,
-    Path(id): Path<String>,
+    param::ApiPath(id): param::ApiPath<String>,
     ApiJson(b): ApiJson<AddMandateRequest>,
 ) -> Result<(axum::http::StatusCode, Json<MandateOut>), ApiError> {
     let m = NewMandate {
@@ -170,7 +181,7 @@ pub async fn add_mandate(
 pub struct AuditQuery {
     #[param(schema_with = param::text)]
     pub loan_id: Option<String>,
-    #[param(schema_with = param::text)]
+    #[param(schema_with = param::id_cursor)]
     pub cursor: Option<String>,
     /// Default 50.
     #[param(schema_with = param::limit)]
@@ -188,15 +199,11 @@ pub struct AuditPage {
 pub async fn audit(
     Viewer(_who): Viewer,
     State(s): State<ApiState>,
-    Query(q): Query<AuditQuery>,
+    param::ApiQuery(q): param::ApiQuery<AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
     let limit = limit_of(&q.limit)?;
     let before = match q.cursor.as_deref() {
-        Some(c) => Some(
-            cursor_in(c)?
-                .parse::<i64>()
-                .map_err(|_| ApiError::bad("cursor", "not a cursor this API gave"))?,
-        ),
+        Some(c) => Some(id_cursor_in(c)?),
         None => None,
     };
     let loan = q.loan_id.as_deref().filter(|l| !l.is_empty());
@@ -205,7 +212,7 @@ pub async fn audit(
     let more = items.len() as i64 > limit;
     items.truncate(limit as usize);
     let next_cursor = more
-        .then(|| items.last().map(|a| cursor_out(&a.id.to_string())))
+        .then(|| items.last().map(|a| id_cursor_out(a.id)))
         .flatten();
     Ok(Json(AuditPage { items, next_cursor }))
 }

@@ -10,10 +10,10 @@ use crate::store::reports::{self, DelinquencyReport};
 use crate::web::auth::{self, Role};
 use crate::web::state::ApiState;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use utoipa::{IntoParams, ToSchema};
@@ -21,8 +21,10 @@ use utoipa::{IntoParams, ToSchema};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
+    #[schema(schema_with = param::name)]
     pub name: String,
     /// admin, collections or viewer
+    #[schema(schema_with = param::role)]
     pub role: String,
 }
 
@@ -50,7 +52,7 @@ pub struct TokenList {
 }
 
 #[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens",
-    params(("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key: 1 to 255 visible ASCII characters", pattern = r"^[!-~]{1,255}$", max_length = 255)),
     request_body = TokenRequest,
     responses((status = 201, body = TokenCreated), (status = "4XX", body = ErrorBody)))]
 pub async fn create_token(
@@ -62,9 +64,14 @@ pub async fn create_token(
         .role
         .parse()
         .map_err(|e: String| ApiError::invalid("role", e))?;
-    let name = b.name.trim();
-    if name.is_empty() || name.len() > 100 {
-        return Err(ApiError::invalid("name", "1 to 100 characters"));
+    let name = b.name.as_str();
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    // A name goes in URLs (`/tokens/{name}/revoke`) and the audit log: plain characters.
+    if name.is_empty() || name.len() > 64 || !name.chars().all(allowed) {
+        return Err(ApiError::invalid(
+            "name",
+            "1 to 64 letters, digits, `.`, `_` or `-`",
+        ));
     }
     let now = now();
     let mut tx = s.engine.db.begin().await?;
@@ -160,12 +167,12 @@ pub struct TokenRevoked {
 #[utoipa::path(post, path = "/api/v1/tokens/{name}/revoke", tag = "tokens",
     description = "Revoke the active token with this name; the token of the request itself is refused (409).",
     params(("name" = String, Path, description = "token name"),
-        ("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key")),
+        ("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key: 1 to 255 visible ASCII characters", pattern = r"^[!-~]{1,255}$", max_length = 255)),
     responses((status = 200, body = TokenRevoked), (status = "4XX", body = ErrorBody)))]
 pub async fn revoke_token(
     Admin(p): Admin,
     State(s): State<ApiState>,
-    Path(name): Path<String>,
+    param::ApiPath(name): param::ApiPath<String>,
 ) -> Result<Json<TokenRevoked>, ApiError> {
     // Revoking the token the request carries would lock its admin out mid-session; another
     // admin token, or `repayd token revoke` on the server, can do it.
@@ -241,7 +248,7 @@ pub async fn list_policies(
 pub async fn get_policy(
     Viewer(_who): Viewer,
     State(s): State<ApiState>,
-    Path(name): Path<String>,
+    param::ApiPath(name): param::ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let policy = s
         .engine
@@ -265,7 +272,7 @@ pub struct PolicyValid {
 /// MESSAGE` per line.
 #[utoipa::path(post, path = "/api/v1/policies/validate", tag = "policies",
     request_body(content = String, content_type = "application/toml"),
-    params(("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key: 1 to 255 visible ASCII characters", pattern = r"^[!-~]{1,255}$", max_length = 255)),
     responses((status = 200, body = PolicyValid), (status = "4XX", body = ErrorBody)))]
 pub async fn validate_policy(Admin(_p): Admin, body: Bytes) -> Result<Json<PolicyValid>, ApiError> {
     let src = std::str::from_utf8(&body).map_err(|_| ApiError::bad("(body)", "not UTF-8"))?;
@@ -306,15 +313,9 @@ pub struct DelinquencyQuery {
 pub async fn delinquency(
     Viewer(_who): Viewer,
     State(s): State<ApiState>,
-    Query(q): Query<DelinquencyQuery>,
+    param::ApiQuery(q): param::ApiQuery<DelinquencyQuery>,
 ) -> Result<Json<DelinquencyReport>, ApiError> {
-    let as_of = match q.as_of.as_deref().filter(|v| !v.is_empty()) {
-        Some(v) => Some(
-            NaiveDate::parse_from_str(v, "%Y-%m-%d")
-                .map_err(|_| ApiError::bad("as_of", "a date, YYYY-MM-DD"))?,
-        ),
-        None => None,
-    };
+    let as_of = param::day_of("as_of", &q.as_of)?;
     let mut conn = s.engine.db.pool.acquire().await?;
     Ok(Json(
         reports::delinquency(&mut conn, &s.engine.policies, as_of, now()).await?,

@@ -3,10 +3,10 @@
 use super::error::{ApiError, ErrorBody};
 use super::param;
 use super::Viewer;
-use super::{cursor_in, cursor_out, limit_of};
+use super::{id_cursor_in, id_cursor_out, limit_of};
 use crate::store::reports::{self, AttemptFilter, AttemptView};
 use crate::web::state::ApiState;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
@@ -51,18 +51,19 @@ pub struct AttemptQuery {
     #[param(schema_with = param::text)]
     pub loan: Option<String>,
     /// `next_cursor` of the previous page (lists only).
-    #[param(schema_with = param::text)]
+    #[param(schema_with = param::id_cursor)]
     pub cursor: Option<String>,
     /// Default 50; lists only.
     #[param(schema_with = param::limit)]
     pub limit: Option<String>,
     /// Feed only: start after this event id (like `Last-Event-ID`).
-    #[param(schema_with = param::text)]
+    #[param(schema_with = param::event_id)]
     pub after: Option<String>,
 }
 
 fn instant(field: &str, v: &Option<String>) -> Result<Option<i64>, ApiError> {
-    let Some(v) = v.as_deref().filter(|v| !v.is_empty()) else {
+    // Given empty is a mistake, not "absent".
+    let Some(v) = v.as_deref().map(str::trim) else {
         return Ok(None);
     };
     if let Ok(t) = DateTime::parse_from_rfc3339(v) {
@@ -82,6 +83,10 @@ fn instant(field: &str, v: &Option<String>) -> Result<Option<i64>, ApiError> {
 
 impl AttemptQuery {
     fn filter(&self) -> Result<AttemptFilter, ApiError> {
+        if let Some(v) = self.after.as_deref() {
+            parse_event_id(v)
+                .ok_or_else(|| ApiError::bad("after", "not an event id of this feed"))?;
+        }
         let pick = |a: &Option<String>, b: &Option<String>| {
             a.clone().or_else(|| b.clone()).filter(|s| !s.is_empty())
         };
@@ -111,16 +116,12 @@ pub struct AttemptPage {
 pub async fn list_attempts(
     Viewer(_who): Viewer,
     State(s): State<ApiState>,
-    Query(q): Query<AttemptQuery>,
+    param::ApiQuery(q): param::ApiQuery<AttemptQuery>,
 ) -> Result<Json<AttemptPage>, ApiError> {
     let filter = q.filter()?;
     let limit = limit_of(&q.limit)?;
     let before = match q.cursor.as_deref() {
-        Some(c) => Some(
-            cursor_in(c)?
-                .parse::<i64>()
-                .map_err(|_| ApiError::bad("cursor", "not a cursor this API gave"))?,
-        ),
+        Some(c) => Some(id_cursor_in(c)?),
         None => None,
     };
     let mut conn = s.engine.db.pool.acquire().await?;
@@ -128,9 +129,28 @@ pub async fn list_attempts(
     let more = items.len() as i64 > limit;
     items.truncate(limit as usize);
     let next_cursor = more
-        .then(|| items.last().map(|a| cursor_out(&a.id.to_string())))
+        .then(|| items.last().map(|a| id_cursor_out(a.id)))
         .flatten();
     Ok(Json(AttemptPage { items, next_cursor }))
+}
+
+/// One Server-Sent Event of the feed: `ready` first (its `id:` is where the feed stands,
+/// its data `{"ready":true}`), then one `attempt` per change, its data an [`AttemptEvent`].
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FeedEvent {
+    #[schema(schema_with = feed_event_kind)]
+    pub event: String,
+    /// `<updated_at>-<id>`: give it back as `Last-Event-ID` (or `after`) to resume.
+    pub id: String,
+    /// JSON text.
+    pub data: String,
+}
+
+fn feed_event_kind() -> utoipa::openapi::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(["ready", "attempt"]))
+        .build()
 }
 
 /// One event of the live feed (`event: attempt`); its SSE `id:` is a cursor to resume from.
@@ -291,17 +311,20 @@ impl Feed {
 /// same `updated_at` as the attempt it settles. A feed resumed from `Last-Event-ID` replays
 /// that minute (clients replace an attempt's row by id); a new one starts from now.
 #[utoipa::path(get, path = "/api/v1/attempts/stream", tag = "attempts", params(AttemptQuery,
-        ("Last-Event-ID" = Option<String>, Header, description = "resume after this event")),
+        ("Last-Event-ID" = Option<String>, Header, description = "resume after this event",
+            pattern = r"^[0-9]{1,15}-[0-9]{1,15}$")),
     responses((status = 200, description = "`event: attempt` with `id:` a cursor and `data:` JSON",
-        content_type = "text/event-stream", body = AttemptEvent),
+        content_type = "text/event-stream", body = FeedEvent),
         (status = "4XX", body = ErrorBody)))]
 pub async fn stream_attempts(
     Viewer(_who): Viewer,
     State(s): State<ApiState>,
     headers: HeaderMap,
-    Query(q): Query<AttemptQuery>,
+    param::ApiQuery(q): param::ApiQuery<AttemptQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let filter = q.filter()?;
+    // Lists only, but a bad value is still refused, never ignored.
+    limit_of(&q.limit)?;
     let given = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -379,7 +402,7 @@ async fn next_event(mut f: Feed) -> Option<(Result<Event, Infallible>, Feed)> {
             let ev = Event::default()
                 .event("ready")
                 .id(event_id(f.pos))
-                .data("{}");
+                .data(r#"{"ready":true}"#);
             return Some((Ok(ev), f));
         }
         match f.poll().await {

@@ -10,7 +10,7 @@ use crate::store::reports::{self, ActionView, AttemptView, LoanSummary, LoanView
 use crate::web::auth::Principal;
 use crate::web::state::ApiState;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -46,7 +46,7 @@ pub struct LoanQuery {
     #[param(schema_with = param::boolean)]
     pub needs_rebinding: Option<String>,
     /// `next_cursor` of the previous page.
-    #[param(schema_with = param::text)]
+    #[param(schema_with = param::cursor)]
     pub cursor: Option<String>,
     /// Default 50.
     #[param(schema_with = param::limit)]
@@ -64,7 +64,9 @@ fn dpd(field: &str, v: &Option<String>) -> Result<Option<u32>, ApiError> {
         .map(|s| {
             s.trim()
                 .parse::<u32>()
-                .map_err(|_| ApiError::bad(field, "a whole number of days"))
+                .ok()
+                .filter(|d| *d <= 36_500)
+                .ok_or_else(|| ApiError::bad(field, "a whole number of days, 0 to 36500"))
         })
         .transpose()
 }
@@ -87,7 +89,7 @@ fn nonempty(v: &Option<String>) -> Option<String> {
 pub async fn list_loans(
     Viewer(_who): Viewer,
     State(s): State<ApiState>,
-    Query(q): Query<LoanQuery>,
+    param::ApiQuery(q): param::ApiQuery<LoanQuery>,
 ) -> Result<Json<LoanPage>, ApiError> {
     let filter = reports::LoanFilter {
         status: param::one_of("status", &q.status, &param::loan_statuses())?,
@@ -145,7 +147,7 @@ pub struct LoanDetail {
 pub async fn get_loan(
     Viewer(_who): Viewer,
     State(s): State<ApiState>,
-    Path(id): Path<String>,
+    param::ApiPath(id): param::ApiPath<String>,
 ) -> Result<Json<LoanDetail>, ApiError> {
     let now = now();
     let mut conn = s.engine.db.pool.acquire().await?;
@@ -208,7 +210,7 @@ pub struct ImportResult {
 #[utoipa::path(post, path = "/api/v1/loans", tag = "loans",
     request_body(content = String, description = "loans as JSON, JSON Lines or CSV",
         content_type = "application/json"),
-    params(("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key: 1 to 255 visible ASCII characters", pattern = r"^[!-~]{1,255}$", max_length = 255)),
     responses((status = 201, body = ImportResult), (status = "4XX", body = ErrorBody)))]
 pub async fn import_loans(
     Admin(p): Admin,
@@ -298,7 +300,7 @@ fn e_text(p: &[import::ImportProblem]) -> String {
 pub async fn get_contact(
     Admin(p): Admin,
     State(s): State<ApiState>,
-    Path(id): Path<String>,
+    param::ApiPath(id): param::ApiPath<String>,
 ) -> Result<Json<Contact>, ApiError> {
     Ok(Json(
         ops::read_contact(&s.engine, &p.actor(), &id, now()).await?,
@@ -309,7 +311,9 @@ pub async fn get_contact(
 #[serde(deny_unknown_fields)]
 pub struct PolicyChange {
     /// The policy's name.
+    #[schema(schema_with = param::name)]
     pub policy: String,
+    #[schema(schema_with = param::words)]
     pub reason: String,
 }
 
@@ -329,7 +333,7 @@ pub struct PolicyChanged {
 pub async fn put_policy(
     Admin(p): Admin,
     State(s): State<ApiState>,
-    Path(id): Path<String>,
+    param::ApiPath(id): param::ApiPath<String>,
     ApiJson(b): ApiJson<PolicyChange>,
 ) -> Result<Json<PolicyChanged>, ApiError> {
     change_policy(p, s, id, b).await
@@ -338,13 +342,13 @@ pub async fn put_policy(
 #[utoipa::path(post, path = "/api/v1/loans/{id}/policy", tag = "loans",
     description = "Same as PUT.",
     params(("id" = String, Path, description = "loan id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key")),
+        ("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key: 1 to 255 visible ASCII characters", pattern = r"^[!-~]{1,255}$", max_length = 255)),
     request_body = PolicyChange,
     responses((status = 200, body = PolicyChanged), (status = "4XX", body = ErrorBody)))]
 pub async fn post_policy(
     Admin(p): Admin,
     State(s): State<ApiState>,
-    Path(id): Path<String>,
+    param::ApiPath(id): param::ApiPath<String>,
     ApiJson(b): ApiJson<PolicyChange>,
 ) -> Result<Json<PolicyChanged>, ApiError> {
     change_policy(p, s, id, b).await

@@ -19,6 +19,7 @@ pub mod simulations;
 
 use crate::web::auth::{Principal, Role};
 use crate::web::state::ApiState;
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -87,13 +88,13 @@ pub fn api() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
 pub fn routes() -> Router<ApiState> {
     let (router, mut doc) = api();
     add_openapi_path(&mut doc);
-    let doc = Arc::new(doc);
+    let doc = Arc::new(serde_json::to_value(&doc).expect("the document serialises"));
     router
         .route(
             "/openapi.json",
-            get(move |p: Principal| {
+            get(move |p: Principal, State(s): State<ApiState>| {
                 let doc = doc.clone();
-                async move { openapi(p, &doc) }
+                async move { openapi(p, &s, &doc) }
             }),
         )
         // Loan imports can be large files.
@@ -103,11 +104,31 @@ pub fn routes() -> Router<ApiState> {
 /// The largest request body (a loan import file).
 pub const MAX_BODY: usize = 32 * 1024 * 1024;
 
-fn openapi(p: Principal, doc: &utoipa::openapi::OpenApi) -> Response {
-    match p.require(Role::Viewer) {
-        Ok(()) => Json(doc).into_response(),
-        Err(e) => ApiError::from(e).into_response(),
+fn openapi(p: Principal, s: &ApiState, doc: &serde_json::Value) -> Response {
+    if let Err(e) = p.require(Role::Viewer) {
+        return ApiError::from(e).into_response();
     }
+    let policies = s.engine.policies.names();
+    let channels: Vec<&str> = s.engine.channels.keys().map(String::as_str).collect();
+    Json(with_names(doc, &policies, &channels)).into_response()
+}
+
+/// The document with the names this server knows (its loaded policies and channels) as the
+/// enums of the fields that take them, so that clients see what a request may name.
+fn with_names(doc: &serde_json::Value, policies: &[&str], channels: &[&str]) -> serde_json::Value {
+    let mut doc = doc.clone();
+    let mut set = |schema: &str, field: &str, names: &[&str]| {
+        let mut names = names.to_vec();
+        names.sort_unstable();
+        let at = format!("/components/schemas/{schema}/properties/{field}");
+        if let Some(obj) = doc.pointer_mut(&at).and_then(|v| v.as_object_mut()) {
+            obj.remove("pattern");
+            obj.insert("enum".into(), serde_json::json!(names));
+        }
+    };
+    set("PolicyChange", "policy", policies);
+    set("AddMandateRequest", "channel", channels);
+    doc
 }
 
 /// `/openapi.json` itself, so the document lists every route the API serves.
@@ -170,14 +191,29 @@ pub fn limit_of(v: &Option<String>) -> Result<i64, ApiError> {
     }
 }
 
-/// Cursors are opaque to clients: the position, hex-encoded.
+/// Cursors are opaque to clients: a loan list's position (a loan id), hex-encoded.
 pub fn cursor_out(position: &str) -> String {
     hex::encode(position)
 }
 
+/// Any hex the schema allows is a position (non-UTF-8 bytes are replaced): a page after a
+/// position that matches no loan is simply the loans after it.
 pub fn cursor_in(cursor: &str) -> Result<String, ApiError> {
     hex::decode(cursor.trim())
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .map_err(|_| ApiError::bad("cursor", "not a cursor this API gave"))
+}
+
+/// The cursor of a list ordered by id (attempts, audit, recon cases): the last id, in hex.
+pub fn id_cursor_out(id: i64) -> String {
+    format!("{id:x}")
+}
+
+pub fn id_cursor_in(cursor: &str) -> Result<i64, ApiError> {
+    let c = cursor.trim();
+    (1..=15)
+        .contains(&c.len())
+        .then(|| i64::from_str_radix(c, 16).ok())
+        .flatten()
         .ok_or_else(|| ApiError::bad("cursor", "not a cursor this API gave"))
 }

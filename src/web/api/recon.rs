@@ -3,12 +3,12 @@
 
 use super::error::{ApiError, ApiJson, ErrorBody};
 use super::param;
-use super::{cursor_in, cursor_out, limit_of, now};
+use super::{id_cursor_in, id_cursor_out, limit_of, now};
 use super::{Admin, Viewer};
 use crate::ops::{self, money::MoneyError};
 use crate::recon::{self, CaseError, CaseRow, ReconError, RefundKind};
 use crate::web::state::ApiState;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -120,11 +120,7 @@ pub async fn report_of(
 }
 
 pub fn date_of(v: &Option<String>) -> Result<NaiveDate, ApiError> {
-    match v.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-        None => Ok(now().date_naive()),
-        Some(s) => NaiveDate::parse_from_str(s, "%Y-%m-%d")
-            .map_err(|_| ApiError::bad("date", "a date, YYYY-MM-DD")),
-    }
+    Ok(param::day_of("date", v)?.unwrap_or_else(|| now().date_naive()))
 }
 
 fn nonempty(v: &Option<String>) -> Option<&str> {
@@ -136,7 +132,7 @@ fn nonempty(v: &Option<String>) -> Option<&str> {
 pub async fn report(
     Viewer(_who): Viewer,
     State(s): State<ApiState>,
-    Query(q): Query<ReportQuery>,
+    param::ApiQuery(q): param::ApiQuery<ReportQuery>,
 ) -> Result<Json<ReconReportView>, ApiError> {
     let date = date_of(&q.date)?;
     let mut conn = s.engine.db.pool.acquire().await?;
@@ -156,7 +152,7 @@ pub struct CasesQuery {
     pub date: Option<String>,
     #[param(schema_with = param::text)]
     pub channel: Option<String>,
-    #[param(schema_with = param::text)]
+    #[param(schema_with = param::id_cursor)]
     pub cursor: Option<String>,
     /// Default 50.
     #[param(schema_with = param::limit)]
@@ -175,21 +171,17 @@ pub struct CasePage {
 pub async fn cases(
     Viewer(_who): Viewer,
     State(s): State<ApiState>,
-    Query(q): Query<CasesQuery>,
+    param::ApiQuery(q): param::ApiQuery<CasesQuery>,
 ) -> Result<Json<CasePage>, ApiError> {
     let status = param::one_of("status", &q.status, &param::case_statuses())?;
     let status = status.as_deref().unwrap_or("open");
-    let date = match nonempty(&q.date) {
+    let date = match &q.date {
         Some(_) => Some(date_of(&q.date)?.to_string()),
         None => None,
     };
     let limit = limit_of(&q.limit)?;
     let before = match nonempty(&q.cursor) {
-        Some(c) => Some(
-            cursor_in(c)?
-                .parse::<i64>()
-                .map_err(|_| ApiError::bad("cursor", "not a cursor this API gave"))?,
-        ),
+        Some(c) => Some(id_cursor_in(c)?),
         None => None,
     };
     let mut conn = s.engine.db.pool.acquire().await?;
@@ -205,7 +197,7 @@ pub async fn cases(
     let more = items.len() as i64 > limit;
     items.truncate(limit as usize);
     let next_cursor = more
-        .then(|| items.last().map(|c| cursor_out(&c.id.to_string())))
+        .then(|| items.last().map(|c| id_cursor_out(c.id)))
         .flatten();
     Ok(Json(CasePage {
         items: items.into_iter().map(CaseView::from).collect(),
@@ -217,7 +209,9 @@ pub async fn cases(
 #[serde(deny_unknown_fields)]
 pub struct ResolveRequest {
     /// What was done about it, e.g. "channel confirmed the debit failed".
+    #[schema(schema_with = param::words)]
     pub resolution: String,
+    #[schema(schema_with = param::words)]
     pub reason: String,
 }
 
@@ -263,13 +257,13 @@ impl From<ReconError> for ApiError {
 
 #[utoipa::path(post, path = "/api/v1/recon/cases/{id}/resolve", tag = "recon",
     params(("id" = i64, Path, description = "case (recon item) id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key")),
+        ("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key: 1 to 255 visible ASCII characters", pattern = r"^[!-~]{1,255}$", max_length = 255)),
     request_body = ResolveRequest,
     responses((status = 200, body = CaseView), (status = "4XX", body = ErrorBody)))]
 pub async fn resolve(
     Admin(p): Admin,
     State(s): State<ApiState>,
-    Path(id): Path<i64>,
+    param::ApiPath(id): param::ApiPath<i64>,
     ApiJson(b): ApiJson<ResolveRequest>,
 ) -> Result<Json<CaseView>, ApiError> {
     let case = ops::money::resolve_case(&s.engine, &p.actor(), id, &b.resolution, &b.reason, now())
@@ -290,7 +284,9 @@ pub enum RefundKindBody {
 #[serde(deny_unknown_fields)]
 pub struct RefundBody {
     /// A decimal string above zero, e.g. "12.50".
+    #[schema(schema_with = param::amount)]
     pub amount: String,
+    #[schema(schema_with = param::words)]
     pub reason: String,
     pub kind: RefundKindBody,
 }
@@ -317,13 +313,13 @@ pub struct RefundView {
 #[utoipa::path(post, path = "/api/v1/attempts/{id}/refund", tag = "recon",
     description = "Refund (part of) a succeeded attempt from the bank: its own journal entry pointing at the repayment. Refunds of an attempt never exceed its amount.",
     params(("id" = i64, Path, description = "attempt id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key")),
+        ("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key: 1 to 255 visible ASCII characters", pattern = r"^[!-~]{1,255}$", max_length = 255)),
     request_body = RefundBody,
     responses((status = 200, body = RefundView), (status = "4XX", body = ErrorBody)))]
 pub async fn refund(
     Admin(p): Admin,
     State(s): State<ApiState>,
-    Path(id): Path<i64>,
+    param::ApiPath(id): param::ApiPath<i64>,
     ApiJson(b): ApiJson<RefundBody>,
 ) -> Result<Json<RefundView>, ApiError> {
     let kind = match b.kind {
@@ -349,6 +345,7 @@ pub async fn refund(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WriteOffRequest {
+    #[schema(schema_with = param::words)]
     pub reason: String,
 }
 
@@ -363,13 +360,13 @@ pub struct WriteOffView {
 #[utoipa::path(post, path = "/api/v1/loans/{id}/write-off", tag = "recon",
     description = "Write off everything the loan still owes.",
     params(("id" = String, Path, description = "loan id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key")),
+        ("Idempotency-Key" = Option<String>, Header, description = "repeat-safe key: 1 to 255 visible ASCII characters", pattern = r"^[!-~]{1,255}$", max_length = 255)),
     request_body = WriteOffRequest,
     responses((status = 200, body = WriteOffView), (status = "4XX", body = ErrorBody)))]
 pub async fn write_off(
     Admin(p): Admin,
     State(s): State<ApiState>,
-    Path(id): Path<String>,
+    param::ApiPath(id): param::ApiPath<String>,
     ApiJson(b): ApiJson<WriteOffRequest>,
 ) -> Result<Json<WriteOffView>, ApiError> {
     let amount = ops::money::write_off(&s.engine, &p.actor(), &id, &b.reason, now()).await?;

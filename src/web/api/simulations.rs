@@ -2,9 +2,9 @@
 //! `figures.json` holds them (viewer).
 
 use super::error::{ApiError, ErrorBody};
-use super::Viewer;
+use super::{param, Viewer};
 use crate::web::state::ApiState;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -64,7 +64,7 @@ pub async fn list_simulations(
 pub async fn get_simulation(
     Viewer(_who): Viewer,
     State(s): State<ApiState>,
-    Path(id): Path<String>,
+    param::ApiPath(id): param::ApiPath<String>,
 ) -> Result<Json<Simulation>, ApiError> {
     let id: i64 = id
         .trim()
