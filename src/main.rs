@@ -205,8 +205,14 @@ enum PolicyCmd {
 
 #[derive(Subcommand)]
 enum PlanCmd {
-    /// List a loan's agenda with local times.
-    Show { id: String },
+    /// List a loan's agenda with local times, marking what is due and what comes next.
+    Show {
+        id: String,
+        /// Place the agenda against this date (YYYY-MM-DD, noon UTC) or instant (RFC 3339);
+        /// default now.
+        #[arg(long)]
+        as_of: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -437,7 +443,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Loans(LoansCmd::Unpark { id, reason }) => unpark_loan(g, id, reason).await?,
         Cmd::Policy(PolicyCmd::Check { files }) => return policy_check(files),
         Cmd::Policy(PolicyCmd::List) => list_policies(g)?,
-        Cmd::Plan(PlanCmd::Show { id }) => show_plan(g, id).await?,
+        Cmd::Plan(PlanCmd::Show { id, as_of }) => {
+            cmd::plan::show(&ctx(g), id, as_of.as_deref()).await?
+        }
         Cmd::Run { once, now } => run_once(g, *once, now.as_deref()).await?,
         Cmd::Attempts(AttemptsCmd::List { loan, limit }) => {
             list_attempts(g, loan.as_deref(), *limit).await?
@@ -766,32 +774,6 @@ async fn show_loan(g: &Global, id: &str, as_of: Option<&str>) -> anyhow::Result<
                 .clone()
                 .map(|c| format!("{c} #{}", l.seq.unwrap_or(0)))
                 .unwrap_or_default()
-        );
-    }
-    Ok(())
-}
-
-async fn show_plan(g: &Global, id: &str) -> anyhow::Result<()> {
-    let db = repayd::store::Db::open(&g.database).await?;
-    let mut conn = db.pool.acquire().await?;
-    let rows = reports::plan_view(&mut conn, id).await?;
-    if rows.is_empty() {
-        bail!("no agenda for loan `{id}` in {}", db.display_url);
-    }
-    if g.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(());
-    }
-    for a in rows {
-        println!(
-            "#{:<3} {:<8} {:<18} {}  ({} UTC)  {:<9} {}",
-            a.seq,
-            a.kind,
-            a.slot,
-            a.local,
-            a.due_at.format("%Y-%m-%d %H:%M"),
-            a.status,
-            a.note.unwrap_or_default()
         );
     }
     Ok(())

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod loans;
 pub mod notices;
+pub mod plan;
 pub mod recon;
 pub mod simulate;
 pub mod web;

@@ -119,8 +119,9 @@ fn manual_target(
         return Err(EngineError::Conflict("nothing is owed on this loan".into()));
     }
     if amount > outstanding {
-        return Err(invalid(format!(
-            "{amount} is more than the outstanding {outstanding}"
+        // Well-formed, but more than this loan owes now: a conflict with its state (409).
+        return Err(EngineError::Conflict(format!(
+            "amount: {amount} is more than the outstanding {outstanding}"
         )));
     }
     if loan.open_attempt {

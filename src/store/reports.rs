@@ -291,6 +291,8 @@ pub struct AttemptView {
     pub ladder_step: u32,
     #[schema(value_type = String)]
     pub amount: Decimal,
+    /// The loan's currency: `amount` is in it.
+    pub currency: String,
     pub status: String,
     pub code: Option<String>,
     /// When it was made.
@@ -427,14 +429,18 @@ async fn fetch_attempts(
     order: &str,
     limit: i64,
 ) -> Result<Vec<AttemptView>, sqlx::Error> {
-    let select =
-        format!("SELECT {ATTEMPT_COLS} FROM attempts a JOIN mandates m ON m.id = a.mandate_id");
+    let select = format!("SELECT {ATTEMPT_COLS} FROM {ATTEMPT_FROM}");
     let rows = w.fetch_page(conn, &select, order, limit).await?;
     Ok(rows.iter().map(attempt_view).collect())
 }
 
 const ATTEMPT_COLS: &str = "a.id, a.loan_id, a.seq, a.channel, m.account_masked, a.order_no, \
-    a.kind, a.ladder_step, a.amount, a.status, a.code, a.created_at, a.updated_at, a.requested_by";
+    a.kind, a.ladder_step, a.amount, l.currency, a.status, a.code, a.created_at, a.updated_at, \
+    a.requested_by";
+
+/// Attempts with their mandate (the masked account) and loan (the currency).
+const ATTEMPT_FROM: &str =
+    "attempts a JOIN mandates m ON m.id = a.mandate_id JOIN loans l ON l.id = a.loan_id";
 
 fn attempt_view(r: &sqlx::any::AnyRow) -> AttemptView {
     let ms = |c: &str| DateTime::from_timestamp_millis(r.get(c)).unwrap_or_default();
@@ -448,6 +454,7 @@ fn attempt_view(r: &sqlx::any::AnyRow) -> AttemptView {
         kind: r.get("kind"),
         ladder_step: r.get::<i64, _>("ladder_step") as u32,
         amount: from_minor(r.get("amount")),
+        currency: r.get("currency"),
         status: r.get("status"),
         code: r.get("code"),
         at: ms("created_at"),
@@ -509,7 +516,7 @@ pub async fn attempts_by_ids(
         return Ok(Vec::new());
     }
     let sql = format!(
-        "SELECT {ATTEMPT_COLS} FROM attempts a JOIN mandates m ON m.id = a.mandate_id \
+        "SELECT {ATTEMPT_COLS} FROM {ATTEMPT_FROM} \
          WHERE a.id IN ({}) ORDER BY a.id",
         crate::store::in_list(conn, 1, ids.len())
     );
@@ -533,7 +540,7 @@ pub async fn open_attempts_since(
         Arg::Int(since_ms),
     );
     let sql = format!(
-        "SELECT {ATTEMPT_COLS} FROM attempts a JOIN mandates m ON m.id = a.mandate_id \
+        "SELECT {ATTEMPT_COLS} FROM {ATTEMPT_FROM} \
          WHERE {} ORDER BY a.id DESC LIMIT 2000",
         w.sql()
     );

@@ -410,8 +410,23 @@ async fn manual_attempt_goes_through_the_ledger(backend: Backend) {
     assert_eq!(item["reason"], "promise to pay");
     assert_eq!(item["detail"]["attempt_id"].as_i64(), Some(id));
 
-    // More than is outstanding, or nothing: refused, naming the amount; nothing is sent.
-    for amount in ["1700.01", "0", "-5", "abc"] {
+    // More than is outstanding: a conflict with the loan's state, naming the amount.
+    let r = app
+        .post(
+            path,
+            Some(&app.collections),
+            &json!({ "amount": "1700.01", "reason": "x" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert!(
+        r.text
+            .contains("amount: 1700.01 is more than the outstanding"),
+        "{}",
+        r.text
+    );
+    // Nothing, or not an amount: refused, naming the amount; nothing is sent.
+    for amount in ["0", "-5", "abc"] {
         let r = app
             .post(
                 path,
@@ -1213,18 +1228,14 @@ async fn refunds_through_the_api(backend: Backend) {
         .await;
     assert_eq!(again.json["refund_id"], r.json["refund_id"]);
     assert_eq!(app.scalar_i64("SELECT COUNT(*) FROM refunds").await, 1);
-    for (amount, kind) in [
-        ("200.01", "erroneous"),
-        ("5.00", "overpayment"),
-        ("0", "erroneous"),
+    // Beyond what the attempt holds: a conflict with its state (409); not an amount: 422.
+    for (amount, kind, status) in [
+        ("200.01", "erroneous", StatusCode::CONFLICT),
+        ("5.00", "overpayment", StatusCode::CONFLICT),
+        ("0", "erroneous", StatusCode::UNPROCESSABLE_ENTITY),
     ] {
         let r = app.post(&path, Some(&app.admin), &body(amount, kind)).await;
-        assert_eq!(
-            r.status,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "{amount}: {}",
-            r.text
-        );
+        assert_eq!(r.status, status, "{amount}: {}", r.text);
         assert_eq!(field(&r), "amount", "{amount}");
     }
     let r = app.post(&path, Some(&app.admin), &body("1", "gift")).await;

@@ -512,6 +512,17 @@ async fn resume_and_manual_attempt(c: &Client, site: &Site) {
     .await;
     let attempts = text_of(c, "#attempts").await;
     assert!(attempts.contains("100.00"), "{attempts}");
+    // Grouped by slot: the manual attempt is a slot of its own, its step under it, every
+    // amount with its currency; the page opens with the loan's standing.
+    assert!(
+        attempts.contains("manual · 1 step") && attempts.contains("CNY 100.00"),
+        "{attempts}"
+    );
+    let summary = text_of(c, "#loan-summary").await;
+    assert!(
+        summary.contains("Next due") && summary.contains("Total overdue: CNY"),
+        "{summary}"
+    );
     let n: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM attempts WHERE loan_id = 'L2' AND requested_by = 'ops-collections'",
     )

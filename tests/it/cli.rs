@@ -60,6 +60,55 @@ fn import_plan_run_show_and_trial_balance() {
         text(&o)
     );
 
+    // Placed against a moment: the 08:00 CST slot is due at 00:00 UTC, not before.
+    let o = repayd(
+        dir.path(),
+        &[
+            "--json",
+            "plan",
+            "show",
+            "C1",
+            "--as-of",
+            "2027-01-15T00:00:00Z",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let slot = |p: &serde_json::Value| {
+        p["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["slot"] == "due:08:00" && a["seq"] == 1)
+            .map(|a| a["when"].clone())
+    };
+    assert_eq!(slot(&plan), Some("due".into()), "{plan}");
+    let o = repayd(
+        dir.path(),
+        &[
+            "--json",
+            "plan",
+            "show",
+            "C1",
+            "--as-of",
+            "2027-01-14T23:59:00Z",
+        ],
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_ne!(slot(&plan), Some("due".into()), "{plan}");
+    let o = repayd(dir.path(), &["plan", "show", "C1", "--as-of", "2027-01-15"]);
+    assert!(
+        text(&o).contains("local time (zone)") && text(&o).contains("pending actions"),
+        "a table with headers: {}",
+        text(&o)
+    );
+    let o = repayd(dir.path(), &["plan", "show", "C1", "--as-of", "soon"]);
+    assert!(
+        !o.status.success() && text(&o).contains("--as-of `soon`"),
+        "{}",
+        text(&o)
+    );
+
     let o = repayd(
         dir.path(),
         &["run", "--once", "--now", "2027-01-15T08:00:00+08:00"],

@@ -14,6 +14,7 @@ mod cli;
 mod crash;
 mod daemon;
 mod demo;
+mod export;
 mod hardening;
 mod import;
 mod late_answer;

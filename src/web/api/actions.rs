@@ -178,6 +178,7 @@ pub async fn add_mandate(
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     #[param(schema_with = param::text)]
     pub loan_id: Option<String>,

@@ -302,6 +302,7 @@ pub async fn validate_policy(Admin(_p): Admin, body: Bytes) -> Result<Json<Polic
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct DelinquencyQuery {
     /// Today (each loan's local date) when absent.
     #[param(schema_with = param::date)]

@@ -26,6 +26,7 @@ const POLL: Duration = Duration::from_millis(500);
 /// Filters of attempt lists and the feed. Every value is bound as a query parameter.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct AttemptQuery {
     /// Made at or after: RFC 3339 instant or YYYY-MM-DD (UTC midnight).
     #[param(schema_with = param::date_time)]
@@ -94,10 +95,10 @@ impl AttemptQuery {
             loan_id: pick(&self.loan_id, &self.loan),
             channel: pick(&self.channel, &None),
             kind: param::one_of("kind", &self.kind, &param::attempt_kinds())?,
-            status: match pick(&self.status, &None) {
-                Some(_) => param::one_of("status", &self.status, &param::attempt_statuses())?,
-                None => param::one_of("outcome", &self.outcome, &param::attempt_statuses())?,
-            },
+            // Both are checked; `status` wins when both are given.
+            status: param::one_of("status", &self.status, &param::attempt_statuses())?.or(
+                param::one_of("outcome", &self.outcome, &param::attempt_statuses())?,
+            ),
             code: pick(&self.code, &None),
             from_ms: instant("from", &self.from)?,
             to_ms: instant("to", &self.to)?,
@@ -168,6 +169,8 @@ pub struct AttemptEvent {
     pub ladder_step: u32,
     #[schema(value_type = String)]
     pub amount: Decimal,
+    /// The loan's currency: `amount` is in it.
+    pub currency: String,
     pub status: String,
     pub code: Option<String>,
     pub order_no: String,
@@ -185,6 +188,7 @@ impl From<&AttemptView> for AttemptEvent {
             kind: a.kind.clone(),
             ladder_step: a.ladder_step,
             amount: a.amount,
+            currency: a.currency.clone(),
             status: a.status.clone(),
             code: a.code.clone(),
             order_no: a.order_no.clone(),
@@ -325,6 +329,7 @@ pub async fn stream_attempts(
     let filter = q.filter()?;
     // Lists only, but a bad value is still refused, never ignored.
     limit_of(&q.limit)?;
+    q.cursor.as_deref().map(id_cursor_in).transpose()?;
     let given = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())

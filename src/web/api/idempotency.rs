@@ -62,8 +62,7 @@ async fn run_once(
     let key = key
         .to_str()
         .ok()
-        .map(str::trim)
-        .filter(|k| !k.is_empty() && k.len() <= 255)
+        .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
         .ok_or_else(|| ApiError::bad("Idempotency-Key", "1 to 255 visible characters"))?
         .to_string();
     let bytes = to_bytes(body, MAX_BODY).await.map_err(|_| {

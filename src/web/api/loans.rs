@@ -21,6 +21,7 @@ use utoipa::{IntoParams, ToSchema};
 /// Filters of `GET /api/v1/loans`. Every value is bound as a query parameter.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct LoanQuery {
     #[param(schema_with = param::loan_status)]
     pub status: Option<String>,

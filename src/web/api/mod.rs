@@ -88,7 +88,9 @@ pub fn api() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
 pub fn routes() -> Router<ApiState> {
     let (router, mut doc) = api();
     add_openapi_path(&mut doc);
-    let doc = Arc::new(serde_json::to_value(&doc).expect("the document serialises"));
+    let mut doc = serde_json::to_value(&doc).expect("the document serialises");
+    headers_not_null(&mut doc);
+    let doc = Arc::new(doc);
     router
         .route(
             "/openapi.json",
@@ -111,6 +113,27 @@ fn openapi(p: Principal, s: &ApiState, doc: &serde_json::Value) -> Response {
     let policies = s.engine.policies.names();
     let channels: Vec<&str> = s.engine.channels.keys().map(String::as_str).collect();
     Json(with_names(doc, &policies, &channels)).into_response()
+}
+
+/// Optional headers are strings when given (utoipa describes an `Option` header as nullable,
+/// and a header cannot carry a JSON null).
+fn headers_not_null(doc: &mut serde_json::Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    let ops = paths.values_mut().filter_map(|item| item.as_object_mut());
+    for op in ops.flat_map(|item| item.values_mut()) {
+        let Some(params) = op.get_mut("parameters").and_then(|p| p.as_array_mut()) else {
+            continue;
+        };
+        for p in params.iter_mut().filter(|p| p["in"] == "header") {
+            if let Some(schema) = p.get_mut("schema").and_then(|s| s.as_object_mut()) {
+                if schema.get("type").is_some_and(|t| t.is_array()) {
+                    schema.insert("type".into(), "string".into());
+                }
+            }
+        }
+    }
 }
 
 /// The document with the names this server knows (its loaded policies and channels) as the

@@ -77,6 +77,7 @@ impl From<CaseRow> for CaseView {
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct ReportQuery {
     /// Default: today, UTC.
     #[param(schema_with = param::date)]
@@ -143,6 +144,7 @@ pub async fn report(
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct CasesQuery {
     /// Default open.
     #[param(schema_with = param::case_status)]
@@ -247,9 +249,11 @@ impl From<ReconError> for ApiError {
             ReconError::NotSucceeded { .. } | ReconError::NothingToWriteOff { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }
-            ReconError::ExceedsRefundable { .. }
-            | ReconError::ExceedsOverpayment { .. }
-            | ReconError::BadAmount { .. } => ApiError::invalid("amount", e.to_string()),
+            // Well-formed, but beyond what the attempt holds now: a conflict with its state.
+            ReconError::ExceedsRefundable { .. } | ReconError::ExceedsOverpayment { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()).with_field("amount")
+            }
+            ReconError::BadAmount { .. } => ApiError::invalid("amount", e.to_string()),
             other => ApiError::internal(other),
         }
     }

@@ -7,10 +7,12 @@
 //! cookie, which the API's `Principal` extractor reads as well.
 
 mod charts;
+mod export;
 mod pages;
 mod render;
 mod session;
 mod simulation;
+mod slots;
 
 use crate::web::state::ApiState;
 use axum::extract::Path;
@@ -26,6 +28,8 @@ pub fn routes() -> Router<ApiState> {
         .route("/", get(pages::home))
         .route("/loans", get(pages::loans))
         .route("/worklist", get(pages::worklist))
+        .route("/worklist.csv", get(export::worklist_export))
+        .route("/attempts.csv", get(export::attempts_export))
         .route("/loans/{id}", get(pages::loan))
         .route("/recon", get(pages::recon))
         .route("/simulations", get(simulation::list))

@@ -194,12 +194,28 @@ impl WorklistQuery {
     }
 }
 
+/// Every row of the worklist as `q` filters and sorts it (at most `WORKLIST_MAX`), and
+/// whether there were more: the page and its CSV export read the same rows.
+pub(super) async fn worklist_rows(
+    s: &ApiState,
+    q: &WorklistQuery,
+) -> Result<(Vec<reports::LoanSummary>, bool), PageError> {
+    let (filter, order) = (q.filter()?, q.order()?);
+    // A date is taken at noon UTC: that same date in every zone from UTC−11 to UTC+11.
+    let now = match parse_date(Some(&q.date))? {
+        Some(d) => d.and_hms_opt(12, 0, 0).expect("noon").and_utc(),
+        None => clock(s),
+    };
+    let mut conn = s.engine.db.pool.acquire().await?;
+    Ok(reports::worklist(&mut conn, &s.engine.policies, &filter, order, now).await?)
+}
+
 pub async fn worklist(
     session: Session,
     State(s): State<ApiState>,
     Query(q): Query<WorklistQuery>,
 ) -> Result<Response, PageError> {
-    let (filter, order) = (q.filter()?, q.order()?);
+    let (rows, capped) = worklist_rows(&s, &q).await?;
     let page_no: usize =
         match q.page.trim() {
             "" => 1,
@@ -207,14 +223,6 @@ pub async fn worklist(
                 PageError::BadRequest(format!("page: `{p}` is not a page number"))
             })?,
         };
-    // A date is taken at noon UTC: that same date in every zone from UTC−11 to UTC+11.
-    let now = match parse_date(Some(&q.date))? {
-        Some(d) => d.and_hms_opt(12, 0, 0).expect("noon").and_utc(),
-        None => clock(&s),
-    };
-    let mut conn = s.engine.db.pool.acquire().await?;
-    let (rows, capped) =
-        reports::worklist(&mut conn, &s.engine.policies, &filter, order, now).await?;
     let pages = rows.len().div_ceil(WORKLIST_PAGE).max(1);
     let shown: Vec<_> = rows
         .iter()
@@ -254,15 +262,19 @@ pub async fn loan(
         .paused_until
         .and_then(DateTime::from_timestamp_millis)
         .map(|t| t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string());
+    let today = crate::domain::local_date(now, tz);
+    let attempts = reports::attempts(&mut conn, Some(&id), 500).await?;
+    let standing = super::slots::standing(&view.installments, today);
     let ctx = minijinja::context! {
         user => session.user(),
         can_act => session.can_act(),
-        today => crate::domain::local_date(now, tz).to_string(),
+        today => today.to_string(),
+        standing,
         loan => view,
         paused, paused_until_local, pause_reason => pause.reason,
         parked_at => pause.parked_at, parked_reason => pause.parked_reason,
         plan => reports::plan_view(&mut conn, &id).await?,
-        attempts => reports::attempts(&mut conn, Some(&id), 500).await?,
+        slots => super::slots::group_by_slot(&attempts, tz),
         notices => queries::notices(&mut conn, &id).await?,
         audit => queries::audit_log(&mut conn, &id).await?,
     };
