@@ -626,16 +626,27 @@ async fn list_attempts(g: &Global, loan: Option<&str>, limit: i64) -> anyhow::Re
     if g.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
+        println!(
+            "{:<16}  {:<10} {:<8} {:<8} {:>4}  {:>16}  {:<10} {:<22} {:<22} order",
+            "made (UTC)",
+            "loan#inst",
+            "channel",
+            "kind",
+            "step",
+            "amount",
+            "outcome",
+            "code",
+            "account"
+        );
         for a in rows {
             println!(
-                "{}  {}#{}  {:<8} {:<8} step {}  {:>12}  {:<10} {:<22} {}  {}",
+                "{:<16}  {:<10} {:<8} {:<8} {:>4}  {:>16}  {:<10} {:<22} {:<22} {}",
                 a.at.format("%Y-%m-%d %H:%M"),
-                a.loan_id,
-                a.seq,
+                format!("{}#{}", a.loan_id, a.seq),
                 a.channel,
                 a.kind,
                 a.ladder_step,
-                a.amount,
+                format!("{} {}", a.currency, a.amount),
                 a.status,
                 a.code.unwrap_or_default(),
                 a.account,

@@ -560,3 +560,66 @@ pub async fn latest_recon_date(conn: &mut AnyConnection) -> Result<Option<NaiveD
         .await?;
     Ok(d.and_then(|d| NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok()))
 }
+
+/// One loan-local day of one currency: what succeeded attempts collected, and how many of
+/// the day's finished attempts (succeeded or failed) succeeded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrendDay {
+    pub day: NaiveDate,
+    pub currency: String,
+    pub collected: Decimal,
+    pub ok: i64,
+    pub n: i64,
+}
+
+const TREND_SQL: &str = "SELECT a.local_date AS d, l.currency AS c, \
+     CAST(SUM(CASE WHEN a.status = 'succeeded' THEN a.amount ELSE 0 END) AS BIGINT) AS paid, \
+     CAST(SUM(CASE WHEN a.status = 'succeeded' THEN 1 ELSE 0 END) AS BIGINT) AS ok, \
+     COUNT(*) AS n FROM attempts a JOIN loans l ON l.id = a.loan_id \
+     WHERE a.status IN ('succeeded', 'failed') AND l.tz = $1 \
+     AND a.local_date >= $2 AND a.local_date <= $3 GROUP BY a.local_date, l.currency";
+
+/// The last `days` days up to "today" (each zone's own), day by day and currency by
+/// currency, with the last day. Days of several zones with the same date are added up.
+pub async fn daily_trend(
+    conn: &mut AnyConnection,
+    today: Today,
+    days: u32,
+) -> Result<(NaiveDate, Vec<TrendDay>), sqlx::Error> {
+    let mut out: BTreeMap<(NaiveDate, String), TrendDay> = BTreeMap::new();
+    let mut last = None;
+    for (tz, date) in zone_dates(conn, today).await? {
+        let end = trend_date("today", &date)?;
+        let start = end - chrono::Days::new(u64::from(days.max(1)) - 1);
+        last = last.max(Some(end));
+        let rows = sqlx::query(TREND_SQL)
+            .bind(tz.as_str())
+            .bind(start.to_string())
+            .bind(end.to_string())
+            .fetch_all(&mut *conn)
+            .await?;
+        for r in rows {
+            let day = trend_date("local_date", &r.get::<String, _>("d"))?;
+            let currency: String = r.get("c");
+            let e = out.entry((day, currency.clone())).or_insert(TrendDay {
+                day,
+                currency,
+                collected: from_minor(0),
+                ok: 0,
+                n: 0,
+            });
+            e.collected += from_minor(r.get("paid"));
+            e.ok += r.get::<i64, _>("ok");
+            e.n += r.get::<i64, _>("n");
+        }
+    }
+    let last = last.unwrap_or_else(|| match today {
+        Today::Fixed(d) => d,
+        Today::Clock(now) => now.date_naive(),
+    });
+    Ok((last, out.into_values().collect()))
+}
+
+fn trend_date(column: &'static str, v: &str) -> Result<NaiveDate, sqlx::Error> {
+    crate::store::stored_date(column, v).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}

@@ -362,8 +362,32 @@ async fn dashboard_figures(c: &Client, site: &Site) {
     );
     let rates = text_of(c, "#rates").await;
     assert!(rates.contains("unionpay"), "{rates}");
+    // Thirty days of trends ending on the chosen day, money per currency.
+    let trends = text_of(c, "#trends").await;
+    assert!(
+        trends.contains("Collected per day (CNY)") && trends.contains("Success rate per day"),
+        "{trends}"
+    );
+    assert!(
+        trends.contains("top: 20") && trends.contains(": CNY "),
+        "{trends}"
+    );
+    let columns = c
+        .find_all(Locator::Css("#trends svg rect.bar"))
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(columns, 60, "30 days collected (CNY) and 30 days of rates");
     let png = c.screenshot().await.expect("screenshot");
     std::fs::write(artifacts().join("dashboard.png"), png).expect("write screenshot");
+    c.execute(
+        "document.getElementById('trends').scrollIntoView();",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let png = c.screenshot().await.expect("screenshot");
+    std::fs::write(artifacts().join("trends.png"), png).expect("write screenshot");
     // The rates follow the date picker: forty days before, nothing was attempted.
     let before = site.due - Days::new(40);
     c.goto(&site.url(&format!("/?date={before}")))
@@ -553,6 +577,61 @@ async fn click(c: &Client, id: &str) {
         .unwrap();
 }
 
+/// A promise to pay recorded from a loan's page reads open; promises made earlier read kept
+/// (what was collected since reaches them) or broken (their date passed unpaid) on their
+/// loans' pages.
+async fn promises_from_the_loan_page(c: &Client, site: &Site) {
+    c.goto(&site.url("/loans/L3")).await.unwrap();
+    let by = (chrono::Utc::now().date_naive() + Days::new(5)).to_string();
+    c.execute(
+        "document.getElementById('promise-date').value = arguments[0];",
+        vec![serde_json::json!(by)],
+    )
+    .await
+    .unwrap();
+    fill(c, "promise-amount", "50.00").await;
+    fill(c, "promise-text", "will pay on Friday").await;
+    click(c, "promise-submit").await;
+    wait_until("the open promise on the page", || async {
+        text_of(c, "#notes").await.contains("open")
+    })
+    .await;
+    let notes = text_of(c, "#notes").await;
+    assert!(notes.contains("CNY 50.00 by"), "{notes}");
+    let (kept, amount): (String, i64) = sqlx::query_as(
+        "SELECT loan_id, CAST(SUM(amount) AS BIGINT) FROM attempts WHERE status = 'succeeded' \
+         GROUP BY loan_id ORDER BY loan_id",
+    )
+    .fetch_optional(site.pool())
+    .await
+    .unwrap()
+    .expect("some loan was collected");
+    let broken: String = sqlx::query_scalar(
+        "SELECT id FROM loans WHERE id NOT IN \
+         (SELECT loan_id FROM attempts WHERE status = 'succeeded') ORDER BY id",
+    )
+    .fetch_one(site.pool())
+    .await
+    .unwrap();
+    for (id, loan, minor) in [(901, &kept, amount), (902, &broken, 5000)] {
+        sqlx::query(
+            "INSERT INTO loan_notes (id, loan_id, kind, body, amount, promised_on, created_by, created_at) \
+             VALUES ($1, $2, 'promise', 'said so on the phone', $3, '2020-01-01', 'carol', 0)",
+        )
+        .bind(id as i64)
+        .bind(loan.as_str())
+        .bind(minor)
+        .execute(site.pool())
+        .await
+        .unwrap();
+    }
+    for (loan, state) in [(&kept, "kept"), (&broken, "broken")] {
+        c.goto(&site.url(&format!("/loans/{loan}"))).await.unwrap();
+        let notes = text_of(c, "#notes").await;
+        assert!(notes.contains(state), "{loan}: {notes}");
+    }
+}
+
 /// A viewer reads the loan page but gets no action buttons.
 async fn viewer_sees_no_actions(c: &Client, site: &Site, token: &str) {
     login(c, site, token).await;
@@ -694,6 +773,7 @@ async fn dashboard_in_a_real_browser() {
         worklist_from_a_bucket_bar(&c, &site).await;
         pause_from_loan_page(&c, &site).await;
         resume_and_manual_attempt(&c, &site).await;
+        promises_from_the_loan_page(&c, &site).await;
         viewer_sees_no_actions(&v, &site, &viewer).await;
         pages_over_http(&site, &ops).await;
         resolve_case_from_recon_page(&a, &site, &admin).await;

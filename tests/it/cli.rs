@@ -133,6 +133,11 @@ fn import_plan_run_show_and_trial_balance() {
 
     let o = repayd(dir.path(), &["attempts", "list"]);
     assert!(text(&o).contains("succeeded"), "{}", text(&o));
+    assert!(
+        text(&o).starts_with("made (UTC)") && text(&o).contains("CNY "),
+        "a header saying the zone, amounts with their currency: {}",
+        text(&o)
+    );
 
     let o = repayd(dir.path(), &["ledger", "trial-balance"]);
     assert!(o.status.success(), "{}", text(&o));

@@ -13,6 +13,7 @@ mod render;
 mod session;
 mod simulation;
 mod slots;
+mod trends;
 
 use crate::web::state::ApiState;
 use axum::extract::Path;

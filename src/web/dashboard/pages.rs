@@ -87,6 +87,9 @@ pub async fn home(
             .collect();
         rate_charts.push(bar_chart(title, rows, Some(rust_decimal::Decimal::ONE)));
     }
+    let (trend_end, trend_days) =
+        queries::daily_trend(&mut conn, today, super::trends::TREND_DAYS).await?;
+    let trend_charts = super::trends::trend_charts(&trend_days, trend_end);
     // The stream starts where the rendered rows end, so nothing falls in between.
     let head = reports::attempts_feed_head(&mut conn).await?;
     let feed = reports::attempts(&mut conn, None, FEED_ROWS).await?;
@@ -97,7 +100,7 @@ pub async fn home(
         date => fixed.map(|d| d.to_string()),
         now => now.timestamp_millis(),
         feed_after => format!("{}-{}", head.0, head.1),
-        tiles, bucket_charts, rate_charts, feed, rebind, parked,
+        tiles, bucket_charts, rate_charts, trend_charts, feed, rebind, parked,
     };
     page("home.html", ctx)
 }
@@ -249,6 +252,8 @@ pub async fn loan(
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
     let now = clock(&s);
+    // Read before this handler takes its connection: the operation takes one of its own.
+    let notes = loan_notes(&s, &id, now).await?;
     let mut conn = s.engine.db.pool.acquire().await?;
     let Some(view) = reports::loan_view(&mut conn, &s.engine.policies, &id, now).await? else {
         return Err(PageError::NotFound(format!("loan {id}")));
@@ -269,7 +274,7 @@ pub async fn loan(
         user => session.user(),
         can_act => session.can_act(),
         today => today.to_string(),
-        standing,
+        standing, notes,
         loan => view,
         paused, paused_until_local, pause_reason => pause.reason,
         parked_at => pause.parked_at, parked_reason => pause.parked_reason,
@@ -279,6 +284,21 @@ pub async fn loan(
         audit => queries::audit_log(&mut conn, &id).await?,
     };
     page("loan.html", ctx)
+}
+
+/// A loan's notes and promises (none for a loan that does not exist: the page says 404).
+async fn loan_notes(
+    s: &ApiState,
+    id: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<crate::ops::notes::NoteView>, PageError> {
+    use crate::ops::CollectionsError;
+    match crate::ops::notes::notes(&s.engine, id, now).await {
+        Ok(notes) => Ok(notes),
+        Err(CollectionsError::NotFound(_)) => Ok(Vec::new()),
+        Err(CollectionsError::Sql(e)) => Err(PageError::Sql(e)),
+        Err(e) => Err(PageError::BadRequest(e.to_string())),
+    }
 }
 
 /// Open reconciliation cases shown on the page (newest first).

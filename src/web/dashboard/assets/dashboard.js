@@ -118,7 +118,7 @@
   // again and those sections are swapped for the fresh ones (as parsed nodes, never HTML
   // strings). Skipped while the tab is hidden.
   const LIVE_MS = 5000;
-  const LIVE_SECTIONS = ["tiles", "buckets", "rates", "rebind"];
+  const LIVE_SECTIONS = ["tiles", "buckets", "rates", "trends", "rebind"];
 
   function startLive() {
     setInterval(async () => {
