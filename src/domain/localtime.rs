@@ -48,6 +48,13 @@ pub fn local_date(at: DateTime<Utc>, tz: Tz) -> NaiveDate {
     at.with_timezone(&tz).date_naive()
 }
 
+/// The start of `d` in UTC, in epoch milliseconds (filters taking a plain date as UTC).
+pub fn utc_day_start_ms(d: NaiveDate) -> i64 {
+    d.and_time(chrono::NaiveTime::MIN)
+        .and_utc()
+        .timestamp_millis()
+}
+
 /// The first instant whose local time is at or after `local` (which lies in a gap).
 /// Binary search over ±2 days of UTC instants: wide enough for any offset, narrow enough
 /// that only the one transition lies between the bounds.

@@ -71,14 +71,7 @@ fn instant(field: &str, v: &Option<String>) -> Result<Option<i64>, ApiError> {
         return Ok(Some(t.timestamp_millis()));
     }
     NaiveDate::parse_from_str(v, "%Y-%m-%d")
-        .map(|d| {
-            Some(
-                d.and_hms_opt(0, 0, 0)
-                    .expect("midnight")
-                    .and_utc()
-                    .timestamp_millis(),
-            )
-        })
+        .map(|d| Some(crate::domain::utc_day_start_ms(d)))
         .map_err(|_| ApiError::bad(field, "an RFC 3339 instant or YYYY-MM-DD"))
 }
 

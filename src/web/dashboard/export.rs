@@ -6,6 +6,7 @@ use super::pages::{worklist_rows, WorklistQuery};
 use super::render::PageError;
 use super::session::Session;
 use crate::store::reports::{self, AttemptFilter, AttemptView, LoanSummary};
+use crate::web::api::param;
 use crate::web::state::ApiState;
 use axum::extract::{Query, State};
 use axum::http::header;
@@ -155,35 +156,21 @@ impl AttemptsCsvQuery {
         let day = |name: &str, v: &str| match v.trim() {
             "" => Ok(None),
             t => chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d")
-                .map(|d| {
-                    Some(
-                        d.and_hms_opt(0, 0, 0)
-                            .expect("midnight")
-                            .and_utc()
-                            .timestamp_millis(),
-                    )
-                })
+                .map(|d| Some(crate::domain::utc_day_start_ms(d)))
                 .map_err(|_| {
                     PageError::BadRequest(format!("{name}: `{t}` is not a date (YYYY-MM-DD)"))
                 }),
         };
-        let one_of = |name: &str, v: &str, allowed: &[&str]| match v.trim() {
-            "" => Ok(None),
-            t if allowed.contains(&t) => Ok(Some(t.to_string())),
-            t => Err(PageError::BadRequest(format!(
-                "{name}: `{t}` is not one of {}",
-                allowed.join(", ")
-            ))),
+        // The API's check, its message made a page's 400.
+        let one_of = |name: &str, v: &str, allowed: &[&'static str]| {
+            param::one_of(name, &Some(v.to_string()), allowed)
+                .map_err(|e| PageError::BadRequest(e.body.message))
         };
         Ok(AttemptFilter {
             loan_id: text(&self.loan),
             channel: text(&self.channel),
-            kind: one_of("kind", &self.kind, &crate::web::api::param::attempt_kinds())?,
-            status: one_of(
-                "status",
-                &self.status,
-                &crate::web::api::param::attempt_statuses(),
-            )?,
+            kind: one_of("kind", &self.kind, &param::attempt_kinds())?,
+            status: one_of("status", &self.status, &param::attempt_statuses())?,
             code: None,
             from_ms: day("from", &self.from)?,
             to_ms: day("to", &self.to)?,
